@@ -1,0 +1,68 @@
+"""Stable rejection codes.
+
+A rejection is a business outcome, not an exception: it is an event with one
+of these codes, ledgered like any other, so replay reproduces it.  Codes are
+grouped by layer; a code's number and name are never reused or renumbered
+(terminals match on them).  New codes are appended inside their group.
+
+    1xx  command envelope (origin, authorisation, retries)
+    2xx  lot state (unknown, not open, frozen, closed, phase)
+    3xx  eligibility gate (registration, deposit, blacklist)
+    4xx  bid amount (start, increment, self-outbid, priority)
+    5xx  staff actions (terms, reserve, increment, freeze, terminate)
+    9xx  runtime (storage) -- produced by the runtime, never by the engine
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Reject(IntEnum):
+    # 1xx envelope
+    not_authorized = 101
+    client_seq_stale = 102
+    invalid_origin = 103
+
+    # 2xx lot state
+    unknown_lot = 201
+    lot_not_open = 202
+    lot_frozen = 203
+    lot_closed = 204
+    quotes_frozen = 205
+    phase_not_accepting = 206
+    lot_exists = 207
+    lot_not_frozen = 208
+    lot_not_draft = 209
+
+    # 3xx eligibility
+    bidder_not_eligible = 301
+    bidder_blacklisted = 302
+    already_registered = 303
+    bidder_not_registered = 304
+    deposit_already_confirmed = 305
+    deposit_insufficient = 306
+    not_blacklisted = 307
+
+    # 4xx bid amount
+    invalid_amount = 401
+    bid_below_start = 402
+    bid_not_start_price = 403
+    bid_below_increment = 404
+    bid_not_increment_multiple = 405
+    leader_may_not_outbid_self = 406
+    priority_not_higher = 407
+
+    # 5xx staff actions
+    invalid_terms = 501
+    reserve_already_set = 502
+    reserve_below_start = 503
+    reserve_cutoff_passed = 504
+    increment_change_not_allowed = 505
+    freeze_too_close_to_end = 506
+    terminate_too_close_to_end = 507
+    invalid_increment = 508
+
+    # 9xx runtime
+    storage_unavailable = 901
+    overloaded = 902

@@ -1,0 +1,299 @@
+"""Commands (imperative) and events (past participles) of the engine.
+
+All are frozen msgspec Structs in tagged unions (``type`` field).  Schema
+evolution rule: new fields are appended with defaults; tags are never reused.
+
+Every command carries its ``origin`` -- ``"<kind>:<id>"`` with kind one of
+``bidder``, ``staff``, ``service`` or ``system`` -- and the origin's
+``client_seq`` (strictly increasing per origin; 0 only for ``system``).
+
+Events never carry a bidder identity: bidders appear only by their per-lot
+bidder code.  No event carries the reserve amount before the lot has closed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from engine.codes import Reject
+from engine.rules import RuleSet
+
+Mechanism = Literal["english", "listing"]
+
+
+# ---------------------------------------------------------------- commands
+
+
+class Command(msgspec.Struct, frozen=True, tag_field="type"):
+    origin: str
+    client_seq: int
+
+
+class Tick(Command, frozen=True, tag="tick"):
+    """Carries nothing but the sequencer's time; lets due deadlines fire."""
+
+
+class SuspendOverdue(Command, frozen=True, tag="suspend_overdue"):
+    """Ledgered at start-up: lots whose deadline passed while the server was
+    down are suspended (RULES.md R-1.8.1, system failure), not closed."""
+
+    reason: str = "system_failure"
+
+
+class CreateLot(Command, frozen=True, tag="create_lot"):
+    lot_id: str
+    mechanism: Mechanism
+    title: str
+    start_price_fen: int
+    increment_fen: int
+    start_ns: int
+    end_ns: int
+    rules: RuleSet = RuleSet()
+    deposit_fen: int = 0
+    timed_increment_fen: int = 0  # listing: the timed phase's increment (0 = same)
+
+
+class PublishLot(Command, frozen=True, tag="publish_lot"):
+    lot_id: str
+
+
+class SetReserve(Command, frozen=True, tag="set_reserve"):
+    lot_id: str
+    reserve_fen: int
+
+
+class ChangeIncrement(Command, frozen=True, tag="change_increment"):
+    lot_id: str
+    increment_fen: int
+    phase: Literal["main", "timed"] = "main"
+
+
+class RegisterBidder(Command, frozen=True, tag="register_bidder"):
+    lot_id: str
+    bidder_id: str
+    priority_rank: int = 0  # R-5.2.3(d): 1 is the highest rank; 0 = no priority right
+
+
+class ConfirmDeposit(Command, frozen=True, tag="confirm_deposit"):
+    lot_id: str
+    bidder_id: str
+    amount_fen: int
+
+
+class BlacklistBidder(Command, frozen=True, tag="blacklist_bidder"):
+    bidder_id: str
+    reason: str
+
+
+class UnblacklistBidder(Command, frozen=True, tag="unblacklist_bidder"):
+    bidder_id: str
+    reason: str
+
+
+class PlaceBid(Command, frozen=True, tag="place_bid"):
+    """The bidder is the origin; a bid never names another bidder."""
+
+    lot_id: str
+    amount_fen: int
+
+
+class FreezeLot(Command, frozen=True, tag="freeze_lot"):
+    lot_id: str
+    reason: str
+
+
+class ResumeLot(Command, frozen=True, tag="resume_lot"):
+    lot_id: str
+    reason: str
+
+
+class TerminateLot(Command, frozen=True, tag="terminate_lot"):
+    lot_id: str
+    reason: str
+
+
+AnyCommand = (
+    Tick
+    | SuspendOverdue
+    | CreateLot
+    | PublishLot
+    | SetReserve
+    | ChangeIncrement
+    | RegisterBidder
+    | ConfirmDeposit
+    | BlacklistBidder
+    | UnblacklistBidder
+    | PlaceBid
+    | FreezeLot
+    | ResumeLot
+    | TerminateLot
+)
+
+# ------------------------------------------------------------------ events
+
+
+class Event(msgspec.Struct, frozen=True, tag_field="type"):
+    lot_id: str
+
+
+class CommandRejected(Event, frozen=True, tag="rejected"):
+    code: Reject
+    detail: str = ""
+    bidder_code: str = ""
+    amount_fen: int = 0
+
+
+class CommandRetried(Event, frozen=True, tag="retried"):
+    """A retry of an already-applied command: its original outcome, not a new effect."""
+
+    client_seq: int
+    original_seq: int
+    code: int  # 0 = it was accepted, else the Reject code it got
+
+
+class LotCreated(Event, frozen=True, tag="lot_created"):
+    mechanism: Mechanism
+    title: str
+    start_price_fen: int
+    increment_fen: int
+    timed_increment_fen: int
+    start_ns: int
+    end_ns: int
+    deposit_fen: int
+    rules: RuleSet
+
+
+class LotPublished(Event, frozen=True, tag="lot_published"):
+    start_ns: int
+    end_ns: int
+
+
+class LotOpened(Event, frozen=True, tag="lot_opened"):
+    at_ns: int
+    phase: str
+    end_ns: int
+
+
+class ReserveEntered(Event, frozen=True, tag="reserve_entered"):
+    """Only that a reserve exists -- never its amount (R-0.5)."""
+
+
+class IncrementChanged(Event, frozen=True, tag="increment_changed"):
+    increment_fen: int
+    phase: str
+
+
+class BidderRegistered(Event, frozen=True, tag="bidder_registered"):
+    bidder_code: str
+    priority_rank: int
+
+
+class DepositConfirmed(Event, frozen=True, tag="deposit_confirmed"):
+    bidder_code: str
+
+
+class BlacklistChanged(Event, frozen=True, tag="blacklist_changed"):
+    listed: bool
+    bidder_codes: tuple[str, ...]  # the subject's codes in the lots it is registered for
+
+
+class BidAccepted(Event, frozen=True, tag="bid_accepted"):
+    bidder_code: str
+    amount_fen: int
+    bid_no: int
+    priority_match: bool = False
+
+
+class LotExtended(Event, frozen=True, tag="lot_extended"):
+    end_ns: int
+
+
+class PhaseChanged(Event, frozen=True, tag="phase_changed"):
+    phase: str
+    at_ns: int
+    end_ns: int
+
+
+class LotFrozen(Event, frozen=True, tag="lot_frozen"):
+    reason: str
+    at_ns: int
+    remaining_ns: int
+    system: bool = False
+
+
+class LotResumed(Event, frozen=True, tag="lot_resumed"):
+    reason: str
+    phase: str
+    end_ns: int
+
+
+class LotTerminated(Event, frozen=True, tag="lot_terminated"):
+    reason: str
+    at_ns: int
+
+
+class LotSold(Event, frozen=True, tag="lot_sold"):
+    bidder_code: str
+    price_fen: int
+    closed_at_ns: int
+    reserve_fen: int  # disclosed only now that the lot has closed (0 = no reserve)
+
+
+class LotUnsold(Event, frozen=True, tag="lot_unsold"):
+    reason: Literal["no_bids", "below_reserve"]
+    closed_at_ns: int
+    price_fen: int
+    reserve_fen: int
+
+
+AnyEvent = (
+    CommandRejected
+    | CommandRetried
+    | LotCreated
+    | LotPublished
+    | LotOpened
+    | ReserveEntered
+    | IncrementChanged
+    | BidderRegistered
+    | DepositConfirmed
+    | BlacklistChanged
+    | BidAccepted
+    | LotExtended
+    | PhaseChanged
+    | LotFrozen
+    | LotResumed
+    | LotTerminated
+    | LotSold
+    | LotUnsold
+)
+
+# One codec per process, reused (msgspec's advice: never build them per call).
+_command_encoder = msgspec.msgpack.Encoder()
+_command_decoder = msgspec.msgpack.Decoder(AnyCommand)
+_events_decoder = msgspec.msgpack.Decoder(list[AnyEvent])
+
+
+def encode_command(cmd: Command) -> bytes:
+    return _command_encoder.encode(cmd)
+
+
+def decode_command(data: bytes) -> AnyCommand:
+    cmd: AnyCommand = _command_decoder.decode(data)
+    return cmd
+
+
+def encode_events(events: list[Event]) -> bytes:
+    return _command_encoder.encode(events)
+
+
+def decode_events(data: bytes) -> list[AnyEvent]:
+    events: list[AnyEvent] = _events_decoder.decode(data)
+    return events
+
+
+def origin_kind(origin: str) -> str:
+    """``"bidder:42"`` -> ``"bidder"``; "" when malformed."""
+    kind, sep, ident = origin.partition(":")
+    return kind if sep and ident else ""

@@ -1,0 +1,451 @@
+"""Theory of operation: the router owns every lot.
+
+``apply(command, now_ns) -> list[Event]`` is the engine's only entry point.
+``now_ns`` is the sequencer's time for this command (strictly increasing);
+the engine never reads a clock.  Per command, in order:
+
+1. Lazy deadlines: every lot whose deadline is at or before ``now_ns`` is
+   advanced first, at its own deadline time (which the events record), in
+   (deadline, lot id) order.  A bid arriving at or after a close therefore
+   finds the lot closed (``lot_closed``).  ``SuspendOverdue`` is the one
+   exception: it suspends those lots instead (system failure, R-1.8.1).
+2. Retries: per origin the router keeps the highest ``client_seq`` and the
+   outcomes of the last ``RECENT_OUTCOMES`` commands.  A retried command gets
+   its original outcome back (``CommandRetried``) and never applies twice;
+   an older one is refused ``client_seq_stale``.
+3. Authorisation by origin kind, then the command's handler: validate fully,
+   then mutate.  Refusals are ``CommandRejected`` events with stable codes.
+
+``applied`` counts every command, so it equals the ledger sequence number of
+the command just applied (the ledger ledgers every command).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Any
+
+from engine import rules as rulesets
+from engine.ascending import Ascending, check_amount, closing_guard, gate
+from engine.codes import Reject
+from engine.english import English
+from engine.listing import Listing
+from engine.messages import (
+    BidderRegistered,
+    BlacklistBidder,
+    BlacklistChanged,
+    ChangeIncrement,
+    Command,
+    CommandRejected,
+    CommandRetried,
+    ConfirmDeposit,
+    CreateLot,
+    DepositConfirmed,
+    Event,
+    FreezeLot,
+    IncrementChanged,
+    LotCreated,
+    LotFrozen,
+    LotPublished,
+    LotResumed,
+    LotTerminated,
+    PlaceBid,
+    PublishLot,
+    RegisterBidder,
+    ReserveEntered,
+    ResumeLot,
+    SetReserve,
+    SuspendOverdue,
+    TerminateLot,
+    Tick,
+    UnblacklistBidder,
+)
+from engine.state import (
+    DRAFT,
+    FINAL,
+    FROZEN,
+    PUBLISHED,
+    TERMINATED,
+    Bidder,
+    EngineState,
+    Lot,
+    OriginState,
+    decode_state,
+    encode_state,
+    hash_state,
+)
+
+RECENT_OUTCOMES = 32
+MECHANISMS: dict[str, Ascending] = {"english": English(), "listing": Listing()}
+STAFF = ("staff",)
+REGISTRY = ("staff", "service")
+SYSTEM = ("system",)
+
+Handler = Callable[[Any, int, list[Event]], None]
+
+
+class Reply(Exception):
+    """Raised inside a handler to refuse the command with a code (never escapes)."""
+
+    def __init__(self, code: Reject, detail: str = "") -> None:
+        self.code = code
+        self.detail = detail
+
+
+class Router:
+    def __init__(self, state: EngineState | None = None) -> None:
+        self.state = state if state is not None else EngineState()
+        self._heap: list[tuple[int, str]] = []
+        self._handlers: dict[type, tuple[tuple[str, ...], Handler]] = {
+            Tick: (SYSTEM, self._tick),
+            SuspendOverdue: (SYSTEM, self._tick),
+            CreateLot: (STAFF, self._create),
+            PublishLot: (STAFF, self._publish),
+            SetReserve: (STAFF, self._set_reserve),
+            ChangeIncrement: (STAFF, self._change_increment),
+            RegisterBidder: (REGISTRY, self._register),
+            ConfirmDeposit: (REGISTRY, self._confirm_deposit),
+            BlacklistBidder: (REGISTRY, self._blacklist),
+            UnblacklistBidder: (REGISTRY, self._unblacklist),
+            PlaceBid: (("bidder",), self._bid),
+            FreezeLot: (STAFF, self._freeze),
+            ResumeLot: (STAFF, self._resume),
+            TerminateLot: (STAFF, self._terminate),
+        }
+        for lot in self.state.lots.values():
+            self._schedule(lot)
+
+    # ------------------------------------------------------------ queries
+    @property
+    def applied(self) -> int:
+        return self.state.applied
+
+    def next_deadline_ns(self) -> int | None:
+        heap, lots = self._heap, self.state.lots
+        while heap and lots[heap[0][1]].deadline_ns != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def state_hash(self) -> str:
+        return hash_state(self.state)
+
+    def snapshot(self) -> bytes:
+        return encode_state(self.state)
+
+    @classmethod
+    def restore(cls, snapshot: bytes) -> Router:
+        return cls(decode_state(snapshot))
+
+    # ------------------------------------------------------------- apply
+    def apply(self, cmd: Command, now_ns: int) -> list[Event]:
+        state = self.state
+        assert now_ns >= state.now_ns, "sequencer time went backwards"
+        last_ns = state.now_ns
+        state.now_ns = now_ns
+        state.applied += 1
+        out: list[Event] = []
+        heap = self._heap
+        if heap and heap[0][0] <= now_ns:
+            if type(cmd) is SuspendOverdue:
+                self._suspend_overdue(cmd.reason, last_ns, now_ns, out)
+            else:
+                self._fire_due(now_ns, out)
+        origin = cmd.origin
+        kind, _, ident = origin.partition(":")
+        entry = self._handlers.get(type(cmd))
+        if entry is None or not (ident or kind == "system"):
+            return self._refuse(cmd, out, Reject.invalid_origin, "malformed origin or command")
+        kinds, handler = entry
+        if kind == "system":
+            if kinds is not SYSTEM:
+                return self._refuse(cmd, out, Reject.not_authorized, "system origin")
+            handler(cmd, now_ns, out)
+            return out
+        return self._apply_client(cmd, kind, kinds, handler, now_ns, out)
+
+    def _apply_client(
+        self, cmd: Command, kind: str, kinds: tuple[str, ...], handler: Handler,
+        now_ns: int, out: list[Event],
+    ) -> list[Event]:
+        origins = self.state.origins
+        session = origins.get(cmd.origin)
+        if session is None:
+            session = origins[cmd.origin] = OriginState()
+        client_seq = cmd.client_seq
+        if client_seq <= session.high_seq:
+            return self._retried(cmd, session, out)
+        mark = len(out)
+        if kind not in kinds:
+            out.append(CommandRejected(_lot_of(cmd), Reject.not_authorized, kind))
+        else:
+            try:
+                handler(cmd, now_ns, out)
+            except Reply as r:
+                out.append(CommandRejected(_lot_of(cmd), r.code, r.detail, "", _amount_of(cmd)))
+        code = 0
+        for ev in out[mark:]:
+            if type(ev) is CommandRejected:
+                code = int(ev.code)
+                break
+        session.high_seq = client_seq
+        recent = session.recent
+        recent[client_seq] = (self.state.applied, code)
+        if len(recent) > RECENT_OUTCOMES:
+            del recent[next(iter(recent))]
+        return out
+
+    def _retried(self, cmd: Command, session: OriginState, out: list[Event]) -> list[Event]:
+        prior = session.recent.get(cmd.client_seq)
+        if prior is None:
+            return self._refuse(cmd, out, Reject.client_seq_stale, str(session.high_seq))
+        out.append(CommandRetried(_lot_of(cmd), cmd.client_seq, prior[0], prior[1]))
+        return out
+
+    def _refuse(self, cmd: Command, out: list[Event], code: Reject, detail: str) -> list[Event]:
+        out.append(CommandRejected(_lot_of(cmd), code, detail, "", _amount_of(cmd)))
+        return out
+
+    # ---------------------------------------------------------- deadlines
+    def _schedule(self, lot: Lot) -> None:
+        if lot.deadline_ns >= 0:
+            heapq.heappush(self._heap, (lot.deadline_ns, lot.lot_id))
+
+    def _fire_due(self, now_ns: int, out: list[Event]) -> None:
+        heap, lots = self._heap, self.state.lots
+        while heap and heap[0][0] <= now_ns:
+            deadline, lot_id = heapq.heappop(heap)
+            lot = lots[lot_id]
+            if lot.deadline_ns != deadline:
+                continue  # superseded (extended, frozen, closed)
+            before = lot.deadline_ns
+            MECHANISMS[lot.mechanism].on_deadline(lot, deadline, self._eligible(lot), out)
+            if lot.deadline_ns != before:
+                self._schedule(lot)
+
+    def _eligible(self, lot: Lot) -> int:
+        black = self.state.blacklist
+        return sum(
+            1 for bid_id, b in lot.bidders.items() if b.deposit_confirmed and bid_id not in black
+        )
+
+    def _suspend_overdue(self, reason: str, last_ns: int, now_ns: int, out: list[Event]) -> None:
+        """R-1.8.1 system failure: freeze each overdue lot as of the last time
+        the engine saw before the outage, keeping its remaining time then."""
+        heap, lots = self._heap, self.state.lots
+        while heap and heap[0][0] <= now_ns:
+            deadline, lot_id = heapq.heappop(heap)
+            lot = lots[lot_id]
+            if lot.deadline_ns == deadline:
+                self._do_freeze(lot, last_ns, reason, out, system=True)
+
+    def _tick(self, cmd: Tick | SuspendOverdue, now_ns: int, out: list[Event]) -> None:
+        """Due deadlines already fired (or were suspended) before dispatch."""
+
+    # --------------------------------------------------------------- lots
+    def _lot(self, lot_id: str) -> Lot:
+        lot = self.state.lots.get(lot_id)
+        if lot is None:
+            raise Reply(Reject.unknown_lot, lot_id)
+        return lot
+
+    def _create(self, cmd: CreateLot, now_ns: int, out: list[Event]) -> None:
+        if cmd.lot_id in self.state.lots:
+            raise Reply(Reject.lot_exists, cmd.lot_id)
+        problem = _terms_problem(cmd, now_ns)
+        if problem:
+            raise Reply(Reject.invalid_terms, problem)
+        self.state.lots[cmd.lot_id] = Lot(
+            cmd.lot_id, cmd.mechanism, cmd.title, cmd.rules, cmd.start_price_fen,
+            cmd.increment_fen, cmd.timed_increment_fen, cmd.deposit_fen, cmd.start_ns, cmd.end_ns,
+        )
+        out.append(LotCreated(
+            cmd.lot_id, cmd.mechanism, cmd.title, cmd.start_price_fen, cmd.increment_fen,
+            cmd.timed_increment_fen, cmd.start_ns, cmd.end_ns, cmd.deposit_fen, cmd.rules,
+        ))
+
+    def _publish(self, cmd: PublishLot, now_ns: int, out: list[Event]) -> None:
+        lot = self._lot(cmd.lot_id)
+        if lot.status != DRAFT:
+            raise Reply(Reject.lot_not_draft, lot.status)
+        if lot.end_ns <= now_ns:
+            raise Reply(Reject.invalid_terms, "end_ns has passed")
+        lot.status = PUBLISHED
+        out.append(LotPublished(lot.lot_id, lot.start_ns, lot.end_ns))
+        if lot.start_ns <= now_ns:
+            MECHANISMS[lot.mechanism].start(lot, now_ns, out)
+        else:
+            lot.deadline_ns = lot.start_ns
+        self._schedule(lot)
+
+    def _set_reserve(self, cmd: SetReserve, now_ns: int, out: list[Event]) -> None:
+        """R-0.5: entered once, >= start, before the cut-off; never published."""
+        lot = self._lot(cmd.lot_id)
+        if lot.status in FINAL:
+            raise Reply(Reject.lot_closed)
+        if lot.reserve_fen:
+            raise Reply(Reject.reserve_already_set)
+        if cmd.reserve_fen < lot.start_price_fen:
+            raise Reply(Reject.reserve_below_start)
+        if now_ns > lot.end_ns - lot.rules.reserve_cutoff_ns:
+            raise Reply(Reject.reserve_cutoff_passed)
+        lot.reserve_fen = cmd.reserve_fen
+        out.append(ReserveEntered(lot.lot_id))
+
+    def _change_increment(self, cmd: ChangeIncrement, now_ns: int, out: list[Event]) -> None:
+        lot = self._lot(cmd.lot_id)
+        if lot.status in FINAL:
+            raise Reply(Reject.lot_closed)
+        if not lot.rules.increment_change_allowed:
+            raise Reply(Reject.increment_change_not_allowed)
+        if cmd.increment_fen <= 0:
+            raise Reply(Reject.invalid_increment)
+        if cmd.phase == "timed":
+            lot.timed_increment_fen = cmd.increment_fen
+        else:
+            lot.increment_fen = cmd.increment_fen
+        out.append(IncrementChanged(lot.lot_id, cmd.increment_fen, cmd.phase))
+
+    # ----------------------------------------------------------- registry
+    def _register(self, cmd: RegisterBidder, now_ns: int, out: list[Event]) -> None:
+        lot = self._lot(cmd.lot_id)
+        if lot.status in FINAL:
+            raise Reply(Reject.lot_closed)
+        if cmd.bidder_id in self.state.blacklist:
+            raise Reply(Reject.bidder_blacklisted)
+        if cmd.bidder_id in lot.bidders:
+            raise Reply(Reject.already_registered)
+        if cmd.priority_rank < 0 or not cmd.bidder_id:
+            raise Reply(Reject.invalid_terms, "priority_rank >= 0 and a bidder id")
+        number = len(lot.bidders) + 1
+        code = f"P{number:04d}" if cmd.priority_rank else f"{number:04d}"
+        lot.bidders[cmd.bidder_id] = Bidder(code, cmd.priority_rank)
+        out.append(BidderRegistered(lot.lot_id, code, cmd.priority_rank))
+
+    def _confirm_deposit(self, cmd: ConfirmDeposit, now_ns: int, out: list[Event]) -> None:
+        lot = self._lot(cmd.lot_id)
+        bidder = lot.bidders.get(cmd.bidder_id)
+        if bidder is None:
+            raise Reply(Reject.bidder_not_registered)
+        if lot.status in FINAL:
+            raise Reply(Reject.lot_closed)
+        if bidder.deposit_confirmed:
+            raise Reply(Reject.deposit_already_confirmed)
+        if cmd.amount_fen < lot.deposit_fen or cmd.amount_fen < 0:
+            raise Reply(Reject.deposit_insufficient, str(lot.deposit_fen))
+        bidder.deposit_confirmed = True
+        out.append(DepositConfirmed(lot.lot_id, bidder.code))
+
+    def _codes_of(self, bidder_id: str) -> tuple[str, ...]:
+        return tuple(
+            f"{lot.lot_id}/{lot.bidders[bidder_id].code}"
+            for lot in self.state.lots.values()
+            if bidder_id in lot.bidders
+        )
+
+    def _blacklist(self, cmd: BlacklistBidder, now_ns: int, out: list[Event]) -> None:
+        if cmd.bidder_id in self.state.blacklist:
+            raise Reply(Reject.bidder_blacklisted)
+        self.state.blacklist[cmd.bidder_id] = cmd.reason
+        out.append(BlacklistChanged("", True, self._codes_of(cmd.bidder_id)))
+
+    def _unblacklist(self, cmd: UnblacklistBidder, now_ns: int, out: list[Event]) -> None:
+        if self.state.blacklist.pop(cmd.bidder_id, None) is None:
+            raise Reply(Reject.not_blacklisted)
+        out.append(BlacklistChanged("", False, self._codes_of(cmd.bidder_id)))
+
+    # --------------------------------------------------------------- bids
+    def _bid(self, cmd: PlaceBid, now_ns: int, out: list[Event]) -> None:
+        lot = self.state.lots.get(cmd.lot_id)
+        if lot is None:
+            raise Reply(Reject.unknown_lot, cmd.lot_id)
+        mech = MECHANISMS[lot.mechanism]
+        bidder_id = cmd.origin[7:]  # after "bidder:"
+        bidder = lot.bidders.get(bidder_id)
+        code = bidder.code if bidder is not None else ""
+        refused = mech.refuse_bid(lot)
+        if refused is not None:
+            out.append(CommandRejected(lot.lot_id, refused, "", code, cmd.amount_fen))
+            return
+        why = gate(lot, bidder, bidder_id in self.state.blacklist)
+        if why or bidder is None:
+            out.append(CommandRejected(
+                lot.lot_id, Reject.bidder_not_eligible, why, code, cmd.amount_fen))
+            return
+        if lot.leader_id == bidder_id and not lot.rules.leader_may_outbid_self:
+            out.append(CommandRejected(
+                lot.lot_id, Reject.leader_may_not_outbid_self, "", code, cmd.amount_fen))
+            return
+        bad = check_amount(lot, bidder, cmd.amount_fen, mech.increment(lot))
+        if bad is not None:
+            out.append(CommandRejected(lot.lot_id, bad, "", code, cmd.amount_fen))
+            return
+        before = lot.deadline_ns
+        mech.accept_bid(lot, bidder_id, bidder, cmd.amount_fen, now_ns, out)
+        if lot.deadline_ns != before:
+            self._schedule(lot)
+
+    # -------------------------------------------------------------- staff
+    def _freeze(self, cmd: FreezeLot, now_ns: int, out: list[Event]) -> None:
+        lot = self._lot(cmd.lot_id)
+        if lot.status == FROZEN:
+            raise Reply(Reject.lot_frozen)
+        if lot.status in FINAL:
+            raise Reply(Reject.lot_closed)
+        if lot.status == DRAFT:
+            raise Reply(Reject.lot_not_open)
+        if not closing_guard(lot, now_ns):
+            raise Reply(Reject.freeze_too_close_to_end)
+        self._do_freeze(lot, now_ns, cmd.reason, out, system=False)
+
+    def _do_freeze(self, lot: Lot, at_ns: int, reason: str, out: list[Event], system: bool) -> None:
+        remaining = lot.deadline_ns - at_ns if lot.deadline_ns >= 0 else -1
+        lot.status = FROZEN
+        lot.frozen_at_ns = at_ns
+        lot.deadline_ns = -1
+        lot.frozen_remaining_ns = remaining
+        out.append(LotFrozen(lot.lot_id, reason, at_ns, remaining, system))
+
+    def _resume(self, cmd: ResumeLot, now_ns: int, out: list[Event]) -> None:
+        lot = self._lot(cmd.lot_id)
+        if lot.status != FROZEN:
+            raise Reply(Reject.lot_not_frozen, lot.status)
+        MECHANISMS[lot.mechanism].resume(lot, now_ns, lot.frozen_remaining_ns)
+        lot.frozen_remaining_ns = -1
+        self._schedule(lot)
+        out.append(LotResumed(lot.lot_id, cmd.reason, lot.phase, lot.end_ns))
+
+    def _terminate(self, cmd: TerminateLot, now_ns: int, out: list[Event]) -> None:
+        lot = self._lot(cmd.lot_id)
+        if lot.status in FINAL:
+            raise Reply(Reject.lot_closed)
+        if not closing_guard(lot, now_ns):
+            raise Reply(Reject.terminate_too_close_to_end)
+        lot.status = TERMINATED
+        lot.deadline_ns = -1
+        out.append(LotTerminated(lot.lot_id, cmd.reason, now_ns))
+
+
+def _lot_of(cmd: Command) -> str:
+    return getattr(cmd, "lot_id", "")
+
+
+def _amount_of(cmd: Command) -> int:
+    return getattr(cmd, "amount_fen", 0)
+
+
+def _terms_problem(cmd: CreateLot, now_ns: int) -> str:
+    if cmd.mechanism not in MECHANISMS:
+        return f"unknown mechanism {cmd.mechanism}"
+    if not cmd.lot_id or len(cmd.lot_id) > 64:
+        return "lot_id must be 1-64 characters"
+    if cmd.start_price_fen <= 0 or cmd.increment_fen <= 0:
+        return "start price and increment must be positive fen"
+    if cmd.timed_increment_fen < 0 or cmd.deposit_fen < 0:
+        return "timed increment and deposit must not be negative"
+    if cmd.end_ns <= cmd.start_ns or cmd.end_ns <= now_ns:
+        return "end_ns must be after start_ns and in the future"
+    if cmd.mechanism == "listing" and cmd.end_ns - cmd.start_ns <= cmd.rules.quote_freeze_ns:
+        return "listing period shorter than its quote freeze"
+    return rulesets.validate(cmd.rules)
+

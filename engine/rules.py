@@ -1,0 +1,97 @@
+"""Rule sets: the regional and platform variants as data, not code.
+
+Every lot carries the complete RuleSet it was created with (it is part of the
+CreateLot command, so the ledger records the exact rule version each trade
+used -- RULES.md, "store the rule-set version with each trade").  The
+mechanisms read only these parameters; a new region is a new preset.
+
+Durations are integer nanoseconds; money is integer fen.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+NS_PER_S = 1_000_000_000
+MINUTE_NS = 60 * NS_PER_S
+HOUR_NS = 60 * MINUTE_NS
+
+IncrementMode = Literal["multiple", "min_step"]  # R-0.6 (a) / (b)
+TimedTrigger = Literal["eligible_bidders", "quoters_in_last_window", "always"]
+ResumePolicy = Literal["keep_remaining", "restart_phase"]
+
+
+class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
+    """Parameters of one rule variant.  Defaults are the judicial English rules."""
+
+    name: str = "judicial"
+    version: int = 1
+    increment_mode: IncrementMode = "multiple"
+    first_bid_exact_start: bool = False  # R-0.6: some platforms require bid 1 == start
+    leader_may_outbid_self: bool = True  # R-0.7 (False on many judicial platforms)
+    extension_window_ns: int = 5 * MINUTE_NS  # R-5.2.4 anti-sniping W (R-2.4.5: 3 min)
+    reserve_cutoff_ns: int = HOUR_NS  # R-0.5: reserve entered no later than this before close
+    increment_change_allowed: bool = True  # R-1.3.5 / R-0.6
+    freeze_guard_ns: int = 0  # R-1.8.5: no freeze/terminate within this of the close
+    resume_policy: ResumePolicy = "keep_remaining"  # R-1.8.3
+    # Listing with timed bidding (R-1.4); ignored by the English mechanism.
+    quote_freeze_ns: int = 0  # R-A2: quotes refused in the last hour of listing (Jiangsu)
+    timed_trigger: TimedTrigger = "eligible_bidders"  # R-A3 / R-B2 / Variant C
+    last_window_ns: int = HOUR_NS  # R-B2: "two or more bidders in the last hour"
+    wait_ns: int = 0  # R-B3: 15-minute preparation before the countdown (Fujian)
+    countdown_ns: int = 4 * MINUTE_NS  # R-A4 (240 s) / R-B3 and C (300 s)
+
+
+JUDICIAL = RuleSet()
+EXCHANGE = RuleSet(
+    name="exchange",
+    extension_window_ns=3 * MINUTE_NS,
+    leader_may_outbid_self=False,
+)
+JIANGSU = RuleSet(
+    name="jiangsu",
+    increment_mode="multiple",
+    quote_freeze_ns=HOUR_NS,
+    timed_trigger="eligible_bidders",
+    countdown_ns=4 * MINUTE_NS,
+    reserve_cutoff_ns=30 * MINUTE_NS,
+)
+FUJIAN = RuleSet(
+    name="fujian",
+    increment_mode="min_step",
+    timed_trigger="quoters_in_last_window",
+    last_window_ns=HOUR_NS,
+    wait_ns=15 * MINUTE_NS,
+    countdown_ns=5 * MINUTE_NS,
+    freeze_guard_ns=HOUR_NS,
+    resume_policy="restart_phase",
+)
+QINZHOU = RuleSet(
+    name="qinzhou",
+    increment_mode="multiple",
+    timed_trigger="always",
+    countdown_ns=5 * MINUTE_NS,
+)
+
+PRESETS: dict[str, RuleSet] = {
+    r.name: r for r in (JUDICIAL, EXCHANGE, JIANGSU, FUJIAN, QINZHOU)
+}
+
+
+def validate(rules: RuleSet) -> str:
+    """Return "" when the rule set is usable, else what is wrong with it."""
+    durations = (
+        rules.extension_window_ns,
+        rules.reserve_cutoff_ns,
+        rules.freeze_guard_ns,
+        rules.quote_freeze_ns,
+        rules.last_window_ns,
+        rules.wait_ns,
+    )
+    if any(d < 0 for d in durations):
+        return "durations must not be negative"
+    if rules.countdown_ns <= 0:
+        return "countdown_ns must be positive"
+    return ""

@@ -1,0 +1,96 @@
+"""The engine's state as plain msgspec Structs.
+
+The whole state is one ``EngineState`` value, so a snapshot is its msgpack
+encoding and the state hash is a BLAKE2b of that encoding.  Determinism
+rules for everything kept here: no sets (their order depends on
+PYTHONHASHSEED), no floats, dicts only filled in command order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from engine.rules import RuleSet
+
+# Lot statuses.
+DRAFT = "draft"
+PUBLISHED = "published"  # announced, bidding not yet started
+OPEN = "open"
+FROZEN = "frozen"
+SOLD = "sold"
+UNSOLD = "unsold"
+TERMINATED = "terminated"
+FINAL = frozenset({SOLD, UNSOLD, TERMINATED})
+
+# Phases (within OPEN; kept while FROZEN so resume knows where it was).
+PENDING = "pending"
+BIDDING = "bidding"  # English
+LISTING = "listing"
+QUOTE_FROZEN = "quote_frozen"
+WAIT = "wait"
+TIMED = "timed"
+
+
+class Bidder(msgspec.Struct):
+    code: str
+    priority_rank: int = 0
+    deposit_confirmed: bool = False
+    last_bid_ns: int = -1
+
+
+class Lot(msgspec.Struct):
+    lot_id: str
+    mechanism: str
+    title: str
+    rules: RuleSet
+    start_price_fen: int
+    increment_fen: int
+    timed_increment_fen: int
+    deposit_fen: int
+    start_ns: int
+    end_ns: int  # the projected close of the current phase (moves with extensions)
+    status: str = DRAFT
+    phase: str = PENDING
+    deadline_ns: int = -1  # the next time-driven transition; -1 = none
+    reserve_fen: int = 0  # 0 = no reserve (a reserve is always >= start price > 0)
+    frozen_at_ns: int = -1
+    frozen_remaining_ns: int = -1
+    bidders: dict[str, Bidder] = msgspec.field(default_factory=dict)
+    leader_id: str = ""
+    leader_code: str = ""
+    leader_rank: int = 0
+    price_fen: int = 0
+    bid_count: int = 0
+    timed_bid_count: int = 0
+
+
+class OriginState(msgspec.Struct):
+    high_seq: int = 0
+    # client_seq -> [ledger seq, outcome code (0 = accepted)]; bounded, oldest first
+    recent: dict[int, tuple[int, int]] = msgspec.field(default_factory=dict)
+
+
+class EngineState(msgspec.Struct):
+    now_ns: int = 0
+    applied: int = 0  # commands applied == the ledger sequence number of the last one
+    lots: dict[str, Lot] = msgspec.field(default_factory=dict)
+    origins: dict[str, OriginState] = msgspec.field(default_factory=dict)
+    blacklist: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(EngineState)
+
+
+def encode_state(state: EngineState) -> bytes:
+    return _encoder.encode(state)
+
+
+def decode_state(data: bytes) -> EngineState:
+    return _decoder.decode(data)
+
+
+def hash_state(state: EngineState) -> str:
+    return hashlib.blake2b(encode_state(state), digest_size=32).hexdigest()
