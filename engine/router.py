@@ -82,7 +82,7 @@ STAFF = ("staff",)
 REGISTRY = ("staff", "service")
 SYSTEM = ("system",)
 
-Handler = Callable[[Any, int, list[Event]], None]
+Handler = Callable[[Any, int, list[Event]], int | None]
 
 
 class Reply(Exception):
@@ -97,6 +97,7 @@ class Router:
     def __init__(self, state: EngineState | None = None) -> None:
         self.state = state if state is not None else EngineState()
         self._heap: list[tuple[int, str]] = []
+        self._kinds: dict[str, str] = {}  # origin -> kind, a cache (not state)
         self._handlers: dict[type, tuple[tuple[str, ...], Handler]] = {
             Tick: (SYSTEM, self._tick),
             SuspendOverdue: (SYSTEM, self._tick),
@@ -152,9 +153,11 @@ class Router:
             else:
                 self._fire_due(now_ns, out)
         origin = cmd.origin
-        kind, _, ident = origin.partition(":")
+        kind = self._kinds.get(origin)
+        if kind is None:
+            kind = self._kinds[origin] = _kind_of(origin)
         entry = self._handlers.get(type(cmd))
-        if entry is None or not (ident or kind == "system"):
+        if entry is None or not kind:
             return self._refuse(cmd, out, Reject.invalid_origin, "malformed origin or command")
         kinds, handler = entry
         if kind == "system":
@@ -162,37 +165,26 @@ class Router:
                 return self._refuse(cmd, out, Reject.not_authorized, "system origin")
             handler(cmd, now_ns, out)
             return out
-        return self._apply_client(cmd, kind, kinds, handler, now_ns, out)
-
-    def _apply_client(
-        self, cmd: Command, kind: str, kinds: tuple[str, ...], handler: Handler,
-        now_ns: int, out: list[Event],
-    ) -> list[Event]:
-        origins = self.state.origins
-        session = origins.get(cmd.origin)
+        session = state.origins.get(origin)
         if session is None:
-            session = origins[cmd.origin] = OriginState()
+            session = state.origins[origin] = OriginState()
         client_seq = cmd.client_seq
         if client_seq <= session.high_seq:
             return self._retried(cmd, session, out)
-        mark = len(out)
         if kind not in kinds:
-            out.append(CommandRejected(_lot_of(cmd), Reject.not_authorized, kind))
+            self._refuse(cmd, out, Reject.not_authorized, kind)
+            code: int = Reject.not_authorized
         else:
             try:
-                handler(cmd, now_ns, out)
+                code = handler(cmd, now_ns, out) or 0
             except Reply as r:
                 out.append(CommandRejected(_lot_of(cmd), r.code, r.detail, "", _amount_of(cmd)))
-        code = 0
-        for ev in out[mark:]:
-            if type(ev) is CommandRejected:
-                code = int(ev.code)
-                break
+                code = r.code
         session.high_seq = client_seq
         recent = session.recent
-        recent[client_seq] = (self.state.applied, code)
-        if len(recent) > RECENT_OUTCOMES:
-            del recent[next(iter(recent))]
+        recent[client_seq] = (state.applied, int(code))
+        if len(recent) > 2 * RECENT_OUTCOMES:
+            session.recent = dict(list(recent.items())[-RECENT_OUTCOMES:])
         return out
 
     def _retried(self, cmd: Command, session: OriginState, out: list[Event]) -> list[Event]:
@@ -355,35 +347,32 @@ class Router:
         out.append(BlacklistChanged("", False, self._codes_of(cmd.bidder_id)))
 
     # --------------------------------------------------------------- bids
-    def _bid(self, cmd: PlaceBid, now_ns: int, out: list[Event]) -> None:
+    def _bid(self, cmd: PlaceBid, now_ns: int, out: list[Event]) -> int:
         lot = self.state.lots.get(cmd.lot_id)
         if lot is None:
             raise Reply(Reject.unknown_lot, cmd.lot_id)
         mech = MECHANISMS[lot.mechanism]
         bidder_id = cmd.origin[7:]  # after "bidder:"
         bidder = lot.bidders.get(bidder_id)
-        code = bidder.code if bidder is not None else ""
         refused = mech.refuse_bid(lot)
+        detail = ""
+        if refused is None:
+            detail = gate(lot, bidder, bidder_id in self.state.blacklist)
+            if detail or bidder is None:
+                refused = Reject.bidder_not_eligible
+            elif lot.leader_id == bidder_id and not lot.rules.leader_may_outbid_self:
+                refused = Reject.leader_may_not_outbid_self
+            else:
+                refused = check_amount(lot, bidder, cmd.amount_fen, mech.increment(lot))
         if refused is not None:
-            out.append(CommandRejected(lot.lot_id, refused, "", code, cmd.amount_fen))
-            return
-        why = gate(lot, bidder, bidder_id in self.state.blacklist)
-        if why or bidder is None:
-            out.append(CommandRejected(
-                lot.lot_id, Reject.bidder_not_eligible, why, code, cmd.amount_fen))
-            return
-        if lot.leader_id == bidder_id and not lot.rules.leader_may_outbid_self:
-            out.append(CommandRejected(
-                lot.lot_id, Reject.leader_may_not_outbid_self, "", code, cmd.amount_fen))
-            return
-        bad = check_amount(lot, bidder, cmd.amount_fen, mech.increment(lot))
-        if bad is not None:
-            out.append(CommandRejected(lot.lot_id, bad, "", code, cmd.amount_fen))
-            return
+            code = bidder.code if bidder is not None else ""
+            out.append(CommandRejected(lot.lot_id, refused, detail, code, cmd.amount_fen))
+            return refused
         before = lot.deadline_ns
-        mech.accept_bid(lot, bidder_id, bidder, cmd.amount_fen, now_ns, out)
+        mech.accept_bid(lot, bidder_id, bidder, cmd.amount_fen, now_ns, out)  # type: ignore[arg-type]
         if lot.deadline_ns != before:
             self._schedule(lot)
+        return 0
 
     # -------------------------------------------------------------- staff
     def _freeze(self, cmd: FreezeLot, now_ns: int, out: list[Event]) -> None:
@@ -424,6 +413,14 @@ class Router:
         lot.status = TERMINATED
         lot.deadline_ns = -1
         out.append(LotTerminated(lot.lot_id, cmd.reason, now_ns))
+
+
+def _kind_of(origin: str) -> str:
+    """``"bidder:42"`` -> ``"bidder"``; "system" alone is allowed; "" when malformed."""
+    kind, _, ident = origin.partition(":")
+    if kind == "system" and not ident:
+        return kind
+    return kind if ident and kind in ("bidder", "staff", "service") else ""
 
 
 def _lot_of(cmd: Command) -> str:
