@@ -1,0 +1,246 @@
+"""Theory of operation: the runtime hosts sequencer + engine + ledger writer + timers.
+
+    submit(cmd, reply) --bounded channel--> sequencer task
+        drains everything queued (one await per batch, not per command),
+        stamps each command with the clock, applies it (Journal.append) and
+        hands the open batch to the writer;
+    writer task
+        commits one batch at a time in a worker thread (fsync'd LMDB commit);
+        while it runs, the sequencer keeps filling the next batch -- so one
+        fsync covers everything that queued while the previous one ran;
+        after the commit returns, replies (acks) and subscribers (public
+        events) are released, in sequence order;
+    timer task
+        submits a ledgered ``Tick`` when the engine's next deadline comes.
+
+Failure: if a commit raises ``StorageUnavailable``, every command not yet
+durable (the failed batch and the open one) is answered
+``storage_unavailable`` -- never acknowledged -- and the engine is rebuilt
+from the store (snapshot + ledger) before anything new is applied.
+
+Start-up: the engine is recovered from the store; if a lot's deadline passed
+while the server was down, a ``SuspendOverdue`` command is the first thing
+ledgered (RULES.md R-1.8.1, system failure) -- staff resume those lots.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from engine.codes import Reject
+from engine.messages import Command, Event, SuspendOverdue, Tick
+from engine.router import Router
+from gateway.clock import SequencerClock
+from ledger.checkpoint import load_or_create_signing_key
+from ledger.journal import Applied, Journal
+from ledger.replay import recover
+from ledger.store import LedgerStore, StorageUnavailable
+
+SYSTEM = "system"
+
+
+class Overloaded(Exception):
+    """The inbound queue is full: refuse at the edge, nothing was queued."""
+
+
+class Outcome:
+    """What a submitter gets back: a durable result, or a typed refusal."""
+
+    __slots__ = ("entry_hash", "error", "events", "seq", "ts_ns")
+
+    def __init__(
+        self, seq: int, ts_ns: int, events: list[Event], entry_hash: bytes,
+        error: Reject | None = None,
+    ) -> None:
+        self.seq = seq
+        self.ts_ns = ts_ns
+        self.events = events
+        self.entry_hash = entry_hash
+        self.error = error
+
+    @classmethod
+    def durable(cls, a: Applied) -> Outcome:
+        return cls(a.seq, a.ts_ns, a.events, a.entry_hash)
+
+    @classmethod
+    def refused(cls, code: Reject) -> Outcome:
+        return cls(0, 0, [], b"", code)
+
+
+Reply = Callable[[Outcome], None]
+Subscriber = Callable[[list[Applied]], None]
+
+
+class Runtime:
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        clock: SequencerClock | None = None,
+        data_dir: str | Path | None = None,
+        queue_max: int = 65_536,
+        journal_options: dict[str, Any] | None = None,
+        record_batch_sizes: bool = False,
+    ) -> None:
+        self.store = store
+        self.clock = clock or SequencerClock()
+        key = load_or_create_signing_key(data_dir) if data_dir is not None else None
+        self._journal_options = dict(journal_options or {}, signing_key=key)
+        self.journal = Journal(store, recover(store), **self._journal_options)
+        self.clock.floor(self._last_ts())
+        self._send, self._recv = trio.open_memory_channel[tuple[Command, Reply | None, bytes]](
+            queue_max
+        )
+        self._waiting: list[tuple[Reply | None, Applied]] = []
+        self._work = trio.Event()
+        self._taken = trio.Event()
+        self._deadline_moved = trio.Event()
+        self._known_deadline: int | None = None
+        self.subscribers: list[Subscriber] = []
+        self.durable_seq = store.last_seq()
+        self.batch_sizes: list[int] | None = [] if record_batch_sizes else None
+        self.storage_failures = 0
+
+    @classmethod
+    def open(cls, data_dir: str | Path, **kwargs: Any) -> Runtime:
+        ledger_dir = Path(data_dir) / "ledger"
+        store = LedgerStore.open(ledger_dir, map_size=kwargs.pop("map_size", 64 << 20))
+        return cls(store, data_dir=data_dir, **kwargs)
+
+    @property
+    def router(self) -> Router:
+        return self.journal.router
+
+    def _last_ts(self) -> int:
+        return self.router.state.now_ns
+
+    # ------------------------------------------------------------ submit
+    def submit(self, cmd: Command, reply: Reply | None = None, meta: bytes = b"") -> None:
+        """Queue a command without waiting; ``reply`` runs once it is durable
+        (or refused).  Raises ``Overloaded`` when the bounded queue is full."""
+        try:
+            self._send.send_nowait((cmd, reply, meta))
+        except trio.WouldBlock:
+            raise Overloaded from None
+
+    async def call(self, cmd: Command, meta: bytes = b"") -> Outcome:
+        done = trio.Event()
+        box: list[Outcome] = []
+
+        def reply(outcome: Outcome) -> None:
+            box.append(outcome)
+            done.set()
+
+        self.submit(cmd, reply, meta)
+        await done.wait()
+        return box[0]
+
+    # --------------------------------------------------------------- run
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        # A worker-thread commit must not wait a whole 5 ms switch interval for
+        # the GIL under a busy loop (RELIABILITY.md, commit cost).
+        sys.setswitchinterval(0.0005)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sequencer)
+            nursery.start_soon(self._writer)
+            self._suspend_overdue()
+            nursery.start_soon(self._timer)
+            task_status.started()
+
+    def _suspend_overdue(self) -> None:
+        due = self.router.next_deadline_ns()
+        if due is not None and due <= self.clock.peek():
+            self.submit(SuspendOverdue(SYSTEM, 0))
+
+    async def _sequencer(self) -> None:
+        recv, journal = self._recv, self.journal
+        while True:
+            item = await recv.receive()
+            journal = self.journal  # may have been rebuilt after a storage fault
+            self._apply(journal, item)
+            while not journal.full():
+                try:
+                    item = recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._apply(journal, item)
+            self._work.set()
+            self._check_deadline()
+            if journal.full():
+                await self._taken.wait()
+
+    def _apply(self, journal: Journal, item: tuple[Command, Reply | None, bytes]) -> None:
+        cmd, reply, meta = item
+        applied = journal.append(cmd, self.clock.now(), meta)
+        self._waiting.append((reply, applied))
+
+    def _check_deadline(self) -> None:
+        nd = self.router.next_deadline_ns()
+        if nd != self._known_deadline:
+            self._known_deadline = nd
+            self._deadline_moved.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work = trio.Event()
+            batch = self.journal.take()
+            waiting, self._waiting = self._waiting, []
+            self._taken.set()
+            self._taken = trio.Event()
+            if batch is None:
+                continue
+            try:
+                await trio.to_thread.run_sync(self.store.commit_batch, batch)
+            except StorageUnavailable:
+                self._storage_failed(waiting)
+                continue
+            self._released(batch.entries[-1][0], waiting)
+            if self._waiting:
+                self._work.set()
+
+    def _released(self, last_seq: int, waiting: list[tuple[Reply | None, Applied]]) -> None:
+        self.durable_seq = last_seq
+        if self.batch_sizes is not None:
+            self.batch_sizes.append(len(waiting))
+        for reply, applied in waiting:
+            if reply is not None:
+                reply(Outcome.durable(applied))
+        if self.subscribers:
+            applied_list = [a for _, a in waiting]
+            for sub in self.subscribers:
+                sub(applied_list)
+
+    def _storage_failed(self, waiting: list[tuple[Reply | None, Applied]]) -> None:
+        """Refuse everything not yet durable; rebuild the engine from the store."""
+        self.storage_failures += 1
+        refused = waiting + self._waiting
+        self._waiting = []
+        self.journal = Journal(self.store, recover(self.store), **self._journal_options)
+        self._known_deadline = None
+        self._check_deadline()
+        outcome = Outcome.refused(Reject.storage_unavailable)
+        for reply, _ in refused:
+            if reply is not None:
+                reply(outcome)
+
+    async def _timer(self) -> None:
+        while True:
+            moved = self._deadline_moved
+            due = self.router.next_deadline_ns()
+            if due is None:
+                await moved.wait()
+            elif due > self.clock.peek():
+                with trio.move_on_after(self.clock.seconds_until(due)):
+                    await moved.wait()
+            else:
+                outcome = await self.call(Tick(SYSTEM, 0))
+                if outcome.error is not None:
+                    await trio.sleep(0.05)  # storage down: retry, don't spin
+            if moved.is_set():
+                self._deadline_moved = trio.Event()

@@ -1,0 +1,132 @@
+"""Theory of operation: the journal, the synchronous core of the sequencer.
+
+``append(cmd, ts_ns)`` applies one command to the engine at the sequencer's
+time, encodes the ledger entry (the command, the events it produced and the
+connection facts in ``meta``), chains its hash onto the previous entry and
+adds it to the open batch.  Nothing here is durable: the caller commits
+``take()``-n batches (``LedgerStore.commit_batch``, in a worker thread in the
+trio runtime, inline in the simulator) and releases acknowledgements only
+after that commit returns.  The engine runs ahead of durability; if a commit
+fails, the caller refuses every not-yet-durable command and rebuilds the
+engine from the store (``ledger.replay.recover``), so state never contains
+anything the ledger does not.
+
+Every ``snapshot_every_entries`` entries the engine's state rides along in the
+same batch (atomic with the entry it follows); every
+``checkpoint_every_entries`` the server signs (seq, entry hash, time).
+
+Entry layout: ``command`` is the engine command as msgpack; ``meta`` holds the
+envelope as received at the edge (raw frame, signature, key id, client IP,
+device fingerprint) once the gateway supplies it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from nacl.signing import SigningKey
+
+from engine.messages import Command, Event, encode_command, encode_events
+from engine.router import Router
+from ledger.checkpoint import Checkpoint, sign_checkpoint
+from ledger.record import EntryBody, encode_body, make_entry
+from ledger.store import Batch, LedgerStore
+
+
+class SnapshotRecord(msgspec.Struct, frozen=True, array_like=True):
+    seq: int
+    state_hash: str
+    state: bytes
+
+
+_snap_encoder = msgspec.msgpack.Encoder()
+_snap_decoder = msgspec.msgpack.Decoder(SnapshotRecord)
+
+
+def encode_snapshot(router: Router) -> bytes:
+    return _snap_encoder.encode(
+        SnapshotRecord(router.applied, router.state_hash(), router.snapshot())
+    )
+
+
+def decode_snapshot(data: bytes) -> SnapshotRecord:
+    rec: SnapshotRecord = _snap_decoder.decode(data)
+    return rec
+
+
+class Applied:
+    """One command's result, pending durability."""
+
+    __slots__ = ("entry_hash", "events", "seq", "ts_ns")
+
+    def __init__(self, seq: int, ts_ns: int, events: list[Event], entry_hash: bytes) -> None:
+        self.seq = seq
+        self.ts_ns = ts_ns
+        self.events = events
+        self.entry_hash = entry_hash
+
+
+class Journal:
+    def __init__(
+        self,
+        store: LedgerStore,
+        router: Router,
+        *,
+        signing_key: SigningKey | None = None,
+        snapshot_every_entries: int = 10_000,
+        checkpoint_every_entries: int = 1_000,
+        batch_max_entries: int = 1024,
+        batch_max_bytes: int = 4 << 20,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.signing_key = signing_key
+        self.snapshot_every = snapshot_every_entries
+        self.checkpoint_every = checkpoint_every_entries
+        self.batch_max_entries = batch_max_entries
+        self.batch_max_bytes = batch_max_bytes
+        self.prev_hash = store.last_hash()
+        assert router.applied == store.last_seq(), "engine and ledger disagree"
+        self.batch = Batch()
+        self.batch_bytes = 0
+
+    def append(self, cmd: Command, ts_ns: int, meta: bytes = b"") -> Applied:
+        events = self.router.apply(cmd, ts_ns)
+        seq = self.router.applied
+        body = encode_body(EntryBody(seq, ts_ns, encode_command(cmd), encode_events(events), meta))
+        entry_hash, value = make_entry(self.prev_hash, body)
+        self.prev_hash = entry_hash
+        batch = self.batch
+        batch.entries.append((seq, value))
+        self.batch_bytes += len(value)
+        if seq % self.snapshot_every == 0:
+            batch.snapshots.append((seq, encode_snapshot(self.router)))
+        if self.signing_key is not None and seq % self.checkpoint_every == 0:
+            self.add_checkpoint(seq, entry_hash, ts_ns)
+        return Applied(seq, ts_ns, events, entry_hash)
+
+    def add_checkpoint(self, seq: int, entry_hash: bytes, ts_ns: int) -> None:
+        assert self.signing_key is not None
+        blob = sign_checkpoint(self.signing_key, Checkpoint(seq, entry_hash, ts_ns))
+        self.batch.checkpoints.append((seq, blob))
+
+    def full(self) -> bool:
+        return (
+            len(self.batch.entries) >= self.batch_max_entries
+            or self.batch_bytes >= self.batch_max_bytes
+        )
+
+    def take(self) -> Batch | None:
+        """Hand over the open batch (None when empty) and start a new one."""
+        batch = self.batch
+        if not batch.entries and not batch.checkpoints:
+            return None
+        self.batch = Batch()
+        self.batch_bytes = 0
+        return batch
+
+    def commit(self) -> Batch | None:
+        """Take and commit synchronously (simulator, tools); returns what was committed."""
+        batch = self.take()
+        if batch is not None:
+            self.store.commit_batch(batch)
+        return batch
