@@ -123,7 +123,12 @@ class Ascending:
         return Reject.lot_not_open
 
     def accept_bid(
-        self, lot: Lot, bidder_id: str, bidder: Bidder, amount_fen: int, now_ns: int,
+        self,
+        lot: Lot,
+        bidder_id: str,
+        bidder: Bidder,
+        amount_fen: int,
+        now_ns: int,
         out: list[Event],
     ) -> None:
         priority_match = amount_fen == lot.price_fen
@@ -145,7 +150,9 @@ class Ascending:
             return
         lot.status = UNSOLD
         if lot.leader_id:
-            out.append(LotUnsold(lot.lot_id, "below_reserve", at_ns, lot.price_fen, lot.reserve_fen))
+            out.append(
+                LotUnsold(lot.lot_id, "below_reserve", at_ns, lot.price_fen, lot.reserve_fen)
+            )
         else:
             out.append(LotUnsold(lot.lot_id, "no_bids", at_ns, lot.price_fen, lot.reserve_fen))
 

@@ -109,7 +109,12 @@ class Listing(Ascending):
         self._enter(lot, TIMED, at_ns, end, out)
 
     def _enter(
-        self, lot: Lot, phase: str, at_ns: int, deadline_ns: int, out: list[Event],
+        self,
+        lot: Lot,
+        phase: str,
+        at_ns: int,
+        deadline_ns: int,
+        out: list[Event],
         end_ns: int = -1,
     ) -> None:
         lot.phase = phase

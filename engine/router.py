@@ -248,13 +248,31 @@ class Router:
         if problem:
             raise Reply(Reject.invalid_terms, problem)
         self.state.lots[cmd.lot_id] = Lot(
-            cmd.lot_id, cmd.mechanism, cmd.title, cmd.rules, cmd.start_price_fen,
-            cmd.increment_fen, cmd.timed_increment_fen, cmd.deposit_fen, cmd.start_ns, cmd.end_ns,
+            cmd.lot_id,
+            cmd.mechanism,
+            cmd.title,
+            cmd.rules,
+            cmd.start_price_fen,
+            cmd.increment_fen,
+            cmd.timed_increment_fen,
+            cmd.deposit_fen,
+            cmd.start_ns,
+            cmd.end_ns,
         )
-        out.append(LotCreated(
-            cmd.lot_id, cmd.mechanism, cmd.title, cmd.start_price_fen, cmd.increment_fen,
-            cmd.timed_increment_fen, cmd.start_ns, cmd.end_ns, cmd.deposit_fen, cmd.rules,
-        ))
+        out.append(
+            LotCreated(
+                cmd.lot_id,
+                cmd.mechanism,
+                cmd.title,
+                cmd.start_price_fen,
+                cmd.increment_fen,
+                cmd.timed_increment_fen,
+                cmd.start_ns,
+                cmd.end_ns,
+                cmd.deposit_fen,
+                cmd.rules,
+            )
+        )
 
     def _publish(self, cmd: PublishLot, now_ns: int, out: list[Event]) -> None:
         lot = self._lot(cmd.lot_id)
@@ -445,4 +463,3 @@ def _terms_problem(cmd: CreateLot, now_ns: int) -> str:
     if cmd.mechanism == "listing" and cmd.end_ns - cmd.start_ns <= cmd.rules.quote_freeze_ns:
         return "listing period shorter than its quote freeze"
     return rulesets.validate(cmd.rules)
-

@@ -75,9 +75,7 @@ QINZHOU = RuleSet(
     countdown_ns=5 * MINUTE_NS,
 )
 
-PRESETS: dict[str, RuleSet] = {
-    r.name: r for r in (JUDICIAL, EXCHANGE, JIANGSU, FUJIAN, QINZHOU)
-}
+PRESETS: dict[str, RuleSet] = {r.name: r for r in (JUDICIAL, EXCHANGE, JIANGSU, FUJIAN, QINZHOU)}
 
 
 def validate(rules: RuleSet) -> str:

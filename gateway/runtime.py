@@ -54,7 +54,11 @@ class Outcome:
     __slots__ = ("entry_hash", "error", "events", "seq", "ts_ns")
 
     def __init__(
-        self, seq: int, ts_ns: int, events: list[Event], entry_hash: bytes,
+        self,
+        seq: int,
+        ts_ns: int,
+        events: list[Event],
+        entry_hash: bytes,
         error: Reject | None = None,
     ) -> None:
         self.seq = seq

@@ -53,8 +53,10 @@ def replay(
 
 def restore_snapshot(store: LedgerStore, at_or_before: int | None = None) -> Router:
     """The latest snapshot (at or before a seq), checked against its stored hash."""
-    found = store.latest_snapshot() if at_or_before is None else (
-        store.snapshot_at_or_before(at_or_before)
+    found = (
+        store.latest_snapshot()
+        if at_or_before is None
+        else (store.snapshot_at_or_before(at_or_before))
     )
     if found is None:
         return Router()

@@ -1,0 +1,96 @@
+# pubex developer entry points. Needs only python3 (3.11), pip, make and apt-get.
+#   make run    start pubex on ./var        make test   the test suite (what CI runs)
+#   make lint   ruff + mypy                 make bench  core benchmarks
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+# Targets run in the order written (test: venv, then sysdeps, then pytest), even under -j.
+.NOTPARALLEL:
+# A recipe that fails removes its half-made target (a stamp, the venv's python), so the
+# next run retries instead of trusting it.
+.DELETE_ON_ERROR:
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+PIP := $(VENV_PY) -m pip --disable-pip-version-check
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+
+# The server command; switch to `serve` once the CLI grows that subcommand.
+RUN_CMD ?= $(VENV)/bin/pubex run --data ./var
+PYTEST_ARGS ?= -q -n 2 --dist loadfile
+MYPY_PATHS ?= engine ledger persistence
+# Debian packages the tests need (e.g. nats-server, chromium); empty for now.
+SYSDEPS ?=
+
+.PHONY: help venv run test sysdeps lint bench load clean distclean
+
+help:
+	@echo "targets: venv run test sysdeps lint bench load clean distclean"
+
+# --- virtualenv ------------------------------------------------------------------------
+# Debian's python3 has no ensurepip unless python3-venv is installed; then the venv is made
+# without pip and the system pip installs pip into it (pip >= 22.3 knows --python).
+$(VENV_PY):
+	@test -n "$(PYTHON)" || { echo "python3.11 / python3 not found" >&2; exit 1; }
+	@if ! $(PYTHON) -m venv $(VENV) 2>/dev/null; then \
+	  echo "venv: ensurepip unavailable, bootstrapping pip with the system pip"; \
+	  rm -rf $(VENV); \
+	  $(PYTHON) -m venv --without-pip $(VENV); \
+	  $(PYTHON) -m pip --python $(VENV_PY) install --quiet pip; \
+	fi
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP_TEST): pyproject.toml | $(VENV_PY)
+	$(PIP) install --quiet -e '.[test]'
+	@touch $@
+
+$(STAMP_RUN): pyproject.toml | $(VENV_PY)
+	$(PIP) install --quiet -e .
+	@touch $@
+
+venv: $(STAMP_TEST)
+
+# --- run / test ------------------------------------------------------------------------
+run: $(STAMP_RUN)
+	@mkdir -p ./var
+	$(RUN_CMD)
+
+test: venv sysdeps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# A no-op when SYSDEPS is empty or every package is already installed.
+sysdeps:
+	@missing=(); \
+	for pkg in $(SYSDEPS); do \
+	  status=$$(dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null || true); \
+	  [ "$$status" = "install ok installed" ] || missing+=("$$pkg"); \
+	done; \
+	if [ $${#missing[@]} -eq 0 ]; then exit 0; fi; \
+	echo "sysdeps: installing $${missing[*]}"; \
+	sudo=(); \
+	if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo=(sudo); fi; \
+	"$${sudo[@]}" apt-get update; \
+	"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$${missing[@]}"
+
+# --- quality / performance ---------------------------------------------------------------
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(MYPY_PATHS)
+
+bench: $(STAMP_RUN)
+	$(VENV_PY) -m bench core
+
+load:
+	@echo "load scenarios arrive with issue 7"
+
+# --- housekeeping ------------------------------------------------------------------------
+# Never touches ./var (the ledger) nor bench/reports; distclean also drops the venv.
+clean:
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist
+
+distclean: clean
+	rm -rf $(VENV)

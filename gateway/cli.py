@@ -1,0 +1,163 @@
+"""The ``pubex`` command line.
+
+    pubex simulate --scenario NAME --seed N --ledger DIR
+    pubex ledger verify DIR
+    pubex replay DIR [--lot ID] [--until SEQ]
+    pubex run [--data DIR] [--seed N] [--minutes M]
+
+Exit codes: 0 success, 1 verification failure, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from tqdm import tqdm
+
+CST = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+def fmt_ns(ts_ns: int) -> str:
+    t = dt.datetime.fromtimestamp(ts_ns / 1e9, CST)
+    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{(ts_ns // 1_000_000) % 1000:03d}"
+
+
+def _progress(total: int, label: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """A progress bar on stderr for long ledgers (silent when not a terminal)."""
+    bar = tqdm(
+        total=total, desc=label, unit="entry", disable=None, file=sys.stderr, mininterval=0.5
+    )
+    last = [0]
+
+    def step(seq: int) -> None:
+        if seq - last[0] >= 1000:
+            bar.update(seq - last[0])
+            last[0] = seq
+
+    return step, bar.close
+
+
+def _ledger_size(path: str) -> int:
+    from ledger.audit import resolve_ledger_dir
+    from ledger.store import LedgerStore
+
+    ledger_dir = resolve_ledger_dir(path)
+    if not (ledger_dir / "data.mdb").exists():
+        return 0
+    with LedgerStore.open(ledger_dir, readonly=True) as store:
+        return store.last_seq()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators.run import format_summary, simulate
+
+    try:
+        summary = simulate(args.scenario, args.seed, args.ledger)
+    except (KeyError, ValueError) as e:
+        print(f"pubex simulate: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ledger.audit import verify_ledger
+
+    step, done = _progress(_ledger_size(args.dir), "verify")
+    try:
+        result = verify_ledger(args.dir, progress=step)
+    finally:
+        done()
+    if not result.ok:
+        where = f"first bad seq {result.first_bad_seq}" if result.first_bad_seq else "no entries"
+        print(f"FAIL: {where}: {result.reason} ({result.entries} entries before it)")
+        return 1
+    print(
+        f"OK: {result.entries} entries, state hash {result.state_hash}, "
+        f"{result.snapshots_checked} snapshots and {result.checkpoints_checked} signed "
+        "checkpoints checked"
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.messages import LotSold, LotTerminated, LotUnsold
+    from ledger.audit import resolve_ledger_dir, timelines
+
+    if not (resolve_ledger_dir(args.dir) / "data.mdb").exists():
+        print(f"pubex replay: no ledger at {args.dir}", file=sys.stderr)
+        return 2
+    finals = (LotSold, LotUnsold, LotTerminated)
+    keep = (lambda ev: ev.lot_id == args.lot) if args.lot else (lambda ev: type(ev) in finals)
+    step, done = _progress(_ledger_size(args.dir), "replay")
+    try:
+        router, lines = timelines(args.dir, keep, args.until, progress=step)
+    finally:
+        done()
+    if args.lot:
+        if args.lot not in router.state.lots:
+            print(f"pubex replay: no lot {args.lot!r} in the ledger", file=sys.stderr)
+            return 2
+        for line in lines:
+            print(f"{fmt_ns(line.ts_ns)}  #{line.seq:<8} {line.what}")
+        return 0
+    result = {line.lot_id: line.what for line in lines}
+    for lot in router.state.lots.values():
+        print(f"{lot.lot_id} {lot.mechanism} {lot.status} {result.get(lot.lot_id, '-')}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from simulators.live import run_demo
+
+    return run_demo(args.data, seed=args.seed, minutes=args.minutes, bidders=not args.no_sim)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pubex", description="public-resource trading engine")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="run a seeded scenario in-process on virtual time")
+    s.add_argument("--scenario", required=True)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--ledger", required=True, help="directory for the new ledger")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_simulate)
+
+    lg = sub.add_parser("ledger", help="ledger tools")
+    lsub = lg.add_subparsers(dest="ledger_command", required=True)
+    v = lsub.add_parser("verify", help="check the hash chain and replay the whole ledger")
+    v.add_argument("dir")
+    v.set_defaults(func=cmd_verify)
+
+    r = sub.add_parser("replay", help="a lot's timeline, or every lot's result")
+    r.add_argument("dir")
+    r.add_argument("--lot")
+    r.add_argument("--until", type=int)
+    r.set_defaults(func=cmd_replay)
+
+    run = sub.add_parser("run", help="the runtime with a live demo catalogue")
+    run.add_argument("--data", default="./var")
+    run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--minutes", type=float, default=0, help="stop after M minutes (0: never)")
+    run.add_argument("--no-sim", action="store_true", help="no simulated bidders")
+    run.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except BrokenPipeError:  # `pubex replay ... | head`
+        sys.stderr.close()
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Supervisor tools over a ledger: full verification and lot timelines.
+
+``verify_ledger`` = hash chain + full replay from genesis (every entry must
+re-produce its recorded events) + every stored snapshot's state hash against
+the replayed state at its seq + every signed checkpoint (when the server's
+public key is at hand).  ``timelines`` replays and collects what happened to
+each lot, in public terms (bidder codes only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from engine.messages import (
+    AnyCommand,
+    BidAccepted,
+    CommandRejected,
+    Event,
+    PlaceBid,
+)
+from engine.router import Router
+from ledger.journal import decode_snapshot
+from ledger.record import EntryBody
+from ledger.replay import ReplayDivergence, replay
+from ledger.store import LedgerStore
+from ledger.verify import verify_chain, verify_checkpoints
+
+Progress = Callable[[int], None]
+
+
+class VerifyResult(msgspec.Struct):
+    ok: bool
+    entries: int
+    state_hash: str = ""
+    first_bad_seq: int | None = None
+    reason: str = ""
+    snapshots_checked: int = 0
+    checkpoints_checked: int = 0
+
+
+def resolve_ledger_dir(path: str | Path) -> Path:
+    """Accept a data directory (with ``ledger/`` inside) or the ledger directory."""
+    p = Path(path)
+    return p / "ledger" if (p / "ledger" / "data.mdb").exists() else p
+
+
+def _public_key(ledger_dir: Path) -> bytes | None:
+    for candidate in (ledger_dir / "server.pub", ledger_dir.parent / "server.pub"):
+        if candidate.exists():
+            return bytes.fromhex(candidate.read_text().strip())
+    return None
+
+
+def verify_ledger(path: str | Path, progress: Progress | None = None) -> VerifyResult:
+    ledger_dir = resolve_ledger_dir(path)
+    if not (ledger_dir / "data.mdb").exists():
+        return VerifyResult(False, 0, reason=f"no ledger at {ledger_dir}")
+    with LedgerStore.open(ledger_dir, readonly=True) as store:
+        chain = verify_chain(store)
+        if not chain.ok:
+            return VerifyResult(False, chain.count, "", chain.first_bad_seq, chain.reason)
+        snapshots = {seq: decode_snapshot(data).state_hash for seq, data in _snapshots(store)}
+        router = Router()
+        bad_snapshot: list[int] = []
+
+        def check(body: EntryBody, cmd: AnyCommand, events: list[Event]) -> None:
+            expected = snapshots.get(body.seq)
+            if expected is not None and router.state_hash() != expected:
+                bad_snapshot.append(body.seq)
+            if progress is not None:
+                progress(body.seq)
+
+        try:
+            replay(router, store, on_entry=check)
+        except ReplayDivergence as e:
+            return VerifyResult(False, chain.count, "", e.seq, e.why)
+        if bad_snapshot:
+            return VerifyResult(False, chain.count, "", bad_snapshot[0], "snapshot_mismatch")
+        key = _public_key(ledger_dir)
+        checks = verify_checkpoints(store, key) if key is not None else []
+        for c in checks:
+            if not c.ok:
+                return VerifyResult(False, chain.count, "", c.seq, f"checkpoint_{c.reason}")
+        return VerifyResult(
+            True, chain.count, router.state_hash(), None, "", len(snapshots), len(checks)
+        )
+
+
+def _snapshots(store: LedgerStore) -> list[tuple[int, bytes]]:
+    found: list[tuple[int, bytes]] = []
+    seq = store.last_seq()
+    while True:
+        snap = store.snapshot_at_or_before(seq)
+        if snap is None:
+            return found
+        found.append(snap)
+        seq = snap[0] - 1
+
+
+class TimelineLine(msgspec.Struct):
+    seq: int
+    ts_ns: int
+    lot_id: str
+    what: str
+
+
+def describe(cmd: AnyCommand | None, ev: Event) -> str:
+    """One public line per event: codes, amounts, outcomes -- never identities."""
+    if type(ev) is BidAccepted:
+        tag = " (priority match)" if ev.priority_match else ""
+        return f"bid {ev.bidder_code} {ev.amount_fen} fen accepted #{ev.bid_no}{tag}"
+    if type(ev) is CommandRejected:
+        if type(cmd) is PlaceBid:
+            who = ev.bidder_code or "(unregistered)"
+            return f"bid {who} {ev.amount_fen} fen refused {ev.code.name} {ev.detail}".rstrip()
+        return f"{type(cmd).__name__} refused {ev.code.name} {ev.detail}".rstrip()
+    fields = {f: getattr(ev, f) for f in ev.__struct_fields__ if f not in ("lot_id", "rules")}
+    return f"{ev.__struct_config__.tag} " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def timelines(
+    path: str | Path,
+    keep: Callable[[Event], bool],
+    until_seq: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[Router, list[TimelineLine]]:
+    """Replay (up to ``until_seq``) collecting a public line for each kept event."""
+    lines: list[TimelineLine] = []
+
+    def collect(body: EntryBody, cmd: AnyCommand, events: list[Event]) -> None:
+        for ev in events:
+            if ev.lot_id and keep(ev):
+                lines.append(TimelineLine(body.seq, body.ts_ns, ev.lot_id, describe(cmd, ev)))
+        if progress is not None:
+            progress(body.seq)
+
+    with LedgerStore.open(resolve_ledger_dir(path), readonly=True) as store:
+        router = replay(Router(), store, until_seq=until_seq, on_entry=collect)
+    return router, lines

@@ -1,0 +1,252 @@
+"""LedgerStore: the ledger's LMDB environment (entries, snapshots, checkpoints, meta).
+
+One environment under a directory, four named databases keyed by big-endian
+u64 seq (meta by arbitrary bytes).  The writer hands a whole :class:`Batch` to
+:meth:`LedgerStore.commit_batch`, which puts everything in ONE write
+transaction: one fsync covers all the commands that queued while the last
+fsync ran, and a crash leaves either the whole batch or none of it.
+
+``commit_batch`` is synchronous and meant for a worker thread
+(``trio.to_thread.run_sync``); it touches no trio object.  Its outcomes:
+
+* returns            -> every entry of the batch is durable; acknowledge them.
+* ``LedgerCorrupt``  -> the writer handed a batch that does not extend the
+  chain (gap, backwards seq, prev hash not linking).  A bug, not a storage
+  fault: crash rather than skip.
+* ``StorageUnavailable`` -> nothing of the batch is visible; refuse every
+  not-yet-durable command with a typed error.
+
+Readers (verify, replay, companions) open with ``readonly=True``; LMDB lets
+many processes read while one writes.  LMDB forbids opening the same
+environment twice in one process, so in-process readers share the writer's
+store object; they must not hold a read transaction (e.g. an unfinished
+:meth:`iter_entries`) while ``commit_batch`` may grow the map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import lmdb
+import msgspec
+
+from ledger.record import GENESIS, HASH_SIZE, HEADER_SIZE, key_seq, seq_key, unpack_value
+from persistence.env import (
+    DEFAULT_MAP_CAP,
+    DEFAULT_MAP_SIZE,
+    StorageUnavailable,
+    adopt_map_size,
+    grow_map,
+    open_env,
+)
+
+__all__ = ["Batch", "LedgerCorrupt", "LedgerStore", "StorageUnavailable"]
+
+ENTRIES = b"entries"
+SNAPSHOTS = b"snapshots"
+CHECKPOINTS = b"checkpoints"
+META = b"meta"
+
+
+class LedgerCorrupt(RuntimeError):
+    """A batch would break the chain (gap, reorder, bad link): a crash, not a skip."""
+
+
+class Batch(msgspec.Struct):
+    """Everything one write transaction commits."""
+
+    entries: list[tuple[int, bytes]] = msgspec.field(default_factory=list)  # (seq, packed)
+    snapshots: list[tuple[int, bytes]] = msgspec.field(default_factory=list)
+    checkpoints: list[tuple[int, bytes]] = msgspec.field(default_factory=list)
+    meta: dict[bytes, bytes] = msgspec.field(default_factory=dict)
+
+
+class LedgerStore:
+    """The ledger's LMDB environment; see the module docstring for the contract."""
+
+    def __init__(self, env: lmdb.Environment, *, readonly: bool, map_cap: int) -> None:
+        self.env = env
+        self.readonly = readonly
+        self.map_cap = map_cap
+        # Fault-injection seam (tests only; production leaves it None): called with
+        # the 1-based count of commit attempts right before txn.commit().  A hook
+        # that raises OSError / lmdb.Error simulates an I/O error at the K-th commit.
+        self.fault_hook: Callable[[int], None] | None = None
+        self.commit_attempts = 0
+        self.map_grows = 0
+        create = not readonly
+        self._entries = env.open_db(ENTRIES, create=create)
+        self._snapshots = env.open_db(SNAPSHOTS, create=create)
+        self._checkpoints = env.open_db(CHECKPOINTS, create=create)
+        self._meta = env.open_db(META, create=create)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        map_size: int = DEFAULT_MAP_SIZE,
+        readonly: bool = False,
+        map_cap: int = DEFAULT_MAP_CAP,
+    ) -> LedgerStore:
+        """Open (creating unless ``readonly``) the ledger environment in ``path``."""
+        env = open_env(path, readonly=readonly, map_size=map_size, max_dbs=8)
+        try:
+            return cls(env, readonly=readonly, map_cap=map_cap)
+        except BaseException:
+            env.close()
+            raise
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- reads -------------------------------------------------------------------
+
+    def _read_txn(self) -> lmdb.Transaction[bytes]:
+        """Begin a read txn, adopting a map grown by the writer process if needed."""
+        try:
+            return self.env.begin()
+        except lmdb.MapResizedError:
+            adopt_map_size(self.env)
+            return self.env.begin()
+
+    def _last_item(self, txn: lmdb.Transaction[bytes]) -> tuple[int, bytes]:
+        """(last seq, last hash) seen by ``txn``; (0, GENESIS) when empty."""
+        cur = txn.cursor(self._entries)
+        if not cur.last():
+            return 0, GENESIS
+        return key_seq(cur.key()), cur.value()[HASH_SIZE:HEADER_SIZE]
+
+    def last_seq(self) -> int:
+        with self._read_txn() as txn:
+            return self._last_item(txn)[0]
+
+    def last_hash(self) -> bytes:
+        with self._read_txn() as txn:
+            return self._last_item(txn)[1]
+
+    def get(self, seq: int) -> tuple[bytes, bytes, bytes] | None:
+        """(prev, hash, body) of entry ``seq``, or None."""
+        with self._read_txn() as txn:
+            v = txn.get(seq_key(seq), db=self._entries)
+        return None if v is None else unpack_value(v)
+
+    def iter_entries(
+        self, from_seq: int = 1, until_seq: int | None = None
+    ) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        """Stream (seq, prev, hash, body) for from_seq <= seq <= until_seq.
+
+        One read txn for the whole walk gives a consistent view; values are
+        yielded as they are read, never loaded all at once.
+        """
+        with self._read_txn() as txn:
+            cur = txn.cursor(self._entries)
+            if not cur.set_range(seq_key(max(from_seq, 0))):
+                return
+            for k, v in cur.iternext():
+                seq = key_seq(k)
+                if until_seq is not None and seq > until_seq:
+                    return
+                yield seq, v[:HASH_SIZE], v[HASH_SIZE:HEADER_SIZE], v[HEADER_SIZE:]
+
+    def iter_raw(self) -> Iterator[tuple[bytes, bytes]]:
+        """Stream raw (key, value) pairs of the entries db (for verification)."""
+        with self._read_txn() as txn:
+            yield from txn.cursor(self._entries).iternext()
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None:
+        """(seq, snapshot) with the highest seq, or None."""
+        with self._read_txn() as txn:
+            cur = txn.cursor(self._snapshots)
+            return (key_seq(cur.key()), cur.value()) if cur.last() else None
+
+    def snapshot_at_or_before(self, seq: int) -> tuple[int, bytes] | None:
+        """The newest snapshot whose seq <= ``seq``, or None."""
+        with self._read_txn() as txn:
+            cur = txn.cursor(self._snapshots)
+            # Land on the first key > seq, then step back one.
+            found = cur.prev() if cur.set_range(seq_key(seq + 1)) else cur.last()
+            return (key_seq(cur.key()), cur.value()) if found else None
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        with self._read_txn() as txn:
+            return txn.get(key, db=self._meta)
+
+    def checkpoints(self) -> list[tuple[int, bytes]]:
+        """All stored (seq, signed checkpoint blob), by seq."""
+        with self._read_txn() as txn:
+            return [(key_seq(k), v) for k, v in txn.cursor(self._checkpoints).iternext()]
+
+    # -- writes ------------------------------------------------------------------
+
+    def commit_batch(self, batch: Batch) -> None:
+        """Commit the whole batch durably in one write txn (see module docstring)."""
+        if self.readonly:
+            raise StorageUnavailable("ledger store opened read-only")
+        while True:
+            try:
+                self._commit_once(batch)
+                return
+            except lmdb.MapFullError:
+                # The failed txn was aborted; grow (raises StorageUnavailable at
+                # the cap) and retry the WHOLE batch: LMDB kept none of it.
+                grow_map(self.env, cap=self.map_cap)
+                self.map_grows += 1
+            except LedgerCorrupt:
+                raise
+            except (lmdb.Error, OSError) as e:
+                raise StorageUnavailable(f"ledger commit failed: {e!r}") from e
+
+    def _commit_once(self, batch: Batch) -> None:
+        txn = self.env.begin(write=True)
+        try:
+            self._put_entries(txn, batch.entries)
+            self._put_side(txn, batch)
+            self.commit_attempts += 1
+            if self.fault_hook is not None:
+                self.fault_hook(self.commit_attempts)
+            txn.commit()
+        except BaseException:
+            txn.abort()  # no-op after a failed commit (LMDB already freed it)
+            raise
+
+    def _put_entries(self, txn: lmdb.Transaction[bytes], entries: list[tuple[int, bytes]]) -> None:
+        """Append entries, refusing anything that does not extend the chain."""
+        last, last_h = self._last_item(txn)
+        db = self._entries
+        for seq, value in entries:
+            # The writer computed the hashes; re-checking seq and the prev link is
+            # two comparisons per entry and turns a writer bug into a crash here
+            # instead of a chain that verify() rejects later.
+            if seq != last + 1:
+                raise LedgerCorrupt(f"append refused: seq {seq} after {last}")
+            if value[:HASH_SIZE] != last_h or len(value) < HEADER_SIZE:
+                raise LedgerCorrupt(f"append refused: seq {seq} prev hash does not link")
+            if not txn.put(seq_key(seq), value, append=True, db=db):
+                raise LedgerCorrupt(f"append refused by LMDB at seq {seq}")
+            last, last_h = seq, value[HASH_SIZE:HEADER_SIZE]
+
+    def _put_side(self, txn: lmdb.Transaction[bytes], batch: Batch) -> None:
+        """Snapshots, checkpoints and meta ride in the same txn as the entries."""
+        for seq, snap in batch.snapshots:
+            txn.put(seq_key(seq), snap, db=self._snapshots)
+        for seq, blob in batch.checkpoints:
+            txn.put(seq_key(seq), blob, db=self._checkpoints)
+        for k, v in batch.meta.items():
+            txn.put(k, v, db=self._meta)
