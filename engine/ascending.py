@@ -38,6 +38,7 @@ from engine.state import (
     PENDING,
     PUBLISHED,
     SOLD,
+    TIMED,
     UNSOLD,
     Bidder,
     Lot,
@@ -82,10 +83,18 @@ def check_amount(lot: Lot, bidder: Bidder, amount_fen: int, inc_fen: int) -> Rej
     return None
 
 
+def increment_of(lot: Lot) -> int:
+    """The increment of the lot's current phase (R-0.6: it may differ by phase)."""
+    if lot.phase == TIMED and lot.timed_increment_fen:
+        return lot.timed_increment_fen
+    return lot.increment_fen
+
+
 class Ascending:
     """Shared behaviour; subclasses supply the phase and timer policy."""
 
     name = "ascending"
+    bid_phases: frozenset[str] = frozenset()  # phases of an OPEN lot that take bids
 
     # -- phase policy (overridden) ------------------------------------
     def open_lot(self, lot: Lot, at_ns: int) -> None:
@@ -96,9 +105,6 @@ class Ascending:
 
     def refuse_phase(self, lot: Lot) -> Reject | None:
         raise NotImplementedError
-
-    def increment(self, lot: Lot) -> int:
-        return lot.increment_fen
 
     def after_bid(self, lot: Lot, now_ns: int, out: list[Event]) -> None:
         raise NotImplementedError

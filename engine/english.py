@@ -20,6 +20,7 @@ from engine.state import BIDDING, OPEN, PENDING, PUBLISHED, Lot
 
 class English(Ascending):
     name = "english"
+    bid_phases = frozenset({BIDDING})
 
     def open_lot(self, lot: Lot, at_ns: int) -> None:
         lot.phase = BIDDING

@@ -33,6 +33,7 @@ from engine.state import LISTING, OPEN, PENDING, PUBLISHED, QUOTE_FROZEN, TIMED,
 
 class Listing(Ascending):
     name = "listing"
+    bid_phases = frozenset({LISTING, TIMED})
 
     def open_lot(self, lot: Lot, at_ns: int) -> None:
         lot.phase = LISTING
@@ -61,11 +62,6 @@ class Listing(Ascending):
         if phase == QUOTE_FROZEN:
             return Reject.quotes_frozen
         return Reject.phase_not_accepting
-
-    def increment(self, lot: Lot) -> int:
-        if lot.phase in (TIMED, WAIT) and lot.timed_increment_fen:
-            return lot.timed_increment_fen
-        return lot.increment_fen
 
     def after_bid(self, lot: Lot, now_ns: int, out: list[Event]) -> None:
         if lot.phase == TIMED:

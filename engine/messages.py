@@ -26,7 +26,7 @@ Mechanism = Literal["english", "listing"]
 # ---------------------------------------------------------------- commands
 
 
-class Command(msgspec.Struct, frozen=True, tag_field="type"):
+class Command(msgspec.Struct, frozen=True, tag_field="type", gc=False):
     origin: str
     client_seq: int
 
@@ -134,7 +134,7 @@ AnyCommand = (
 # ------------------------------------------------------------------ events
 
 
-class Event(msgspec.Struct, frozen=True, tag_field="type"):
+class Event(msgspec.Struct, frozen=True, tag_field="type", gc=False):
     lot_id: str
 
 

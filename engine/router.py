@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine import rules as rulesets
-from engine.ascending import Ascending, check_amount, closing_guard, gate
+from engine.ascending import Ascending, check_amount, closing_guard, gate, increment_of
 from engine.codes import Reject
 from engine.english import English
 from engine.listing import Listing
@@ -65,6 +65,7 @@ from engine.state import (
     DRAFT,
     FINAL,
     FROZEN,
+    OPEN,
     PUBLISHED,
     TERMINATED,
     Bidder,
@@ -366,28 +367,33 @@ class Router:
 
     # --------------------------------------------------------------- bids
     def _bid(self, cmd: PlaceBid, now_ns: int, out: list[Event]) -> int:
+        """The hot path: the common case (open phase, eligible bidder) is checked
+        inline; every refusal is then explained by the shared helpers."""
         lot = self.state.lots.get(cmd.lot_id)
         if lot is None:
             raise Reply(Reject.unknown_lot, cmd.lot_id)
         mech = MECHANISMS[lot.mechanism]
         bidder_id = cmd.origin[7:]  # after "bidder:"
         bidder = lot.bidders.get(bidder_id)
-        refused = mech.refuse_bid(lot)
+        amount = cmd.amount_fen
+        refused: Reject | None
         detail = ""
-        if refused is None:
+        if lot.status != OPEN or lot.phase not in mech.bid_phases:
+            refused = mech.refuse_bid(lot)
+        elif bidder is None or not bidder.deposit_confirmed or bidder_id in self.state.blacklist:
             detail = gate(lot, bidder, bidder_id in self.state.blacklist)
-            if detail or bidder is None:
-                refused = Reject.bidder_not_eligible
-            elif lot.leader_id == bidder_id and not lot.rules.leader_may_outbid_self:
-                refused = Reject.leader_may_not_outbid_self
-            else:
-                refused = check_amount(lot, bidder, cmd.amount_fen, mech.increment(lot))
+            refused = Reject.bidder_not_eligible
+        elif lot.leader_id == bidder_id and not lot.rules.leader_may_outbid_self:
+            refused = Reject.leader_may_not_outbid_self
+        else:
+            refused = check_amount(lot, bidder, amount, increment_of(lot))
         if refused is not None:
             code = bidder.code if bidder is not None else ""
-            out.append(CommandRejected(lot.lot_id, refused, detail, code, cmd.amount_fen))
+            out.append(CommandRejected(lot.lot_id, refused, detail, code, amount))
             return refused
+        assert bidder is not None
         before = lot.deadline_ns
-        mech.accept_bid(lot, bidder_id, bidder, cmd.amount_fen, now_ns, out)  # type: ignore[arg-type]
+        mech.accept_bid(lot, bidder_id, bidder, amount, now_ns, out)
         if lot.deadline_ns != before:
             self._schedule(lot)
         return 0

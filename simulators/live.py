@@ -24,6 +24,7 @@ from engine.messages import (
     SetReserve,
 )
 from engine.rules import JUDICIAL, QINZHOU
+from engine.state import FINAL
 from gateway.runtime import Runtime
 from ledger.audit import describe
 from ledger.journal import Applied
@@ -86,11 +87,22 @@ class Demo:
             lots.append((lot_id, values))
         return lots
 
+    def unfinished(self) -> list[tuple[str, dict[str, int]]]:
+        """Demo lots still open from an earlier run: trade on them before a new round."""
+        lots = []
+        for lot in self.rt.router.state.lots.values():
+            if lot.lot_id.startswith("DEMO-") and lot.status not in FINAL:
+                values = {
+                    b: int(lot.start_price_fen * self.rng.uniform(1.0, 1.6)) for b in lot.bidders
+                }
+                lots.append((lot.lot_id, values))
+        return lots
+
     async def bidders(self, lot_id: str, values: dict[str, int]) -> None:
         while True:
             await trio.sleep(self.rng.uniform(0.5, 4.0))
             lot = self.rt.router.state.lots[lot_id]
-            if lot.status in ("sold", "unsold", "terminated"):
+            if lot.status in FINAL:
                 return
             if lot.status != "open":
                 continue
@@ -134,8 +146,10 @@ def run_demo(data_dir: str | Path, *, seed: int, minutes: float, bidders: bool) 
                 demo = Demo(rt, seed)
                 round_no = len(rt.router.state.lots) // 6
                 while bidders:
-                    round_no += 1
-                    lots = await demo.catalogue(round_no)
+                    lots = demo.unfinished()
+                    if not lots:
+                        round_no += 1
+                        lots = await demo.catalogue(round_no)
                     async with trio.open_nursery() as inner:
                         for lot_id, values in lots:
                             inner.start_soon(demo.bidders, lot_id, values)
