@@ -21,10 +21,11 @@ from engine.messages import (
     PlaceBid,
     PublishLot,
     RegisterBidder,
+    ResumeLot,
     SetReserve,
 )
 from engine.rules import JUDICIAL, QINZHOU
-from engine.state import FINAL
+from engine.state import FINAL, FROZEN
 from gateway.runtime import Runtime
 from ledger.audit import describe
 from ledger.journal import Applied
@@ -87,10 +88,13 @@ class Demo:
             lots.append((lot_id, values))
         return lots
 
-    def unfinished(self) -> list[tuple[str, dict[str, int]]]:
-        """Demo lots still open from an earlier run: trade on them before a new round."""
+    async def unfinished(self) -> list[tuple[str, dict[str, int]]]:
+        """Demo lots still open from an earlier run: trade on them before a new round.
+        Lots suspended at start-up (system failure) are resumed, as staff would."""
         lots = []
-        for lot in self.rt.router.state.lots.values():
+        for lot in list(self.rt.router.state.lots.values()):
+            if lot.lot_id.startswith("DEMO-") and lot.status == FROZEN:
+                await self.staff(ResumeLot, lot.lot_id, "demo: resumed after restart")
             if lot.lot_id.startswith("DEMO-") and lot.status not in FINAL:
                 values = {
                     b: int(lot.start_price_fen * self.rng.uniform(1.0, 1.6)) for b in lot.bidders
@@ -146,7 +150,7 @@ def run_demo(data_dir: str | Path, *, seed: int, minutes: float, bidders: bool) 
                 demo = Demo(rt, seed)
                 round_no = len(rt.router.state.lots) // 6
                 while bidders:
-                    lots = demo.unfinished()
+                    lots = await demo.unfinished()
                     if not lots:
                         round_no += 1
                         lots = await demo.catalogue(round_no)
