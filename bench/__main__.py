@@ -1,0 +1,39 @@
+"""``python -m bench SUITE [options]``: run one benchmark suite by name.
+
+Each suite is a module ``bench.<name>`` with ``main(argv: list[str]) -> int``.
+Benchmarks never fail on a timing: a suite exits 0 unless it could not run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line description); later suites (``book``, ...) add a line here.
+SUITES: dict[str, tuple[str, str]] = {
+    "core": ("bench.core", "engine bids/s, durable bids/s vs raw LMDB, open-loop ack latency"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m bench SUITE [--json] [--quick] [...]", "", "suites:"]
+    lines += [f"  {name:<8} {desc}" for name, (_, desc) in SUITES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in SUITES:
+        print(f"unknown suite {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUITES[name][0])
+    result: int = module.main(rest)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
