@@ -40,6 +40,7 @@ from engine.state import (
     SOLD,
     TIMED,
     UNSOLD,
+    WAIT,
     Bidder,
     Lot,
 )
@@ -176,6 +177,9 @@ class Ascending:
         else:
             lot.status = OPEN
         lot.end_ns += shift
+        for bidder in lot.bidders.values():  # "the last hour" is trading time (R-B2)
+            if bidder.last_bid_ns >= 0:
+                bidder.last_bid_ns += shift
         lot.deadline_ns = now_ns + remaining_ns if remaining_ns >= 0 else -1
         lot.frozen_at_ns = -1
         if lot.rules.resume_policy == "restart_phase" and lot.status == OPEN:
@@ -183,6 +187,12 @@ class Ascending:
 
 
 def closing_guard(lot: Lot, now_ns: int) -> bool:
-    """R-1.8.5: True when staff may still freeze or terminate (outside the guard)."""
+    """R-1.8.5: True when staff may still freeze or terminate (outside the guard).
+
+    The guard protects the scheduled close of the bidding or listing period; a
+    countdown phase (wait / timed) has no such close, and R-1.8.3 expects staff
+    to be able to freeze it (the preparation then restarts)."""
     guard = lot.rules.freeze_guard_ns
-    return not guard or lot.status != OPEN or lot.end_ns - now_ns >= guard
+    if not guard or lot.status != OPEN or lot.phase in (WAIT, TIMED):
+        return True
+    return lot.end_ns - now_ns >= guard

@@ -36,9 +36,13 @@ class Listing(Ascending):
     bid_phases = frozenset({LISTING, TIMED})
 
     def open_lot(self, lot: Lot, at_ns: int) -> None:
-        lot.phase = LISTING
         freeze = lot.rules.quote_freeze_ns
-        lot.deadline_ns = lot.end_ns - freeze if freeze else lot.end_ns
+        if freeze and at_ns >= lot.end_ns - freeze:  # opened late, already in the freeze
+            lot.phase = QUOTE_FROZEN
+            lot.deadline_ns = lot.end_ns
+        else:
+            lot.phase = LISTING
+            lot.deadline_ns = lot.end_ns - freeze if freeze else lot.end_ns
 
     def on_deadline(self, lot: Lot, at_ns: int, eligible: int, out: list[Event]) -> None:
         phase = lot.phase

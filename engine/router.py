@@ -77,7 +77,10 @@ from engine.state import (
     hash_state,
 )
 
-RECENT_OUTCOMES = 32
+RECENT_OUTCOMES = 32  # outcomes remembered per origin (trimmed in bulk past the slack)
+RECENT_SLACK = 16
+OUTCOME_BITS = 12  # an outcome is stored as seq << 12 | code (codes are < 4096)
+OUTCOME_MASK = (1 << OUTCOME_BITS) - 1
 MECHANISMS: dict[str, Ascending] = {"english": English(), "listing": Listing()}
 STAFF = ("staff",)
 REGISTRY = ("staff", "service")
@@ -149,7 +152,7 @@ class Router:
         out: list[Event] = []
         heap = self._heap
         if heap and heap[0][0] <= now_ns:
-            if type(cmd) is SuspendOverdue:
+            if type(cmd) is SuspendOverdue and cmd.origin == "system":
                 self._suspend_overdue(cmd.reason, last_ns, now_ns, out)
             else:
                 self._fire_due(now_ns, out)
@@ -183,8 +186,8 @@ class Router:
                 code = r.code
         session.high_seq = client_seq
         recent = session.recent
-        recent[client_seq] = (state.applied, int(code))
-        if len(recent) > 2 * RECENT_OUTCOMES:
+        recent[client_seq] = state.applied << OUTCOME_BITS | code
+        if len(recent) > RECENT_OUTCOMES + RECENT_SLACK:
             session.recent = dict(list(recent.items())[-RECENT_OUTCOMES:])
         return out
 
@@ -192,7 +195,8 @@ class Router:
         prior = session.recent.get(cmd.client_seq)
         if prior is None:
             return self._refuse(cmd, out, Reject.client_seq_stale, str(session.high_seq))
-        out.append(CommandRetried(_lot_of(cmd), cmd.client_seq, prior[0], prior[1]))
+        seq, code = prior >> OUTCOME_BITS, prior & OUTCOME_MASK
+        out.append(CommandRetried(_lot_of(cmd), cmd.client_seq, seq, code))
         return out
 
     def _refuse(self, cmd: Command, out: list[Event], code: Reject, detail: str) -> list[Event]:
@@ -347,23 +351,26 @@ class Router:
         bidder.deposit_confirmed = True
         out.append(DepositConfirmed(lot.lot_id, bidder.code))
 
-    def _codes_of(self, bidder_id: str) -> tuple[str, ...]:
-        return tuple(
-            f"{lot.lot_id}/{lot.bidders[bidder_id].code}"
-            for lot in self.state.lots.values()
-            if bidder_id in lot.bidders
-        )
+    def _blacklist_events(self, bidder_id: str, listed: bool, out: list[Event]) -> None:
+        """One event per lot the subject is registered for: a lot's feed learns
+        only about its own bidder code, and no event links codes across lots."""
+        for lot in self.state.lots.values():
+            bidder = lot.bidders.get(bidder_id)
+            if bidder is not None:
+                out.append(BlacklistChanged(lot.lot_id, listed, (bidder.code,)))
+        if not out:
+            out.append(BlacklistChanged("", listed, ()))
 
     def _blacklist(self, cmd: BlacklistBidder, now_ns: int, out: list[Event]) -> None:
         if cmd.bidder_id in self.state.blacklist:
             raise Reply(Reject.bidder_blacklisted)
         self.state.blacklist[cmd.bidder_id] = cmd.reason
-        out.append(BlacklistChanged("", True, self._codes_of(cmd.bidder_id)))
+        self._blacklist_events(cmd.bidder_id, True, out)
 
     def _unblacklist(self, cmd: UnblacklistBidder, now_ns: int, out: list[Event]) -> None:
         if self.state.blacklist.pop(cmd.bidder_id, None) is None:
             raise Reply(Reject.not_blacklisted)
-        out.append(BlacklistChanged("", False, self._codes_of(cmd.bidder_id)))
+        self._blacklist_events(cmd.bidder_id, False, out)
 
     # --------------------------------------------------------------- bids
     def _bid(self, cmd: PlaceBid, now_ns: int, out: list[Event]) -> int:

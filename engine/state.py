@@ -68,8 +68,8 @@ class Lot(msgspec.Struct):
 
 class OriginState(msgspec.Struct):
     high_seq: int = 0
-    # client_seq -> [ledger seq, outcome code (0 = accepted)]; bounded, oldest first
-    recent: dict[int, tuple[int, int]] = msgspec.field(default_factory=dict)
+    # client_seq -> ledger seq << 12 | outcome code (0 = accepted); bounded, oldest first
+    recent: dict[int, int] = msgspec.field(default_factory=dict)
 
 
 class EngineState(msgspec.Struct):
@@ -93,4 +93,8 @@ def decode_state(data: bytes) -> EngineState:
 
 
 def hash_state(state: EngineState) -> str:
-    return hashlib.blake2b(encode_state(state), digest_size=32).hexdigest()
+    return hash_encoded(encode_state(state))
+
+
+def hash_encoded(encoded_state: bytes) -> str:
+    return hashlib.blake2b(encoded_state, digest_size=32).hexdigest()

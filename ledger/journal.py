@@ -25,8 +25,10 @@ from __future__ import annotations
 import msgspec
 from nacl.signing import SigningKey
 
+from engine.codes import Reject
 from engine.messages import Command, Event, encode_command, encode_events
 from engine.router import Router
+from engine.state import hash_encoded
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.record import EntryBody, encode_body, make_entry
 from ledger.store import Batch, LedgerStore
@@ -43,9 +45,8 @@ _snap_decoder = msgspec.msgpack.Decoder(SnapshotRecord)
 
 
 def encode_snapshot(router: Router) -> bytes:
-    return _snap_encoder.encode(
-        SnapshotRecord(router.applied, router.state_hash(), router.snapshot())
-    )
+    state = router.snapshot()  # encoded once, hashed from the same bytes
+    return _snap_encoder.encode(SnapshotRecord(router.applied, hash_encoded(state), state))
 
 
 def decode_snapshot(data: bytes) -> SnapshotRecord:
@@ -53,16 +54,32 @@ def decode_snapshot(data: bytes) -> SnapshotRecord:
     return rec
 
 
-class Applied:
-    """One command's result, pending durability."""
+class Outcome:
+    """One command's result: pending durability until its batch commits, then
+    handed to the submitter as is; or a typed refusal (``error``) from the runtime."""
 
-    __slots__ = ("entry_hash", "events", "seq", "ts_ns")
+    __slots__ = ("entry_hash", "error", "events", "seq", "ts_ns")
 
-    def __init__(self, seq: int, ts_ns: int, events: list[Event], entry_hash: bytes) -> None:
+    def __init__(
+        self,
+        seq: int,
+        ts_ns: int,
+        events: list[Event],
+        entry_hash: bytes,
+        error: Reject | None = None,
+    ) -> None:
         self.seq = seq
         self.ts_ns = ts_ns
         self.events = events
         self.entry_hash = entry_hash
+        self.error = error
+
+    @classmethod
+    def refused(cls, code: Reject) -> Outcome:
+        return cls(0, 0, [], b"", code)
+
+
+Applied = Outcome  # the journal's view of the same object
 
 
 class Journal:

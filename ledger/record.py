@@ -95,15 +95,22 @@ def unpack_value(v: bytes) -> tuple[bytes, bytes, bytes]:
     return v[:HASH_SIZE], v[HASH_SIZE:HEADER_SIZE], v[HEADER_SIZE:]
 
 
+_EMPTY_B2 = blake2b(digest_size=HASH_SIZE)  # copying a keyed-up state is cheaper than a new one
+
+
 def make_entry(prev: bytes, body: bytes) -> tuple[bytes, bytes]:
-    """Hash ``body`` onto ``prev``; return (hash, packed value) for a Batch."""
-    if len(prev) != HASH_SIZE:
-        raise ValueError("prev must be 32 bytes")
-    # Inlined chain_hash + pack_value: this is the writer's per-entry hot path.
-    h = blake2b(
-        prev + blake2b(body, digest_size=HASH_SIZE).digest(), digest_size=HASH_SIZE
-    ).digest()
-    return h, prev + h + body
+    """Hash ``body`` onto ``prev``; return (hash, packed value) for a Batch.
+
+    The writer's hot path: same result as :func:`chain_hash` + :func:`pack_value`,
+    from copies of a prebuilt BLAKE2b state (a constructor costs ~1 µs here).
+    """
+    bh = _EMPTY_B2.copy()
+    bh.update(body)
+    h = _EMPTY_B2.copy()
+    h.update(prev)
+    h.update(bh.digest())
+    digest = h.digest()
+    return digest, prev + digest + body
 
 
 def seq_key(seq: int) -> bytes:
