@@ -119,6 +119,18 @@ class Runtime:
         await done.wait()
         return box[0]
 
+    def checkpoint_now(self) -> bool:
+        """Sign a checkpoint of the last applied entry now (on demand, e.g. before
+        a disclosure publishes the ledger head); it becomes durable with the next
+        batch.  False when there is no signing key or no entry yet."""
+        journal = self.journal
+        seq = self.router.applied
+        if journal.signing_key is None or seq == 0:
+            return False
+        journal.add_checkpoint(seq, journal.prev_hash, self.router.state.now_ns)
+        self._work.set()
+        return True
+
     # --------------------------------------------------------------- run
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         # A worker-thread commit must not wait a whole 5 ms switch interval for

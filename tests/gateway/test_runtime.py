@@ -172,3 +172,24 @@ async def test_storage_failure_refuses_and_rebuilds(tmp_path):
         assert any(type(e) is BidAccepted for e in outcome.events)
         nursery.cancel_scope.cancel()
     rt.store.close()
+
+
+async def test_signed_checkpoints_periodic_and_on_demand(tmp_path):
+    from ledger.checkpoint import load_verify_key
+    from ledger.verify import verify_checkpoints
+
+    rt = Runtime.open(
+        tmp_path, clock=TrioClock(EPOCH_NS), journal_options={"checkpoint_every_entries": 10}
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rt.run)
+        await _setup_lot(rt)  # 8 entries
+        for i in range(5):
+            await rt.call(PlaceBid("bidder:b0", i + 1, "L1", 10_000 + 100 * i))
+        assert rt.checkpoint_now()
+        await rt.call(PlaceBid("bidder:b1", 1, "L1", 20_000))  # carries the checkpoint along
+        nursery.cancel_scope.cancel()
+    checks = verify_checkpoints(rt.store, load_verify_key(tmp_path))
+    assert [c.seq for c in checks] == [10, 13]
+    assert all(c.ok for c in checks)
+    rt.store.close()
