@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,11 @@ class Runtime:
         self._journal_options = dict(journal_options or {}, signing_key=key)
         self.journal = Journal(store, recover(store), **self._journal_options)
         self.clock.floor(self._last_ts())
-        self._send, self._recv = trio.open_memory_channel[tuple[Command, Reply | None, bytes]](
-            queue_max
-        )
+        # A bounded deque plus a wake-up event: cheaper per command than a memory
+        # channel (PERFORMANCE.md: hand-offs are the cost; batch them).
+        self._queue: deque[tuple[Command, Reply | None, bytes]] = deque()
+        self._queue_max = queue_max
+        self._arrived = trio.Event()
         self._waiting: list[tuple[Reply | None, Applied]] = []
         self._work = trio.Event()
         self._taken = trio.Event()
@@ -102,10 +105,12 @@ class Runtime:
     def submit(self, cmd: Command, reply: Reply | None = None, meta: bytes = b"") -> None:
         """Queue a command without waiting; ``reply`` runs once it is durable
         (or refused).  Raises ``Overloaded`` when the bounded queue is full."""
-        try:
-            self._send.send_nowait((cmd, reply, meta))
-        except trio.WouldBlock:
-            raise Overloaded from None
+        queue = self._queue
+        if len(queue) >= self._queue_max:
+            raise Overloaded
+        queue.append((cmd, reply, meta))
+        if not self._arrived.is_set():
+            self._arrived.set()
 
     async def call(self, cmd: Command, meta: bytes = b"") -> Outcome:
         done = trio.Event()
@@ -155,22 +160,20 @@ class Runtime:
             self.submit(SuspendOverdue(SYSTEM, 0))
 
     async def _sequencer(self) -> None:
-        recv = self._recv
+        queue = self._queue
         while True:
-            item = await recv.receive()
+            if not queue:
+                await self._arrived.wait()
+                self._arrived = trio.Event()
+                continue
             journal = self.journal  # may have been rebuilt after a storage fault
             # One clock read per drain: the commands drained together were all
             # received by now; they get now, now+1, ... (strictly increasing).
-            ts_ns = self.clock.now()
-            self._apply(journal, item, ts_ns)
-            applied = 1
-            while not journal.full():
-                try:
-                    item = recv.receive_nowait()
-                except trio.WouldBlock:
-                    break
+            ts_ns = self.clock.now() - 1
+            applied = 0
+            while queue and not journal.full():
                 ts_ns += 1
-                self._apply(journal, item, ts_ns)
+                self._apply(journal, queue.popleft(), ts_ns)
                 applied += 1
                 if applied % HANDOFF_EVERY == 0 and self._writer_idle:
                     # Let the writer start fsyncing what we have while we go on.
@@ -182,6 +185,8 @@ class Runtime:
             self._check_deadline()
             if journal.full():
                 await self._taken.wait()
+            else:
+                await trio.lowlevel.checkpoint()  # let submitters and the writer run
 
     def _apply(
         self, journal: Journal, item: tuple[Command, Reply | None, bytes], ts_ns: int
