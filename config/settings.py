@@ -47,14 +47,14 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 class LedgerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     batch_max_entries: Positive = 1024
     batch_max_bytes: Positive = 4 * _MiB
-    snapshot_every_entries: Positive = 10_000
+    snapshot_every_entries: Positive = 100_000
     checkpoint_every_entries: Positive = 1_000
     map_size_bytes: Positive = 64 * _MiB  # initial size; persistence grows the map
 
 
 class ClockSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     # Forward wall-clock jumps are absorbed at most at (1 + ppm / 1e6) x real speed.
-    max_slew_ppm: NonNegative = 1_000_000
+    max_slew_ppm: NonNegative = 500
 
 
 class NetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

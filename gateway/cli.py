@@ -112,9 +112,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from config.settings import ConfigError
     from simulators.live import run_demo
 
-    return run_demo(args.data, seed=args.seed, minutes=args.minutes, bidders=not args.no_sim)
+    try:
+        return run_demo(
+            args.data,
+            seed=args.seed,
+            minutes=args.minutes,
+            bidders=not args.no_sim,
+            config=args.config,
+        )
+    except ConfigError as e:
+        print(f"pubex run: {e}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_replay)
 
     run = sub.add_parser("run", help="the runtime with a live demo catalogue")
+    run.add_argument("--config", help="a TOML file overriding config/default.toml")
     run.add_argument("--data", default="./var")
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--minutes", type=float, default=0, help="stop after M minutes (0: never)")

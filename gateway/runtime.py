@@ -34,6 +34,7 @@ from typing import Any
 
 import trio
 
+from config.settings import Settings
 from engine.codes import Reject
 from engine.messages import Command, SuspendOverdue, Tick
 from engine.router import Router
@@ -41,7 +42,8 @@ from gateway.clock import SequencerClock
 from ledger.checkpoint import load_or_create_signing_key
 from ledger.journal import Applied, Journal, Outcome
 from ledger.replay import recover
-from ledger.store import LedgerStore, StorageUnavailable
+from ledger.store import Batch, LedgerStore, StorageUnavailable
+from ledger.writer import CommitWorker
 
 SYSTEM = "system"
 HANDOFF_EVERY = 64  # commands applied before the idle writer may start on them
@@ -93,6 +95,22 @@ class Runtime:
         ledger_dir = Path(data_dir) / "ledger"
         store = LedgerStore.open(ledger_dir, map_size=kwargs.pop("map_size", 64 << 20))
         return cls(store, data_dir=data_dir, **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, data_dir: str | Path | None = None) -> Runtime:
+        """The runtime as ``config/default.toml`` (or a user file) describes it."""
+        led = settings.ledger
+        return cls.open(
+            data_dir if data_dir is not None else settings.data_dir,
+            map_size=led.map_size_bytes,
+            clock=SequencerClock(slew_ppm=settings.clock.max_slew_ppm),
+            journal_options={
+                "snapshot_every_entries": led.snapshot_every_entries,
+                "checkpoint_every_entries": led.checkpoint_every_entries,
+                "batch_max_entries": led.batch_max_entries,
+                "batch_max_bytes": led.batch_max_bytes,
+            },
+        )
 
     @property
     def router(self) -> Router:
@@ -147,12 +165,16 @@ class Runtime:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sequencer)
-            nursery.start_soon(self._writer)
-            self._suspend_overdue()
-            nursery.start_soon(self._timer)
-            task_status.started()
+        worker = CommitWorker(self.store, trio.lowlevel.current_trio_token().run_sync_soon)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sequencer)
+                nursery.start_soon(self._writer, worker)
+                self._suspend_overdue()
+                nursery.start_soon(self._timer)
+                task_status.started()
+        finally:
+            worker.stop()  # a batch in flight still commits; its replies are moot
 
     def _suspend_overdue(self) -> None:
         due = self.router.next_deadline_ns()
@@ -200,7 +222,7 @@ class Runtime:
             self._known_deadline = nd
             self._deadline_moved.set()
 
-    async def _writer(self) -> None:
+    async def _writer(self, worker: CommitWorker) -> None:
         while True:
             await self._work.wait()
             self._work = trio.Event()
@@ -212,13 +234,15 @@ class Runtime:
                 continue
             self._writer_idle = False
             try:
-                await trio.to_thread.run_sync(self.store.commit_batch, batch)
-            except StorageUnavailable:
-                self._storage_failed(waiting)
-                continue
+                error = await _commit(worker, batch)
             finally:
                 self._writer_idle = True
-            self._released(batch.entries[-1][0], waiting)
+            if isinstance(error, StorageUnavailable):
+                self._storage_failed(waiting)
+                continue
+            if error is not None:
+                raise error  # LedgerCorrupt or a bug: crash, restart from the ledger
+            self._released(batch.entries[-1][0] if batch.entries else self.durable_seq, waiting)
             if self._waiting:
                 self._work.set()
 
@@ -262,3 +286,17 @@ class Runtime:
                     await trio.sleep(0.05)  # storage down: retry, don't spin
             if moved.is_set():
                 self._deadline_moved = trio.Event()
+
+
+async def _commit(worker: CommitWorker, batch: Batch) -> BaseException | None:
+    """Hand a batch to the commit thread and wait for its outcome."""
+    done = trio.Event()
+    box: list[BaseException | None] = []
+
+    def finished(error: BaseException | None) -> None:
+        box.append(error)
+        done.set()
+
+    worker.submit(batch, finished)
+    await done.wait()
+    return box[0]

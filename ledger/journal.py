@@ -89,7 +89,7 @@ class Journal:
         router: Router,
         *,
         signing_key: SigningKey | None = None,
-        snapshot_every_entries: int = 10_000,
+        snapshot_every_entries: int = 100_000,
         checkpoint_every_entries: int = 1_000,
         batch_max_entries: int = 1024,
         batch_max_bytes: int = 4 << 20,

@@ -40,7 +40,9 @@ class Harness:
         self.store = LedgerStore.open(ledger_dir)
         if self.store.last_seq():
             raise ValueError(f"{ledger_dir} already holds a ledger; simulate into a new one")
-        self.journal = Journal(self.store, Router(), batch_max_entries=batch_entries)
+        self.journal = Journal(
+            self.store, Router(), batch_max_entries=batch_entries, snapshot_every_entries=10_000
+        )
         self.router = self.journal.router
         self.rng = random.Random(seed)
         self.now_ns = EPOCH_NS

@@ -9,12 +9,15 @@ use.  Every durable event is printed as it is released.
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 import time
 from pathlib import Path
 
 import trio
 
+from config.settings import load_settings
 from engine.messages import (
     ConfirmDeposit,
     CreateLot,
@@ -127,6 +130,13 @@ class Demo:
 
 
 def _printer(applied: list[Applied]) -> None:
+    try:
+        _print_events(applied)
+    except BrokenPipeError:  # `pubex run | head`: stop printing, keep trading
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+
+
+def _print_events(applied: list[Applied]) -> None:
     for a in applied:
         for ev in a.events:
             if ev.lot_id:
@@ -134,10 +144,14 @@ def _printer(applied: list[Applied]) -> None:
                 print(f"{stamp} #{a.seq:<7} {ev.lot_id:<14} {describe(None, ev)}", flush=True)
 
 
-def run_demo(data_dir: str | Path, *, seed: int, minutes: float, bidders: bool) -> int:
+def run_demo(
+    data_dir: str | Path, *, seed: int, minutes: float, bidders: bool, config: str | None = None
+) -> int:
+    settings = load_settings(config)
+
     async def main() -> None:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        rt = Runtime.open(data_dir)
+        rt = Runtime.from_settings(settings, data_dir)
         rt.subscribers.append(_printer)
         print(
             f"pubex runtime on {Path(data_dir).resolve()}/ledger: {rt.durable_seq} entries "

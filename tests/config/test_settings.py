@@ -25,10 +25,10 @@ def test_defaults_load() -> None:
     assert settings.data_dir == "./var"
     assert settings.ledger.batch_max_entries == 1024
     assert settings.ledger.batch_max_bytes == 4 * 1024 * 1024
-    assert settings.ledger.snapshot_every_entries == 10_000
+    assert settings.ledger.snapshot_every_entries == 100_000
     assert settings.ledger.checkpoint_every_entries == 1_000
     assert settings.ledger.map_size_bytes == 64 * 1024 * 1024
-    assert settings.clock.max_slew_ppm == 1_000_000
+    assert settings.clock.max_slew_ppm == 500
     assert (settings.net.host, settings.net.ws_port, settings.net.http_port) == (
         "127.0.0.1",
         8765,
