@@ -46,7 +46,9 @@ from ledger.store import Batch, LedgerStore, StorageUnavailable
 from ledger.writer import CommitWorker
 
 SYSTEM = "system"
-HANDOFF_EVERY = 64  # commands applied before the idle writer may start on them
+# A drain hands what it has to an idle writer every HANDOFF_EVERY commands, and
+# that many queued commands wake the sequencer even while a commit runs.
+HANDOFF_EVERY = 64
 
 
 class Overloaded(Exception):
@@ -127,7 +129,10 @@ class Runtime:
         if len(queue) >= self._queue_max:
             raise Overloaded
         queue.append((cmd, reply, meta))
-        if not self._arrived.is_set():
+        # Wake the sequencer only when its work can go straight to disk: while a
+        # commit runs, arrivals wait for it (their acks must wait anyway), so one
+        # wake-up serves the whole group -- unless the group grows large.
+        if (self._writer_idle or len(queue) >= HANDOFF_EVERY) and not self._arrived.is_set():
             self._arrived.set()
 
     async def call(self, cmd: Command, meta: bytes = b"") -> Outcome:
@@ -184,7 +189,7 @@ class Runtime:
     async def _sequencer(self) -> None:
         queue = self._queue
         while True:
-            if not queue:
+            if not queue or (not self._writer_idle and len(queue) < HANDOFF_EVERY):
                 await self._arrived.wait()
                 self._arrived = trio.Event()
                 continue
@@ -237,6 +242,8 @@ class Runtime:
                 error = await _commit(worker, batch)
             finally:
                 self._writer_idle = True
+                if self._queue and not self._arrived.is_set():
+                    self._arrived.set()  # what queued during the commit goes next
             if isinstance(error, StorageUnavailable):
                 self._storage_failed(waiting)
                 continue
