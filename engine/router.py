@@ -78,7 +78,7 @@ from engine.state import (
 )
 
 RECENT_OUTCOMES = 32  # outcomes remembered per origin (trimmed in bulk past the slack)
-RECENT_SLACK = 16
+RECENT_TRIM = RECENT_OUTCOMES + 16
 OUTCOME_BITS = 12  # an outcome is stored as seq << 12 | code (codes are < 4096)
 OUTCOME_MASK = (1 << OUTCOME_BITS) - 1
 MECHANISMS: dict[str, Ascending] = {"english": English(), "listing": Listing()}
@@ -101,7 +101,9 @@ class Router:
     def __init__(self, state: EngineState | None = None) -> None:
         self.state = state if state is not None else EngineState()
         self._heap: list[tuple[int, str]] = []
-        self._kinds: dict[str, str] = {}  # origin -> kind, a cache (not state)
+        # origin -> (kind, identity, retry memory): a cache, rebuilt lazily, not state
+        self._origins: dict[str, tuple[str, str, OriginState | None]] = {}
+        self._ident = ""  # the identity part of the current command's origin
         self._handlers: dict[type, tuple[tuple[str, ...], Handler]] = {
             Tick: (SYSTEM, self._tick),
             SuspendOverdue: (SYSTEM, self._tick),
@@ -157,21 +159,19 @@ class Router:
             else:
                 self._fire_due(now_ns, out)
         origin = cmd.origin
-        kind = self._kinds.get(origin)
-        if kind is None:
-            kind = self._kinds[origin] = _kind_of(origin)
+        known = self._origins.get(origin)
+        if known is None:
+            known = self._learn_origin(origin)
+        kind, self._ident, session = known
         entry = self._handlers.get(type(cmd))
         if entry is None or not kind:
             return self._refuse(cmd, out, Reject.invalid_origin, "malformed origin or command")
         kinds, handler = entry
-        if kind == "system":
+        if session is None:  # the system origin: no retries, only its own commands
             if kinds is not SYSTEM:
                 return self._refuse(cmd, out, Reject.not_authorized, "system origin")
             handler(cmd, now_ns, out)
             return out
-        session = state.origins.get(origin)
-        if session is None:
-            session = state.origins[origin] = OriginState()
         client_seq = cmd.client_seq
         if client_seq <= session.high_seq:
             return self._retried(cmd, session, out)
@@ -187,9 +187,23 @@ class Router:
         session.high_seq = client_seq
         recent = session.recent
         recent[client_seq] = state.applied << OUTCOME_BITS | code
-        if len(recent) > RECENT_OUTCOMES + RECENT_SLACK:
+        if len(recent) > RECENT_TRIM:
             session.recent = dict(list(recent.items())[-RECENT_OUTCOMES:])
         return out
+
+    def _learn_origin(self, origin: str) -> tuple[str, str, OriginState | None]:
+        """Cache (kind, identity, retry memory) per origin -- derived, not state."""
+        kind = _kind_of(origin)
+        ident = origin.partition(":")[2]
+        session = None
+        if kind and kind != "system":
+            session = self.state.origins.get(origin)
+            if session is None:
+                session = self.state.origins[origin] = OriginState()
+        known = (kind, ident, session)
+        if kind:
+            self._origins[origin] = known
+        return known
 
     def _retried(self, cmd: Command, session: OriginState, out: list[Event]) -> list[Event]:
         prior = session.recent.get(cmd.client_seq)
@@ -380,7 +394,7 @@ class Router:
         if lot is None:
             raise Reply(Reject.unknown_lot, cmd.lot_id)
         mech = MECHANISMS[lot.mechanism]
-        bidder_id = cmd.origin[7:]  # after "bidder:"
+        bidder_id = self._ident
         bidder = lot.bidders.get(bidder_id)
         amount = cmd.amount_fen
         refused: Reject | None
@@ -393,7 +407,16 @@ class Router:
         elif lot.leader_id == bidder_id and not lot.rules.leader_may_outbid_self:
             refused = Reject.leader_may_not_outbid_self
         else:
-            refused = check_amount(lot, bidder, amount, increment_of(lot))
+            refused = None
+            inc = increment_of(lot)
+            price = lot.price_fen
+            # The common raise, checked inline; anything else is judged in full.
+            if not (
+                lot.leader_id
+                and amount >= price + inc
+                and (lot.rules.increment_mode != "multiple" or not (amount - price) % inc)
+            ):
+                refused = check_amount(lot, bidder, amount, inc)
         if refused is not None:
             code = bidder.code if bidder is not None else ""
             out.append(CommandRejected(lot.lot_id, refused, detail, code, amount))
