@@ -62,6 +62,7 @@ class Reject(IntEnum):
     freeze_too_close_to_end = 506
     terminate_too_close_to_end = 507
     invalid_increment = 508
+    key_exists = 509
 
     # 9xx runtime
     storage_unavailable = 901

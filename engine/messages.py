@@ -42,6 +42,22 @@ class SuspendOverdue(Command, frozen=True, tag="suspend_overdue"):
     reason: str = "system_failure"
 
 
+class RuntimeStarted(Command, frozen=True, tag="runtime_started"):
+    """Ledgered by the runtime at each start: how its clock runs (sandbox only
+    may accelerate), so a replay knows what the recorded times mean."""
+
+    accelerate: int = 1
+    sandbox: bool = False
+
+
+class RegisterKey(Command, frozen=True, tag="register_key"):
+    """A bidder's Ed25519 public key (hex) under a key id, from the registry."""
+
+    key_id: str
+    bidder_id: str
+    public_key_hex: str
+
+
 class CreateLot(Command, frozen=True, tag="create_lot"):
     lot_id: str
     mechanism: Mechanism
@@ -117,6 +133,8 @@ class TerminateLot(Command, frozen=True, tag="terminate_lot"):
 AnyCommand = (
     Tick
     | SuspendOverdue
+    | RuntimeStarted
+    | RegisterKey
     | CreateLot
     | PublishLot
     | SetReserve
@@ -151,6 +169,15 @@ class CommandRetried(Event, frozen=True, tag="retried"):
     client_seq: int
     original_seq: int
     code: int  # 0 = it was accepted, else the Reject code it got
+
+
+class RuntimeStartedEvent(Event, frozen=True, tag="runtime_started"):
+    accelerate: int
+    sandbox: bool
+
+
+class KeyRegistered(Event, frozen=True, tag="key_registered"):
+    key_id: str
 
 
 class LotCreated(Event, frozen=True, tag="lot_created"):
@@ -251,6 +278,8 @@ class LotUnsold(Event, frozen=True, tag="lot_unsold"):
 AnyEvent = (
     CommandRejected
     | CommandRetried
+    | RuntimeStartedEvent
+    | KeyRegistered
     | LotCreated
     | LotPublished
     | LotOpened

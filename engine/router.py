@@ -45,6 +45,7 @@ from engine.messages import (
     Event,
     FreezeLot,
     IncrementChanged,
+    KeyRegistered,
     LotCreated,
     LotFrozen,
     LotPublished,
@@ -53,8 +54,11 @@ from engine.messages import (
     PlaceBid,
     PublishLot,
     RegisterBidder,
+    RegisterKey,
     ReserveEntered,
     ResumeLot,
+    RuntimeStarted,
+    RuntimeStartedEvent,
     SetReserve,
     SuspendOverdue,
     TerminateLot,
@@ -70,6 +74,7 @@ from engine.state import (
     TERMINATED,
     Bidder,
     EngineState,
+    KeyRecord,
     Lot,
     OriginState,
     decode_state,
@@ -107,6 +112,8 @@ class Router:
         self._handlers: dict[type, tuple[tuple[str, ...], Handler]] = {
             Tick: (SYSTEM, self._tick),
             SuspendOverdue: (SYSTEM, self._tick),
+            RuntimeStarted: (SYSTEM, self._runtime_started),
+            RegisterKey: (REGISTRY, self._register_key),
             CreateLot: (STAFF, self._create),
             PublishLot: (STAFF, self._publish),
             SetReserve: (STAFF, self._set_reserve),
@@ -249,6 +256,21 @@ class Router:
             lot = lots[lot_id]
             if lot.deadline_ns == deadline:
                 self._do_freeze(lot, last_ns, reason, out, system=True)
+
+    def _runtime_started(self, cmd: RuntimeStarted, now_ns: int, out: list[Event]) -> None:
+        out.append(RuntimeStartedEvent("", cmd.accelerate, cmd.sandbox))
+
+    def _register_key(self, cmd: RegisterKey, now_ns: int, out: list[Event]) -> None:
+        """Registry: a bidder's signing key.  A key id is bound once, forever
+        (a replaced key gets a new id), so old signatures stay verifiable."""
+        if not cmd.key_id or not cmd.bidder_id or len(cmd.key_id) > 64:
+            raise Reply(Reject.invalid_terms, "key_id (1-64 chars) and bidder_id required")
+        if len(cmd.public_key_hex) != 64 or not _is_hex(cmd.public_key_hex):
+            raise Reply(Reject.invalid_terms, "public_key_hex must be 32 bytes of hex")
+        if cmd.key_id in self.state.keys:
+            raise Reply(Reject.key_exists, cmd.key_id)
+        self.state.keys[cmd.key_id] = KeyRecord(cmd.bidder_id, cmd.public_key_hex.lower())
+        out.append(KeyRegistered("", cmd.key_id))
 
     def _tick(self, cmd: Tick | SuspendOverdue, now_ns: int, out: list[Event]) -> None:
         """Due deadlines already fired (or were suspended) before dispatch."""
@@ -467,6 +489,10 @@ class Router:
         lot.status = TERMINATED
         lot.deadline_ns = -1
         out.append(LotTerminated(lot.lot_id, cmd.reason, now_ns))
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def _kind_of(origin: str) -> str:

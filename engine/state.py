@@ -72,12 +72,18 @@ class OriginState(msgspec.Struct):
     recent: dict[int, int] = msgspec.field(default_factory=dict)
 
 
+class KeyRecord(msgspec.Struct):
+    bidder_id: str
+    public_key_hex: str
+
+
 class EngineState(msgspec.Struct):
     now_ns: int = 0
     applied: int = 0  # commands applied == the ledger sequence number of the last one
     lots: dict[str, Lot] = msgspec.field(default_factory=dict)
     origins: dict[str, OriginState] = msgspec.field(default_factory=dict)
     blacklist: dict[str, str] = msgspec.field(default_factory=dict)
+    keys: dict[str, KeyRecord] = msgspec.field(default_factory=dict)  # key id -> bidder
 
 
 _encoder = msgspec.msgpack.Encoder()
