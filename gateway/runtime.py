@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ from engine.codes import Reject
 from engine.messages import Command, SuspendOverdue, Tick
 from engine.router import Router
 from gateway.clock import SequencerClock
-from ledger.checkpoint import load_or_create_signing_key
+from ledger.checkpoint import Receipt, load_or_create_signing_key, sign_receipt
 from ledger.journal import Applied, Journal, Outcome
 from ledger.replay import recover
 from ledger.store import Batch, LedgerStore, StorageUnavailable
@@ -90,6 +91,8 @@ class Runtime:
         self.durable_seq = store.last_seq()
         self.batch_sizes: list[int] | None = [] if record_batch_sizes else None
         self.storage_failures = 0
+        self.sign_receipts = False  # the gateway turns it on: acks carry receipts
+        self.on_commit: Callable[[int, float], None] | None = None  # (entries, seconds)
         self._writer_idle = True
 
     @classmethod
@@ -113,6 +116,10 @@ class Runtime:
                 "batch_max_bytes": led.batch_max_bytes,
             },
         )
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
 
     @property
     def router(self) -> Router:
@@ -238,6 +245,7 @@ class Runtime:
             if batch is None:
                 continue
             self._writer_idle = False
+            started = time.perf_counter()
             try:
                 error = await _commit(worker, batch)
             finally:
@@ -249,6 +257,8 @@ class Runtime:
                 continue
             if error is not None:
                 raise error  # LedgerCorrupt or a bug: crash, restart from the ledger
+            if self.on_commit is not None:
+                self.on_commit(len(waiting), time.perf_counter() - started)
             self._released(batch.entries[-1][0] if batch.entries else self.durable_seq, waiting)
             if self._waiting:
                 self._work.set()
@@ -257,6 +267,8 @@ class Runtime:
         self.durable_seq = last_seq
         if self.batch_sizes is not None:
             self.batch_sizes.append(len(waiting))
+        if self.sign_receipts and waiting:
+            self._attach_receipt([a for _, a in waiting])
         for reply, applied in waiting:
             if reply is not None:
                 reply(applied)
@@ -264,6 +276,18 @@ class Runtime:
             applied_list = [a for _, a in waiting]
             for sub in self.subscribers:
                 sub(applied_list)
+
+    def _attach_receipt(self, batch: list[Applied]) -> None:
+        """One signature per batch: the receipt of its last entry; each outcome's
+        proof is the body hashes that chain it to that entry (Outcome.proof)."""
+        key = self.journal.signing_key
+        if key is None:
+            return
+        last = batch[-1]
+        blob = sign_receipt(key, Receipt(last.seq, last.entry_hash, last.ts_ns))
+        for outcome in batch:
+            outcome.receipt = blob
+            outcome.batch = batch
 
     def _storage_failed(self, waiting: list[tuple[Reply | None, Applied]]) -> None:
         """Refuse everything not yet durable; rebuild the engine from the store."""

@@ -30,7 +30,7 @@ from engine.messages import Command, Event, encode_command, encode_events
 from engine.router import Router
 from engine.state import hash_encoded
 from ledger.checkpoint import Checkpoint, sign_checkpoint
-from ledger.record import EntryBody, encode_body, make_entry
+from ledger.record import EntryBody, chain_entry, encode_body
 from ledger.store import Batch, LedgerStore
 
 
@@ -58,7 +58,7 @@ class Outcome:
     """One command's result: pending durability until its batch commits, then
     handed to the submitter as is; or a typed refusal (``error``) from the runtime."""
 
-    __slots__ = ("entry_hash", "error", "events", "seq", "ts_ns")
+    __slots__ = ("batch", "body_hash", "entry_hash", "error", "events", "receipt", "seq", "ts_ns")
 
     def __init__(
         self,
@@ -67,12 +67,26 @@ class Outcome:
         events: list[Event],
         entry_hash: bytes,
         error: Reject | None = None,
+        body_hash: bytes = b"",
     ) -> None:
         self.seq = seq
         self.ts_ns = ts_ns
         self.events = events
         self.entry_hash = entry_hash
         self.error = error
+        self.body_hash = body_hash
+        # Set by the runtime once the batch is durable: the server's signed
+        # Receipt of the batch's last entry, and the batch (for the proof).
+        self.receipt = b""
+        self.batch: list[Outcome] | None = None
+
+    def proof(self) -> list[bytes]:
+        """Body hashes chaining this entry to the receipt's (its batch's last) entry."""
+        batch = self.batch
+        if not batch:
+            return []
+        first = batch[0].seq
+        return [o.body_hash for o in batch[self.seq - first + 1 :]]
 
     @classmethod
     def refused(cls, code: Reject) -> Outcome:
@@ -110,7 +124,7 @@ class Journal:
         events = self.router.apply(cmd, ts_ns)
         seq = self.router.applied
         body = encode_body(EntryBody(seq, ts_ns, encode_command(cmd), encode_events(events), meta))
-        entry_hash, value = make_entry(self.prev_hash, body)
+        entry_hash, value, body_hash = chain_entry(self.prev_hash, body)
         self.prev_hash = entry_hash
         batch = self.batch
         batch.entries.append((seq, value))
@@ -119,7 +133,7 @@ class Journal:
             batch.snapshots.append((seq, encode_snapshot(self.router)))
         if self.signing_key is not None and seq % self.checkpoint_every == 0:
             self.add_checkpoint(seq, entry_hash, ts_ns)
-        return Applied(seq, ts_ns, events, entry_hash)
+        return Outcome(seq, ts_ns, events, entry_hash, None, body_hash)
 
     def add_checkpoint(self, seq: int, entry_hash: bytes, ts_ns: int) -> None:
         assert self.signing_key is not None

@@ -1,0 +1,52 @@
+"""Prometheus metrics of one pubex process.  Never labelled per lot or bidder:
+labels are bounded sets (command type, outcome, role)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+ACK_BUCKETS_US = (
+    100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000, 1_000_000,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+COMMIT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.commands = Counter(
+            "pubex_commands", "Commands by type and outcome", ["type", "outcome"], registry=r
+        )
+        self.ack_latency = Histogram(
+            "pubex_ack_latency_us", "Frame received to durable ack sent (µs)",
+            buckets=ACK_BUCKETS_US, registry=r,
+        )
+        self.batch_size = Histogram(
+            "pubex_batch_entries", "Entries per committed batch", buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "pubex_commit_seconds", "Group commit (fsync) round trip", buckets=COMMIT_BUCKETS_S,
+            registry=r,
+        )
+        self.connections = Gauge(
+            "pubex_connections", "Open WebSocket connections", ["role"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "pubex_sequencer_queue_depth", "Commands waiting for the sequencer", registry=r
+        )
+        self.send_queue_max = Gauge(
+            "pubex_send_queue_max", "Longest per-connection send queue (frames)", registry=r
+        )
+        self.snapshots_dropped = Counter(
+            "pubex_snapshots_dropped", "Lot snapshots replaced before a slow client took them",
+            registry=r,
+        )
+        self.frames_refused = Counter(
+            "pubex_frames_refused", "Frames refused at the gateway", ["code"], registry=r
+        )
+        self.durable_seq = Gauge("pubex_durable_seq", "Last durable ledger seq", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

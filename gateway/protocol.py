@@ -1,0 +1,339 @@
+"""Theory of operation: the wire protocol (JSON text frames, ``type`` tag).
+
+This module is trio-free and I/O-free: terminals, simulators, Locust users and
+the server all share it.  ``docs/protocol.md`` is the reference; ``pubex
+schema`` prints the JSON Schema generated from these Structs.
+
+Client -> server frames (``ClientFrame``): ``place_bid`` (signed payload),
+``subscribe`` / ``unsubscribe``, ``ping``, and the staff / registry commands.
+Server -> client frames: ``hello``, ``ack``, ``error``, ``snapshot``,
+``event``, ``pong``.
+
+A bid is carried as the exact payload text plus a detached Ed25519 signature
+over its UTF-8 bytes; the payload is itself JSON (``BidPayload``) and starts
+with the fixed domain tag ``pubex-bid-v1`` so a signature made for anything
+else can never pass as a bid.  The handshake signature covers
+``pubex-auth-v1|key_id|ts_ms|nonce``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, Literal
+
+import msgspec
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from engine.codes import Reject
+from engine.rules import RuleSet
+
+BID_DOMAIN = "pubex-bid-v1"
+AUTH_DOMAIN = "pubex-auth-v1"
+MAX_FRAME_BYTES = 16 * 1024
+
+
+class GatewayError(IntEnum):
+    """Gateway-layer codes (engine codes are < 1000 and pass through unchanged)."""
+
+    malformed_json = 1001
+    schema_violation = 1002
+    frame_too_large = 1003
+    bad_signature = 1004
+    wrong_key = 1005
+    bad_domain = 1006
+    not_authorized = 1007
+    rate_limited = 1008
+    overloaded = 1009
+    unknown_key = 1010
+    storage_unavailable = 1011
+
+
+def error_name(code: int) -> str:
+    if code >= 1000:
+        return GatewayError(code).name
+    return Reject(code).name
+
+
+# ------------------------------------------------------------ client frames
+
+
+class Frame(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=True):
+    pass
+
+
+class PlaceBidFrame(Frame, frozen=True, tag="place_bid"):
+    payload: str  # the exact signed JSON text of a BidPayload
+    sig: str  # hex Ed25519 signature over payload.encode()
+
+
+class BidPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    domain: str
+    lot: str
+    key: str
+    amount_fen: int
+    client_seq: int
+
+
+class Subscribe(Frame, frozen=True, tag="subscribe"):
+    lots: list[str]
+
+
+class Unsubscribe(Frame, frozen=True, tag="unsubscribe"):
+    lots: list[str]
+
+
+class Ping(Frame, frozen=True, tag="ping"):
+    t: int = 0
+
+
+class StaffFrame(Frame, frozen=True):
+    client_seq: int
+
+
+class CreateLotFrame(StaffFrame, frozen=True, tag="create_lot"):
+    lot: str
+    mechanism: Literal["english", "listing"]
+    title: str
+    start_price_fen: int
+    increment_fen: int
+    start_ns: int
+    end_ns: int
+    rules: RuleSet = RuleSet()
+    deposit_fen: int = 0
+    timed_increment_fen: int = 0
+
+
+class PublishLotFrame(StaffFrame, frozen=True, tag="publish_lot"):
+    lot: str
+
+
+class SetReserveFrame(StaffFrame, frozen=True, tag="set_reserve"):
+    lot: str
+    reserve_fen: int
+
+
+class ChangeIncrementFrame(StaffFrame, frozen=True, tag="change_increment"):
+    lot: str
+    increment_fen: int
+    phase: Literal["main", "timed"] = "main"
+
+
+class FreezeLotFrame(StaffFrame, frozen=True, tag="freeze_lot"):
+    lot: str
+    reason: str
+
+
+class ResumeLotFrame(StaffFrame, frozen=True, tag="resume_lot"):
+    lot: str
+    reason: str
+
+
+class TerminateLotFrame(StaffFrame, frozen=True, tag="terminate_lot"):
+    lot: str
+    reason: str
+
+
+class RegisterKeyFrame(StaffFrame, frozen=True, tag="register_key"):
+    key: str
+    bidder: str
+    public_key_hex: str
+
+
+class RegisterBidderFrame(StaffFrame, frozen=True, tag="register_bidder"):
+    lot: str
+    bidder: str
+    priority_rank: int = 0
+
+
+class ConfirmDepositFrame(StaffFrame, frozen=True, tag="confirm_deposit"):
+    lot: str
+    bidder: str
+    amount_fen: int
+
+
+ClientFrame = (
+    PlaceBidFrame
+    | Subscribe
+    | Unsubscribe
+    | Ping
+    | CreateLotFrame
+    | PublishLotFrame
+    | SetReserveFrame
+    | ChangeIncrementFrame
+    | FreezeLotFrame
+    | ResumeLotFrame
+    | TerminateLotFrame
+    | RegisterKeyFrame
+    | RegisterBidderFrame
+    | ConfirmDepositFrame
+)
+
+LOT_ACTIONS = (
+    CreateLotFrame, PublishLotFrame, SetReserveFrame, ChangeIncrementFrame,
+    FreezeLotFrame, ResumeLotFrame, TerminateLotFrame,
+)
+REGISTRY_ACTIONS = (RegisterKeyFrame, RegisterBidderFrame, ConfirmDepositFrame)
+
+# ------------------------------------------------------------ server frames
+
+
+class Hello(Frame, frozen=True, tag="hello"):
+    role: str
+    server_time_ns: int
+    identity: str = ""  # the key id (bidder) or staff id; "" for watchers
+    codes: dict[str, str] = {}  # lot -> this bidder's code
+    max_frame_bytes: int = MAX_FRAME_BYTES
+
+
+class Ack(Frame, frozen=True, tag="ack"):
+    client_seq: int
+    seq: int
+    ts_ns: int
+    entry_hash: str
+    receipt: str  # hex: the server's signed Receipt of the batch's last entry
+    proof: list[str] = []  # hex body hashes chaining this entry to the receipt's
+    retried: bool = False
+
+
+class Error(Frame, frozen=True, tag="error"):
+    client_seq: int
+    code: int
+    name: str
+    message: str = ""
+    seq: int = 0  # the ledger seq of an engine refusal (refusals are ledgered too)
+
+
+class LotSnapshot(Frame, frozen=True, tag="snapshot"):
+    lot: str
+    title: str
+    mechanism: str
+    status: str
+    phase: str
+    price_fen: int
+    start_price_fen: int
+    increment_fen: int
+    leader_code: str
+    bidders: int
+    bid_count: int
+    end_ns: int
+    start_ns: int
+    has_reserve: bool
+    last_bid_ns: int
+    extensions: int
+    result: str
+    seq: int
+
+
+class EventFrame(Frame, frozen=True, tag="event"):
+    lot: str
+    seq: int
+    ts_ns: int
+    event: dict[str, Any]
+
+
+class Pong(Frame, frozen=True, tag="pong"):
+    t: int
+    server_time_ns: int
+
+
+ServerFrame = Hello | Ack | Error | LotSnapshot | EventFrame | Pong
+
+# ------------------------------------------------------------ codecs
+
+_client_decoder = msgspec.json.Decoder(ClientFrame)
+_server_decoder = msgspec.json.Decoder(ServerFrame)
+_payload_decoder = msgspec.json.Decoder(BidPayload)
+_encoder = msgspec.json.Encoder()
+
+
+class FrameError(Exception):
+    def __init__(self, code: GatewayError, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def decode_client(data: str | bytes) -> ClientFrame:
+    """Decode one client frame, or raise FrameError with a typed code."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise FrameError(GatewayError.frame_too_large, f"frame over {MAX_FRAME_BYTES} bytes")
+    try:
+        frame: ClientFrame = _client_decoder.decode(data)
+        return frame
+    except msgspec.ValidationError as e:
+        raise FrameError(GatewayError.schema_violation, str(e)) from None
+    except msgspec.DecodeError as e:
+        raise FrameError(GatewayError.malformed_json, str(e)) from None
+
+
+def decode_server(data: str | bytes) -> ServerFrame:
+    frame: ServerFrame = _server_decoder.decode(data)
+    return frame
+
+
+def encode(frame: Frame) -> bytes:
+    return _encoder.encode(frame)
+
+
+def encode_text(frame: Frame) -> str:
+    return _encoder.encode(frame).decode()
+
+
+# ------------------------------------------------------------ signing
+
+
+def bid_frame(key: SigningKey, key_id: str, lot: str, amount_fen: int, client_seq: int) -> str:
+    """A ready-to-send place_bid frame (JSON text)."""
+    payload = _encoder.encode(BidPayload(BID_DOMAIN, lot, key_id, amount_fen, client_seq))
+    sig = key.sign(payload).signature.hex()
+    return encode_text(PlaceBidFrame(payload.decode(), sig))
+
+
+def open_bid(frame: PlaceBidFrame, verify_key: VerifyKey) -> BidPayload:
+    """Verify the detached signature over the exact payload bytes, then decode it."""
+    raw = frame.payload.encode()
+    try:
+        verify_key.verify(raw, bytes.fromhex(frame.sig))
+    except (BadSignatureError, ValueError):
+        raise FrameError(GatewayError.bad_signature, "signature does not verify") from None
+    try:
+        payload: BidPayload = _payload_decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        raise FrameError(GatewayError.schema_violation, f"payload: {e}") from None
+    except msgspec.DecodeError as e:
+        raise FrameError(GatewayError.malformed_json, f"payload: {e}") from None
+    if payload.domain != BID_DOMAIN:
+        raise FrameError(GatewayError.bad_domain, f"payload domain must be {BID_DOMAIN}")
+    return payload
+
+
+def peek_bid_key(frame: PlaceBidFrame) -> str:
+    """The key id a payload claims (to pick the verify key); verified afterwards."""
+    try:
+        return str(_payload_decoder.decode(frame.payload.encode()).key)
+    except msgspec.DecodeError:
+        return ""
+
+
+def auth_message(key_id: str, ts_ms: int, nonce: str) -> bytes:
+    return f"{AUTH_DOMAIN}|{key_id}|{ts_ms}|{nonce}".encode()
+
+
+def auth_params(key: SigningKey, key_id: str, ts_ms: int, nonce: str) -> dict[str, str]:
+    """Query parameters a bidder adds to its WebSocket upgrade request."""
+    sig = key.sign(auth_message(key_id, ts_ms, nonce)).signature.hex()
+    return {"key": key_id, "ts": str(ts_ms), "nonce": nonce, "sig": sig}
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of every frame both ways (``pubex schema``)."""
+    schemas, components = msgspec.json.schema_components(
+        [ClientFrame, ServerFrame, BidPayload], ref_template="#/$defs/{name}"
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "pubex wire protocol",
+        "oneOf": [schemas[0], schemas[1]],
+        "$defs": components,
+    }

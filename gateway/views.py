@@ -1,0 +1,187 @@
+"""Theory of operation: the public view of every lot, from durable events only.
+
+The engine runs ahead of durability (it applies a command before its batch
+is committed), so nothing public may be read from engine state: watchers see
+a price only once it is durable.  ``Views`` is a projection fed with the
+events of committed entries, in order -- at start-up by scanning the ledger,
+then live from the runtime's subscriber callback.  It holds only public
+facts: bidder codes, never identities; whether a reserve exists, never its
+amount before the close.  Snapshots, the lots API and the console read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from engine.messages import (
+    BidAccepted,
+    BidderRegistered,
+    Event,
+    LotCreated,
+    LotExtended,
+    LotFrozen,
+    LotOpened,
+    LotPublished,
+    LotResumed,
+    LotSold,
+    LotTerminated,
+    LotUnsold,
+    PhaseChanged,
+    ReserveEntered,
+    decode_events,
+)
+from gateway.protocol import LotSnapshot
+from ledger.record import decode_body
+from ledger.store import LedgerStore
+
+MAX_BIDS_KEPT = 5_000  # per lot, for the history API and the console chart
+
+
+class BidRow(msgspec.Struct, array_like=True):
+    seq: int
+    ts_ns: int
+    bidder_code: str
+    amount_fen: int
+    bid_no: int
+
+
+class LotView(msgspec.Struct):
+    lot: str
+    title: str = ""
+    mechanism: str = ""
+    status: str = "draft"
+    phase: str = "pending"
+    price_fen: int = 0
+    start_price_fen: int = 0
+    increment_fen: int = 0
+    leader_code: str = ""
+    bidders: int = 0
+    bid_count: int = 0
+    end_ns: int = 0
+    start_ns: int = 0
+    has_reserve: bool = False
+    last_bid_ns: int = 0
+    extensions: int = 0
+    result: str = ""
+    seq: int = 0
+    bids: list[BidRow] = msgspec.field(default_factory=list)
+
+    def snapshot(self) -> LotSnapshot:
+        return LotSnapshot(
+            self.lot, self.title, self.mechanism, self.status, self.phase, self.price_fen,
+            self.start_price_fen, self.increment_fen, self.leader_code, self.bidders,
+            self.bid_count, self.end_ns, self.start_ns, self.has_reserve, self.last_bid_ns,
+            self.extensions, self.result, self.seq,
+        )
+
+
+class Views:
+    def __init__(self) -> None:
+        self.lots: dict[str, LotView] = {}
+
+    def load(self, store: LedgerStore) -> None:
+        """Build the views from the committed ledger (start-up)."""
+        for seq, _prev, _h, raw in store.iter_entries():
+            body = decode_body(raw)
+            self.apply(seq, body.ts_ns, decode_events(body.events))
+
+    def apply(self, seq: int, ts_ns: int, events: Iterable[Event]) -> set[str]:
+        """Fold one committed entry's events in; returns the lots that changed."""
+        touched: set[str] = set()
+        for ev in events:
+            if ev.lot_id and self._fold(seq, ts_ns, ev):
+                touched.add(ev.lot_id)
+        return touched
+
+    def _fold(self, seq: int, ts_ns: int, ev: Event) -> bool:
+        kind = type(ev)
+        if kind is LotCreated:
+            assert isinstance(ev, LotCreated)
+            self.lots[ev.lot_id] = LotView(
+                ev.lot_id, ev.title, ev.mechanism, "draft", "pending", 0, ev.start_price_fen,
+                ev.increment_fen, end_ns=ev.end_ns, start_ns=ev.start_ns, seq=seq,
+            )
+            return True
+        view = self.lots.get(ev.lot_id)
+        if view is None:
+            return False
+        view.seq = seq
+        handler = _FOLDS.get(kind)
+        if handler is None:
+            return False
+        handler(view, ts_ns, seq, ev)
+        return True
+
+
+def _bid(v: LotView, ts_ns: int, seq: int, ev: BidAccepted) -> None:
+    v.price_fen, v.leader_code, v.bid_count = ev.amount_fen, ev.bidder_code, ev.bid_no
+    v.last_bid_ns = ts_ns
+    v.bids.append(BidRow(seq, ts_ns, ev.bidder_code, ev.amount_fen, ev.bid_no))
+    if len(v.bids) > MAX_BIDS_KEPT:
+        del v.bids[: len(v.bids) - MAX_BIDS_KEPT]
+
+
+def _extended(v: LotView, ts_ns: int, seq: int, ev: LotExtended) -> None:
+    v.end_ns = ev.end_ns
+    v.extensions += 1
+
+
+def _published(v: LotView, ts_ns: int, seq: int, ev: LotPublished) -> None:
+    v.status, v.start_ns, v.end_ns = "published", ev.start_ns, ev.end_ns
+
+
+def _opened(v: LotView, ts_ns: int, seq: int, ev: LotOpened) -> None:
+    v.status, v.phase, v.end_ns = "open", ev.phase, ev.end_ns
+
+
+def _phase(v: LotView, ts_ns: int, seq: int, ev: PhaseChanged) -> None:
+    v.phase, v.end_ns = ev.phase, ev.end_ns
+
+
+def _frozen(v: LotView, ts_ns: int, seq: int, ev: LotFrozen) -> None:
+    v.status = "frozen"
+    v.result = f"frozen: {ev.reason}"
+
+
+def _resumed(v: LotView, ts_ns: int, seq: int, ev: LotResumed) -> None:
+    v.status = "open" if ev.phase != "pending" else "published"
+    v.phase, v.end_ns, v.result = ev.phase, ev.end_ns, ""
+
+
+def _terminated(v: LotView, ts_ns: int, seq: int, ev: LotTerminated) -> None:
+    v.status, v.result = "terminated", ev.reason
+
+
+def _sold(v: LotView, ts_ns: int, seq: int, ev: LotSold) -> None:
+    v.status, v.end_ns, v.price_fen = "sold", ev.closed_at_ns, ev.price_fen
+    v.result = f"sold to {ev.bidder_code}"
+
+
+def _unsold(v: LotView, ts_ns: int, seq: int, ev: LotUnsold) -> None:
+    v.status, v.end_ns, v.result = "unsold", ev.closed_at_ns, ev.reason
+
+
+def _registered(v: LotView, ts_ns: int, seq: int, ev: BidderRegistered) -> None:
+    v.bidders += 1
+
+
+def _reserve(v: LotView, ts_ns: int, seq: int, ev: ReserveEntered) -> None:
+    v.has_reserve = True
+
+
+_FOLDS = {
+    BidAccepted: _bid,
+    LotExtended: _extended,
+    LotPublished: _published,
+    LotOpened: _opened,
+    PhaseChanged: _phase,
+    LotFrozen: _frozen,
+    LotResumed: _resumed,
+    LotTerminated: _terminated,
+    LotSold: _sold,
+    LotUnsold: _unsold,
+    BidderRegistered: _registered,
+    ReserveEntered: _reserve,
+}
