@@ -19,7 +19,7 @@ STAMP_TEST := $(VENV)/.installed-test
 
 # The server command; switch to `serve` once the CLI grows that subcommand.
 SIM ?= 1
-RUN_CMD ?= $(VENV)/bin/pubex run --data ./var $(if $(filter 0,$(SIM)),--no-sim,)
+RUN_CMD ?= $(VENV)/bin/pubex serve --data ./var --demo $(if $(filter 0,$(SIM)),--no-sim,)
 PYTEST_ARGS ?= -q -n 2 --dist loadfile
 MYPY_PATHS ?= engine ledger persistence
 # Debian packages the tests need (e.g. nats-server, chromium); empty for now.

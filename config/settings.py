@@ -63,11 +63,38 @@ class NetSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     http_port: Port = 8080
 
 
+class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # token -> staff id / supervisor id. Development defaults; a deployment's own
+    # config file replaces them.
+    staff_tokens: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"dev-staff-token": "staff-01"}
+    )
+    supervisor_tokens: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"dev-supervisor-token": "supervisor-01"}
+    )
+    # Browser Origins allowed on the WebSocket port besides the console's own.
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    handshake_window_s: Positive = 30
+    watchers_allowed: bool = True
+
+
+class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    max_frame_bytes: Positive = 16_384
+    bids_per_s: Positive = 20  # per bidder, token bucket
+    bid_burst: Positive = 40
+    send_queue_frames: Positive = 2_000  # must-deliver frames before a close with 1013
+    subscriptions_per_connection: Positive = 5_000
+    snapshot_interval_ms: Positive = 100
+    heartbeat_s: Positive = 15  # a peer that misses a ping for this long is dropped
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     data_dir: NonEmpty = "./var"
     ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
     clock: ClockSettings = msgspec.field(default_factory=ClockSettings)
     net: NetSettings = msgspec.field(default_factory=NetSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
 
 
 class ConfigError(ValueError):

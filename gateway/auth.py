@@ -117,8 +117,13 @@ class Authenticator:
         return Principal(WATCHER, "", "", ip, fingerprint)
 
     def _bidder(
-        self, key_id: str, query: dict[str, str], headers: dict[str, str],
-        state: EngineState, ip: str, fingerprint: str,
+        self,
+        key_id: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        state: EngineState,
+        ip: str,
+        fingerprint: str,
     ) -> Principal:
         def field(name: str) -> str:
             return query.get(name) or headers.get(f"x-pubex-{name}", "")

@@ -111,6 +111,56 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import trio
+
+    from config.settings import ConfigError, load_settings
+    from gateway.serve import ServeError, serve
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        print(f"pubex serve: {e}", file=sys.stderr)
+        return 2
+    data = Path(args.data or settings.data_dir)
+    ws_port = settings.net.ws_port if args.ws_port is None else args.ws_port
+    http_port = settings.net.http_port if args.http_port is None else args.http_port
+    on_ready = None
+    if args.demo:
+        from simulators.wsdemo import run_ws_demo
+
+        async def on_ready(listening):  # type: ignore[no-untyped-def]
+            await run_ws_demo(listening, settings, seed=args.seed, bidders=not args.no_sim)
+
+    try:
+        trio.run(
+            lambda: serve(
+                settings,
+                data,
+                ws_port=ws_port,
+                http_port=http_port,
+                sandbox=args.sandbox,
+                accelerate=args.accelerate,
+                on_ready=on_ready,
+            )
+        )
+    except ServeError as e:
+        print(f"pubex serve: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from gateway.protocol import json_schema
+
+    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from config.settings import ConfigError
     from simulators.live import run_demo
@@ -150,6 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lot")
     r.add_argument("--until", type=int)
     r.set_defaults(func=cmd_replay)
+
+    sv = sub.add_parser("serve", help="the runtime, the WebSocket gateway and the console")
+    sv.add_argument("--config", help="a TOML file overriding config/default.toml")
+    sv.add_argument("--data", help="data directory (default: the config's data_dir)")
+    sv.add_argument("--ws-port", type=int, help="0 picks a free port")
+    sv.add_argument("--http-port", type=int, help="0 picks a free port")
+    sv.add_argument("--sandbox", action="store_true", help="create the data dir as a sandbox")
+    sv.add_argument("--accelerate", type=int, default=1, help="sandbox only: N x clock")
+    sv.add_argument("--demo", action="store_true", help="a demo catalogue and bidders")
+    sv.add_argument("--no-sim", action="store_true", help="with --demo: no simulated bidders")
+    sv.add_argument("--seed", type=int, default=1)
+    sv.set_defaults(func=cmd_serve)
+
+    sc = sub.add_parser("schema", help="print the wire protocol's JSON Schema")
+    sc.set_defaults(func=cmd_schema)
 
     run = sub.add_parser("run", help="the runtime with a live demo catalogue")
     run.add_argument("--config", help="a TOML file overriding config/default.toml")

@@ -6,7 +6,18 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 ACK_BUCKETS_US = (
-    100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000, 1_000_000,
+    100,
+    250,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    250_000,
+    1_000_000,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 COMMIT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
@@ -19,15 +30,21 @@ class Metrics:
             "pubex_commands", "Commands by type and outcome", ["type", "outcome"], registry=r
         )
         self.ack_latency = Histogram(
-            "pubex_ack_latency_us", "Frame received to durable ack sent (µs)",
-            buckets=ACK_BUCKETS_US, registry=r,
+            "pubex_ack_latency_us",
+            "Frame received to durable ack sent (µs)",
+            buckets=ACK_BUCKETS_US,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "pubex_batch_entries", "Entries per committed batch", buckets=BATCH_BUCKETS,
+            "pubex_batch_entries",
+            "Entries per committed batch",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.commit_seconds = Histogram(
-            "pubex_commit_seconds", "Group commit (fsync) round trip", buckets=COMMIT_BUCKETS_S,
+            "pubex_commit_seconds",
+            "Group commit (fsync) round trip",
+            buckets=COMMIT_BUCKETS_S,
             registry=r,
         )
         self.connections = Gauge(
@@ -40,7 +57,8 @@ class Metrics:
             "pubex_send_queue_max", "Longest per-connection send queue (frames)", registry=r
         )
         self.snapshots_dropped = Counter(
-            "pubex_snapshots_dropped", "Lot snapshots replaced before a slow client took them",
+            "pubex_snapshots_dropped",
+            "Lot snapshots replaced before a slow client took them",
             registry=r,
         )
         self.frames_refused = Counter(

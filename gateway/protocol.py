@@ -170,8 +170,13 @@ ClientFrame = (
 )
 
 LOT_ACTIONS = (
-    CreateLotFrame, PublishLotFrame, SetReserveFrame, ChangeIncrementFrame,
-    FreezeLotFrame, ResumeLotFrame, TerminateLotFrame,
+    CreateLotFrame,
+    PublishLotFrame,
+    SetReserveFrame,
+    ChangeIncrementFrame,
+    FreezeLotFrame,
+    ResumeLotFrame,
+    TerminateLotFrame,
 )
 REGISTRY_ACTIONS = (RegisterKeyFrame, RegisterBidderFrame, ConfirmDepositFrame)
 

@@ -91,6 +91,7 @@ class Runtime:
         self.durable_seq = store.last_seq()
         self.batch_sizes: list[int] | None = [] if record_batch_sizes else None
         self.storage_failures = 0
+        self.sandbox = False  # set by the server from the ledger's meta
         self.sign_receipts = False  # the gateway turns it on: acks carry receipts
         self.on_commit: Callable[[int, float], None] | None = None  # (entries, seconds)
         self._writer_idle = True
@@ -102,13 +103,18 @@ class Runtime:
         return cls(store, data_dir=data_dir, **kwargs)
 
     @classmethod
-    def from_settings(cls, settings: Settings, data_dir: str | Path | None = None) -> Runtime:
+    def from_settings(
+        cls,
+        settings: Settings,
+        data_dir: str | Path | None = None,
+        clock: SequencerClock | None = None,
+    ) -> Runtime:
         """The runtime as ``config/default.toml`` (or a user file) describes it."""
         led = settings.ledger
         return cls.open(
             data_dir if data_dir is not None else settings.data_dir,
             map_size=led.map_size_bytes,
-            clock=SequencerClock(slew_ppm=settings.clock.max_slew_ppm),
+            clock=clock or SequencerClock(slew_ppm=settings.clock.max_slew_ppm),
             journal_options={
                 "snapshot_every_entries": led.snapshot_every_entries,
                 "checkpoint_every_entries": led.checkpoint_every_entries,

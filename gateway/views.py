@@ -70,10 +70,24 @@ class LotView(msgspec.Struct):
 
     def snapshot(self) -> LotSnapshot:
         return LotSnapshot(
-            self.lot, self.title, self.mechanism, self.status, self.phase, self.price_fen,
-            self.start_price_fen, self.increment_fen, self.leader_code, self.bidders,
-            self.bid_count, self.end_ns, self.start_ns, self.has_reserve, self.last_bid_ns,
-            self.extensions, self.result, self.seq,
+            self.lot,
+            self.title,
+            self.mechanism,
+            self.status,
+            self.phase,
+            self.price_fen,
+            self.start_price_fen,
+            self.increment_fen,
+            self.leader_code,
+            self.bidders,
+            self.bid_count,
+            self.end_ns,
+            self.start_ns,
+            self.has_reserve,
+            self.last_bid_ns,
+            self.extensions,
+            self.result,
+            self.seq,
         )
 
 
@@ -100,8 +114,17 @@ class Views:
         if kind is LotCreated:
             assert isinstance(ev, LotCreated)
             self.lots[ev.lot_id] = LotView(
-                ev.lot_id, ev.title, ev.mechanism, "draft", "pending", 0, ev.start_price_fen,
-                ev.increment_fen, end_ns=ev.end_ns, start_ns=ev.start_ns, seq=seq,
+                ev.lot_id,
+                ev.title,
+                ev.mechanism,
+                "draft",
+                "pending",
+                0,
+                ev.start_price_fen,
+                ev.increment_fen,
+                end_ns=ev.end_ns,
+                start_ns=ev.start_ns,
+                seq=seq,
             )
             return True
         view = self.lots.get(ev.lot_id)

@@ -85,8 +85,14 @@ async def serve(
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             lambda task_status: trio_websocket.serve_websocket(
-                wrapped, host, port, None, max_message_size=max_message_bytes,
-                connect_timeout=10, disconnect_timeout=5, task_status=task_status,
+                wrapped,
+                host,
+                port,
+                None,
+                max_message_size=max_message_bytes,
+                connect_timeout=10,
+                disconnect_timeout=5,
+                task_status=task_status,
             )
         )
         task_status.started(server.port)

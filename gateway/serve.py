@@ -1,0 +1,130 @@
+"""``pubex serve``: one trio process hosting the runtime, the WebSocket gateway
+and the HTTP side; prints ``listening ws=... http=...`` once ready.
+
+Sandbox: ``--sandbox`` marks a *new* data directory as a sandbox (in the
+ledger's meta); only a sandbox may run ``--accelerate N``.  Every start is
+ledgered (``RuntimeStarted``) with its clock rate.
+
+SIGTERM / SIGINT drain: stop accepting connections, let the open batch
+commit, close connections with 1001, exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from config.settings import Settings
+from engine.messages import RuntimeStarted
+from gateway import ws
+from gateway.auth import Authenticator
+from gateway.clock import SequencerClock
+from gateway.http import build_app, serve_http
+from gateway.metrics import Metrics
+from gateway.runtime import Runtime
+from gateway.server import Gateway
+from ledger.store import Batch
+
+SANDBOX_KEY = b"sandbox"
+
+
+class ServeError(Exception):
+    pass
+
+
+@dataclass
+class Listening:
+    ws_url: str
+    http_url: str
+    gateway: Gateway
+
+
+def open_runtime(settings: Settings, data_dir: Path, sandbox: bool, accelerate: int) -> Runtime:
+    fresh = not (data_dir / "ledger" / "data.mdb").exists()
+    clock = SequencerClock(slew_ppm=settings.clock.max_slew_ppm, accelerate=accelerate)
+    rt = Runtime.from_settings(settings, data_dir, clock=clock)
+    is_sandbox = rt.store.get_meta(SANDBOX_KEY) == b"1"
+    if sandbox and not fresh and not is_sandbox:
+        rt.store.close()
+        raise ServeError(f"{data_dir} was not created as a sandbox; use a new directory")
+    if sandbox and fresh:
+        rt.store.commit_batch(Batch(meta={SANDBOX_KEY: b"1"}))
+        is_sandbox = True
+    if accelerate != 1 and not is_sandbox:
+        rt.store.close()
+        raise ServeError("--accelerate is refused unless the data directory is a sandbox")
+    rt.sandbox = is_sandbox
+    return rt
+
+
+async def serve(
+    settings: Settings,
+    data_dir: Path,
+    *,
+    ws_port: int,
+    http_port: int,
+    sandbox: bool = False,
+    accelerate: int = 1,
+    on_ready: Callable[[Listening], Awaitable[None]] | None = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rt = open_runtime(settings, data_dir, sandbox, accelerate)
+    host = settings.net.host
+    metrics = Metrics()
+    shutdown = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rt.run)
+            await rt.call(RuntimeStarted("system", 0, accelerate, rt.sandbox))
+            auth = Authenticator(
+                staff_tokens=dict(settings.auth.staff_tokens),
+                supervisor_tokens=dict(settings.auth.supervisor_tokens),
+                allowed_origins=set(settings.auth.allowed_origins),
+                window_s=settings.auth.handshake_window_s,
+                watchers_allowed=settings.auth.watchers_allowed,
+            )
+            gw = Gateway(rt, auth, metrics, settings.limits)
+            ws_bound = await nursery.start(
+                lambda task_status: ws.serve(
+                    gw.handle,
+                    host,
+                    ws_port,
+                    max_message_bytes=4 * settings.limits.max_frame_bytes,
+                    task_status=task_status,
+                )
+            )
+            ws_url = f"ws://{host}:{ws_bound}/ws"
+            app = build_app(gw, ws_url)
+            http_bound = await nursery.start(serve_http, app, host, http_port, shutdown)
+            http_url = f"http://{host}:{http_bound}/"
+            # The console's own origin may open WebSockets (browsers send Origin).
+            auth.allowed_origins |= {
+                f"http://{host}:{http_bound}",
+                f"http://localhost:{http_bound}",
+            }
+            nursery.start_soon(gw.snapshots)
+            nursery.start_soon(_on_signals, gw, shutdown, nursery.cancel_scope)
+            listening = Listening(ws_url, http_url, gw)
+            task_status.started(listening)
+            print(f"listening ws={ws_url} http={http_url}", flush=True)
+            if on_ready is not None:
+                nursery.start_soon(on_ready, listening)
+    finally:
+        rt.store.close()
+
+
+async def _on_signals(gw: Gateway, shutdown: trio.Event, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            print("draining: no new connections, finishing the open batch", file=sys.stderr)
+            await gw.drain()
+            shutdown.set()
+            scope.cancel()
+            return

@@ -1,0 +1,546 @@
+"""Theory of operation: the WebSocket gateway.
+
+Per connection, two tasks: a receiver that decodes, authorises and submits
+frames, and a sender that drains the connection's bounded outbox.  Nothing
+the runtime or another connection does ever awaits a connection:
+
+* Replies and lot events are *must-deliver*: appended to the outbox; a
+  connection whose outbox passes ``send_queue_frames`` cannot keep up and is
+  closed with 1013 (try again later).
+* Lot snapshots are *conflated*: one pending snapshot per lot per connection,
+  replaced (and counted as dropped) if the client has not taken the previous.
+
+The path of a bid: frame -> decode (one msgspec decoder for the union) ->
+role check -> rate limit -> Ed25519 verify over the exact payload ->
+``Runtime.submit`` with the envelope as the entry's ``meta`` -> (durable) ->
+``ack`` with the batch receipt and this entry's proof, or ``error``.  A
+retried ``(bidder, client_seq)`` gets its original outcome: the engine
+answers ``CommandRetried`` and the gateway rebuilds the original ack from the
+ledger entry.
+
+Lot events reach subscribers only from committed entries (the runtime's
+subscriber callback), through ``Views``, so nobody sees a price before it is
+durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from engine.messages import (
+    BidAccepted,
+    BidderRegistered,
+    ChangeIncrement,
+    Command,
+    CommandRejected,
+    CommandRetried,
+    ConfirmDeposit,
+    CreateLot,
+    DepositConfirmed,
+    Event,
+    FreezeLot,
+    IncrementChanged,
+    LotCreated,
+    LotExtended,
+    LotFrozen,
+    LotOpened,
+    LotPublished,
+    LotResumed,
+    LotSold,
+    LotTerminated,
+    LotUnsold,
+    PhaseChanged,
+    PlaceBid,
+    PublishLot,
+    RegisterBidder,
+    RegisterKey,
+    ReserveEntered,
+    ResumeLot,
+    SetReserve,
+    TerminateLot,
+)
+from gateway import protocol as p
+from gateway import ws
+from gateway.auth import BIDDER, STAFF, Authenticator, AuthError, Principal
+from gateway.metrics import Metrics
+from gateway.runtime import Overloaded, Runtime
+from gateway.views import Views
+from ledger.checkpoint import Receipt, sign_receipt
+from ledger.journal import Outcome
+from ledger.record import decode_body
+
+PUBLIC_EVENTS = (
+    LotCreated,
+    LotPublished,
+    LotOpened,
+    ReserveEntered,
+    IncrementChanged,
+    BidderRegistered,
+    DepositConfirmed,
+    BidAccepted,
+    LotExtended,
+    PhaseChanged,
+    LotFrozen,
+    LotResumed,
+    LotTerminated,
+    LotSold,
+    LotUnsold,
+)
+ALL_LOTS = "*"
+
+
+class Envelope(msgspec.Struct, frozen=True, array_like=True):
+    """The command as received at the edge, ledgered in the entry's ``meta``:
+    enough for a supervisor to re-verify a bid's signature years later."""
+
+    role: str
+    identity: str
+    ip: str
+    fingerprint: str
+    payload: str = ""
+    sig: str = ""
+
+
+_meta_encoder = msgspec.msgpack.Encoder()
+
+
+class TokenBucket:
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class Connection:
+    def __init__(self, sock: ws.Socket, who: Principal, max_frames: int) -> None:
+        self.sock = sock
+        self.who = who
+        self.max_frames = max_frames
+        self.outbox: deque[str] = deque()
+        self.snapshots: dict[str, str] = {}
+        self.lots: set[str] = set()
+        self.wake = trio.Event()
+        self.overflowed = False
+        self.last_heard = time.monotonic()
+
+    def send(self, text: str) -> None:
+        """Must-deliver: queue, or mark the connection for a 1013 close."""
+        if len(self.outbox) >= self.max_frames:
+            self.overflowed = True
+        else:
+            self.outbox.append(text)
+        self.wake.set()
+
+    def offer_snapshot(self, lot: str, text: str) -> bool:
+        """Conflated: True when an unsent snapshot of this lot was replaced."""
+        replaced = lot in self.snapshots
+        self.snapshots[lot] = text
+        self.wake.set()
+        return replaced
+
+
+class Gateway:
+    def __init__(
+        self,
+        rt: Runtime,
+        auth: Authenticator,
+        metrics: Metrics,
+        limits: Any,
+    ) -> None:
+        self.rt = rt
+        self.auth = auth
+        self.metrics = metrics
+        self.limits = limits
+        self.views = Views()
+        self.views.load(rt.store)
+        self.subscribers: dict[str, set[Connection]] = {ALL_LOTS: set()}
+        self.connections: set[Connection] = set()
+        self.buckets: dict[str, TokenBucket] = {}
+        self.dirty: set[str] = set()
+        rt.subscribers.append(self._on_durable)
+        rt.sign_receipts = True
+        rt.on_commit = self._on_commit
+        self.accepting = True
+
+    # ------------------------------------------------------------ serving
+    async def handle(self, request: ws.Request) -> None:
+        if not self.accepting:
+            await request.reject(503, "draining")
+            return
+        try:
+            who = self.auth.authenticate(
+                request.path, request.headers, request.remote_ip, self.rt.router.state
+            )
+        except AuthError as e:
+            self.metrics.frames_refused.labels("handshake").inc()
+            await request.reject(e.status, e.reason)
+            return
+        try:
+            sock = await request.accept()
+        except ws.ConnectionClosed:
+            return
+        conn = Connection(sock, who, self.limits.send_queue_frames)
+        self.connections.add(conn)
+        self.metrics.connections.labels(who.role).inc()
+        try:
+            conn.send(p.encode_text(self._hello(who)))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, conn, nursery.cancel_scope)
+                nursery.start_soon(self._heartbeat, conn, nursery.cancel_scope)
+                await self._receiver(conn)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._forget(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        for lot in conn.lots:
+            subs = self.subscribers.get(lot)
+            if subs is not None:
+                subs.discard(conn)
+        self.metrics.connections.labels(conn.who.role).dec()
+
+    def _hello(self, who: Principal) -> p.Hello:
+        codes: dict[str, str] = {}
+        if who.role == BIDDER:
+            for lot in self.rt.router.state.lots.values():
+                bidder = lot.bidders.get(who.bidder_id)
+                if bidder is not None:
+                    codes[lot.lot_id] = bidder.code
+        return p.Hello(who.role, time.time_ns(), who.identity, codes, self.limits.max_frame_bytes)
+
+    async def _receiver(self, conn: Connection) -> None:
+        while True:
+            try:
+                message = await conn.sock.receive()
+            except ws.ConnectionClosed:
+                return
+            conn.last_heard = time.monotonic()
+            if isinstance(message, bytes):
+                self._refuse(conn, 0, p.GatewayError.malformed_json, "text frames only")
+                continue
+            try:
+                frame = p.decode_client(message)
+            except p.FrameError as e:
+                self._refuse(conn, 0, e.code, e.message)
+                continue
+            self._dispatch(conn, frame)
+
+    async def _sender(self, conn: Connection, scope: trio.CancelScope) -> None:
+        sock = conn.sock
+        try:
+            while True:
+                if conn.overflowed:
+                    await sock.close(1013, "send queue full: reconnect and resubscribe")
+                    scope.cancel()
+                    return
+                if conn.outbox:
+                    await sock.send(conn.outbox.popleft())
+                elif conn.snapshots:
+                    lot = next(iter(conn.snapshots))
+                    await sock.send(conn.snapshots.pop(lot))
+                else:
+                    await conn.wake.wait()
+                    conn.wake = trio.Event()
+        except ws.ConnectionClosed:
+            scope.cancel()
+
+    async def _heartbeat(self, conn: Connection, scope: trio.CancelScope) -> None:
+        """A dead peer is dropped within about two heartbeat periods."""
+        period = self.limits.heartbeat_s
+        while True:
+            await trio.sleep(period)
+            with trio.move_on_after(period) as timeout:
+                try:
+                    await conn.sock.ping()
+                except ws.ConnectionClosed:
+                    scope.cancel()
+                    return
+            if timeout.cancelled_caught:
+                scope.cancel()
+                return
+
+    # ----------------------------------------------------------- dispatch
+    def _dispatch(self, conn: Connection, frame: p.ClientFrame) -> None:
+        kind = type(frame)
+        if kind is p.PlaceBidFrame:
+            self._bid(conn, frame)  # type: ignore[arg-type]
+        elif kind is p.Subscribe:
+            self._subscribe(conn, frame.lots)  # type: ignore[union-attr]
+        elif kind is p.Unsubscribe:
+            self._unsubscribe(conn, frame.lots)  # type: ignore[union-attr]
+        elif kind is p.Ping:
+            conn.send(p.encode_text(p.Pong(frame.t, time.time_ns())))  # type: ignore[union-attr]
+        else:
+            self._staff(conn, frame)
+
+    def _refuse(self, conn: Connection, client_seq: int, code: int, message: str) -> None:
+        self.metrics.frames_refused.labels(str(code)).inc()
+        conn.send(p.encode_text(p.Error(client_seq, code, p.error_name(code), message)))
+
+    def _bid(self, conn: Connection, frame: p.PlaceBidFrame) -> None:
+        received = time.perf_counter_ns()
+        who = conn.who
+        if who.role != BIDDER:
+            self._refuse(conn, 0, p.GatewayError.not_authorized, f"{who.role} cannot bid")
+            return
+        if p.peek_bid_key(frame) != who.identity:
+            self._refuse(conn, 0, p.GatewayError.wrong_key, "payload key is not this connection's")
+            return
+        vk = self.auth.verify_key(who.identity, self.rt.router.state)
+        if vk is None:
+            self._refuse(conn, 0, p.GatewayError.unknown_key, who.identity)
+            return
+        try:
+            bid = p.open_bid(frame, vk)
+        except p.FrameError as e:
+            self._refuse(conn, 0, e.code, e.message)
+            return
+        bucket = self.buckets.get(who.bidder_id)
+        if bucket is None:
+            bucket = self.buckets[who.bidder_id] = TokenBucket(
+                self.limits.bids_per_s, self.limits.bid_burst
+            )
+        if not bucket.take():
+            self._refuse(conn, bid.client_seq, p.GatewayError.rate_limited, "slow down")
+            return
+        cmd = PlaceBid(f"bidder:{who.bidder_id}", bid.client_seq, bid.lot, bid.amount_fen)
+        meta = _meta_encoder.encode(
+            Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
+        )
+        self._submit(conn, cmd, bid.client_seq, meta, received)
+
+    def _submit(
+        self, conn: Connection, cmd: Command, client_seq: int, meta: bytes, received: int
+    ) -> None:
+        def reply(outcome: Outcome) -> None:
+            self._reply(conn, cmd, client_seq, outcome, received)
+
+        try:
+            self.rt.submit(cmd, reply, meta)
+        except Overloaded:
+            self._refuse(conn, client_seq, p.GatewayError.overloaded, "server busy, retry")
+
+    def _reply(
+        self, conn: Connection, cmd: Command, client_seq: int, outcome: Outcome, received: int
+    ) -> None:
+        kind = type(cmd).__name__
+        if outcome.error is not None:
+            self.metrics.commands.labels(kind, "storage_unavailable").inc()
+            self._refuse(conn, client_seq, p.GatewayError.storage_unavailable, "not recorded")
+            return
+        first = _own_event(outcome.events)
+        if type(first) is CommandRejected:
+            self.metrics.commands.labels(kind, "rejected").inc()
+            code = int(first.code)
+            conn.send(
+                p.encode_text(
+                    p.Error(client_seq, code, p.error_name(code), first.detail, outcome.seq)
+                )
+            )
+        elif type(first) is CommandRetried:
+            self.metrics.commands.labels(kind, "retried").inc()
+            conn.send(self._original(client_seq, first))
+        else:
+            self.metrics.commands.labels(kind, "accepted").inc()
+            proof = [h.hex() for h in outcome.proof()]
+            conn.send(
+                p.encode_text(
+                    p.Ack(
+                        client_seq,
+                        outcome.seq,
+                        outcome.ts_ns,
+                        outcome.entry_hash.hex(),
+                        outcome.receipt.hex(),
+                        proof,
+                    )
+                )
+            )
+        self.metrics.ack_latency.observe((time.perf_counter_ns() - received) / 1000)
+
+    def _original(self, client_seq: int, retried: CommandRetried) -> str:
+        """The original outcome of a retried command, rebuilt from its ledger entry."""
+        if retried.code:
+            return p.encode_text(
+                p.Error(
+                    client_seq,
+                    retried.code,
+                    p.error_name(retried.code),
+                    "retry of a refused command",
+                    retried.original_seq,
+                )
+            )
+        entry = self.rt.store.get(retried.original_seq)
+        assert entry is not None, "a durable outcome's entry is in the ledger"
+        _prev, entry_hash, raw = entry
+        ts_ns = decode_body(raw).ts_ns
+        key = self.rt.journal.signing_key
+        receipt = (
+            b""
+            if key is None
+            else sign_receipt(key, Receipt(retried.original_seq, entry_hash, ts_ns))
+        )
+        return p.encode_text(
+            p.Ack(
+                client_seq, retried.original_seq, ts_ns, entry_hash.hex(), receipt.hex(), [], True
+            )
+        )
+
+    # -------------------------------------------------------------- staff
+    def _staff(self, conn: Connection, frame: p.ClientFrame) -> None:
+        who = conn.who
+        client_seq = getattr(frame, "client_seq", 0)
+        if who.role != STAFF:
+            self._refuse(
+                conn,
+                client_seq,
+                p.GatewayError.not_authorized,
+                f"{who.role} cannot {type(frame).__name__}",
+            )
+            return
+        cmd = _STAFF_COMMANDS[type(frame)](f"staff:{who.identity}", frame)
+        meta = _meta_encoder.encode(Envelope(who.role, who.identity, who.ip, who.fingerprint))
+        self._submit(conn, cmd, client_seq, meta, time.perf_counter_ns())
+
+    # ------------------------------------------------------ subscriptions
+    def _subscribe(self, conn: Connection, lots: list[str]) -> None:
+        if len(conn.lots) + len(lots) > self.limits.subscriptions_per_connection:
+            self._refuse(conn, 0, p.GatewayError.rate_limited, "too many subscriptions")
+            return
+        for lot in lots:
+            conn.lots.add(lot)
+            self.subscribers.setdefault(lot, set()).add(conn)
+            targets = self.views.lots if lot == ALL_LOTS else (lot,)
+            for lot_id in targets:
+                view = self.views.lots.get(lot_id)
+                if view is not None:
+                    conn.offer_snapshot(lot_id, p.encode_text(view.snapshot()))
+
+    def _unsubscribe(self, conn: Connection, lots: list[str]) -> None:
+        for lot in lots:
+            conn.lots.discard(lot)
+            subs = self.subscribers.get(lot)
+            if subs is not None:
+                subs.discard(conn)
+                if not subs and lot != ALL_LOTS:
+                    del self.subscribers[lot]
+
+    # ------------------------------------------------- durable fan-out
+    def _on_durable(self, batch: list[Outcome]) -> None:
+        """Runs after each commit: fold events into the views, send lot events."""
+        everyone = self.subscribers[ALL_LOTS]
+        for outcome in batch:
+            touched = self.views.apply(outcome.seq, outcome.ts_ns, outcome.events)
+            if not touched:
+                continue
+            self.dirty |= touched
+            for ev in outcome.events:
+                if not isinstance(ev, PUBLIC_EVENTS):
+                    continue
+                subs = self.subscribers.get(ev.lot_id)
+                if not subs and not everyone:
+                    continue
+                text = p.encode_text(
+                    p.EventFrame(ev.lot_id, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
+                )
+                for conn in subs or ():
+                    conn.send(text)
+                for conn in everyone:
+                    if not subs or conn not in subs:
+                        conn.send(text)
+        self.metrics.durable_seq.set(self.rt.durable_seq)
+
+    def _on_commit(self, entries: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(entries)
+        self.metrics.commit_seconds.observe(seconds)
+
+    async def snapshots(self) -> None:
+        """At most one snapshot per lot per interval (conflated per connection)."""
+        interval = self.limits.snapshot_interval_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            self.metrics.queue_depth.set(self.rt.queue_depth)
+            self.metrics.send_queue_max.set(
+                max((len(c.outbox) for c in self.connections), default=0)
+            )
+            if not self.dirty:
+                continue
+            dirty, self.dirty = self.dirty, set()
+            everyone = self.subscribers[ALL_LOTS]
+            for lot in dirty:
+                view = self.views.lots.get(lot)
+                if view is None:
+                    continue
+                text = p.encode_text(view.snapshot())
+                for conn in self.subscribers.get(lot, set()) | everyone:
+                    if conn.offer_snapshot(lot, text):
+                        self.metrics.snapshots_dropped.inc()
+
+    async def drain(self) -> None:
+        """SIGTERM: refuse new connections, let the open batch finish, close with 1001."""
+        self.accepting = False
+        with trio.move_on_after(5):
+            while self.rt.queue_depth or self.rt.durable_seq < self.rt.router.applied:
+                await trio.sleep(0.01)
+        for conn in list(self.connections):
+            with trio.move_on_after(1), contextlib.suppress(ws.ConnectionClosed):
+                await conn.sock.close(1001, "server shutting down")
+
+
+def _own_event(events: list[Event]) -> Event | None:
+    """The command's own outcome event (lazily fired deadlines may come first)."""
+    for ev in events:
+        if type(ev) in (CommandRejected, CommandRetried):
+            return ev
+    return events[-1] if events else None
+
+
+_STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
+    p.CreateLotFrame: lambda o, f: CreateLot(
+        o,
+        f.client_seq,
+        f.lot,
+        f.mechanism,
+        f.title,
+        f.start_price_fen,
+        f.increment_fen,
+        f.start_ns,
+        f.end_ns,
+        rules=f.rules,
+        deposit_fen=f.deposit_fen,
+        timed_increment_fen=f.timed_increment_fen,
+    ),
+    p.PublishLotFrame: lambda o, f: PublishLot(o, f.client_seq, f.lot),
+    p.SetReserveFrame: lambda o, f: SetReserve(o, f.client_seq, f.lot, f.reserve_fen),
+    p.ChangeIncrementFrame: lambda o, f: ChangeIncrement(
+        o, f.client_seq, f.lot, f.increment_fen, f.phase
+    ),
+    p.FreezeLotFrame: lambda o, f: FreezeLot(o, f.client_seq, f.lot, f.reason),
+    p.ResumeLotFrame: lambda o, f: ResumeLot(o, f.client_seq, f.lot, f.reason),
+    p.TerminateLotFrame: lambda o, f: TerminateLot(o, f.client_seq, f.lot, f.reason),
+    p.RegisterKeyFrame: lambda o, f: RegisterKey(
+        o, f.client_seq, f.key, f.bidder, f.public_key_hex
+    ),
+    p.RegisterBidderFrame: lambda o, f: RegisterBidder(
+        o, f.client_seq, f.lot, f.bidder, f.priority_rank
+    ),
+    p.ConfirmDepositFrame: lambda o, f: ConfirmDeposit(
+        o, f.client_seq, f.lot, f.bidder, f.amount_fen
+    ),
+}
