@@ -140,3 +140,53 @@ def timelines(
     with LedgerStore.open(resolve_ledger_dir(path), readonly=True) as store:
         router = replay(Router(), store, until_seq=until_seq, on_entry=collect)
     return router, lines
+
+
+class ReceiptCheck(msgspec.Struct):
+    line: int
+    seq: int
+    ok: bool
+    reason: str = ""
+
+
+def verify_receipts(path: str | Path, receipts_file: str | Path) -> list[ReceiptCheck]:
+    """Check a bidder's kept receipts (JSON lines with seq, entry_hash, receipt,
+    proof) against the server's public key and the ledger: the signature holds,
+    the proof chains the entry to the receipt's entry, and the ledger still has
+    both entries with those hashes -- so a rewritten or truncated ledger shows."""
+    ledger_dir = resolve_ledger_dir(path)
+    key = _public_key(ledger_dir)
+    checks: list[ReceiptCheck] = []
+    with LedgerStore.open(ledger_dir, readonly=True) as store:
+        lines = Path(receipts_file).read_text().splitlines()
+        for n, line in enumerate(lines, 1):
+            if line.strip():
+                checks.append(_check_receipt(store, key, n, line))
+    return checks
+
+
+def _check_receipt(store: LedgerStore, key: bytes | None, n: int, line: str) -> ReceiptCheck:
+    from nacl.signing import VerifyKey
+
+    from ledger.checkpoint import BadCheckpoint, verify_receipt
+    from ledger.record import fold_body_hashes
+
+    try:
+        row = msgspec.json.decode(line)
+        seq, entry_hash = int(row["seq"]), bytes.fromhex(row["entry_hash"])
+        blob, proof = bytes.fromhex(row["receipt"]), [bytes.fromhex(h) for h in row["proof"]]
+    except (msgspec.DecodeError, KeyError, ValueError, TypeError):
+        return ReceiptCheck(n, 0, False, "unreadable line")
+    if key is None:
+        return ReceiptCheck(n, seq, False, "no server.pub beside the ledger")
+    try:
+        rc = verify_receipt(VerifyKey(key), blob)
+    except BadCheckpoint:
+        return ReceiptCheck(n, seq, False, "bad signature")
+    if rc.seq != seq + len(proof) or fold_body_hashes(entry_hash, proof) != rc.entry_hash:
+        return ReceiptCheck(n, seq, False, "proof does not chain to the signed entry")
+    for s, h in ((seq, entry_hash), (rc.seq, rc.entry_hash)):
+        found = store.get(s)
+        if found is None or found[1] != h:
+            return ReceiptCheck(n, seq, False, f"ledger entry {s} missing or different")
+    return ReceiptCheck(n, seq, True)
