@@ -74,7 +74,7 @@ from gateway.runtime import Overloaded, Runtime
 from gateway.views import Views
 from ledger.checkpoint import Receipt, sign_receipt
 from ledger.journal import Outcome
-from ledger.record import decode_body
+from ledger.record import body_hash, decode_body
 
 PUBLIC_EVENTS = (
     LotCreated,
@@ -375,7 +375,10 @@ class Gateway:
         self.metrics.ack_latency.observe((time.perf_counter_ns() - received) / 1000)
 
     def _original(self, client_seq: int, retried: CommandRetried) -> str:
-        """The original outcome of a retried command, rebuilt from its ledger entry."""
+        """The original outcome of a retried command, rebuilt from the ledger: the
+        same seq, entry hash, receipt and proof (Ed25519 signatures are
+        deterministic, and the store keeps each batch's boundary)."""
+        seq = retried.original_seq
         if retried.code:
             return p.encode_text(
                 p.Error(
@@ -383,22 +386,30 @@ class Gateway:
                     retried.code,
                     p.error_name(retried.code),
                     "retry of a refused command",
-                    retried.original_seq,
+                    seq,
                 )
             )
-        entry = self.rt.store.get(retried.original_seq)
-        assert entry is not None, "a durable outcome's entry is in the ledger"
-        _prev, entry_hash, raw = entry
-        ts_ns = decode_body(raw).ts_ns
+        store = self.rt.store
+        last = store.batch_end(seq) or seq
+        rows = list(store.iter_entries(seq, last))
+        _s, _prev, entry_hash, raw = rows[0]
+        _s, _prev, last_hash, last_raw = rows[-1]
         key = self.rt.journal.signing_key
         receipt = (
             b""
             if key is None
-            else sign_receipt(key, Receipt(retried.original_seq, entry_hash, ts_ns))
+            else sign_receipt(key, Receipt(last, last_hash, decode_body(last_raw).ts_ns))
         )
+        proof = [body_hash(r[3]).hex() for r in rows[1:]]
         return p.encode_text(
             p.Ack(
-                client_seq, retried.original_seq, ts_ns, entry_hash.hex(), receipt.hex(), [], True
+                client_seq,
+                seq,
+                decode_body(raw).ts_ns,
+                entry_hash.hex(),
+                receipt.hex(),
+                proof,
+                True,
             )
         )
 

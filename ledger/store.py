@@ -49,6 +49,7 @@ ENTRIES = b"entries"
 SNAPSHOTS = b"snapshots"
 CHECKPOINTS = b"checkpoints"
 META = b"meta"
+BATCHES = b"batches"  # last seq of every committed batch: receipts can be re-derived
 
 
 class LedgerCorrupt(RuntimeError):
@@ -82,6 +83,7 @@ class LedgerStore:
         self._snapshots = env.open_db(SNAPSHOTS, create=create)
         self._checkpoints = env.open_db(CHECKPOINTS, create=create)
         self._meta = env.open_db(META, create=create)
+        self._batches = env.open_db(BATCHES, create=create)
 
     @classmethod
     def open(
@@ -184,6 +186,12 @@ class LedgerStore:
             found = cur.prev() if cur.set_range(seq_key(seq + 1)) else cur.last()
             return (key_seq(cur.key()), cur.value()) if found else None
 
+    def batch_end(self, seq: int) -> int | None:
+        """The last seq of the committed batch holding ``seq`` (None if unknown)."""
+        with self._read_txn() as txn:
+            cur = txn.cursor(self._batches)
+            return key_seq(cur.key()) if cur.set_range(seq_key(seq)) else None
+
     def get_meta(self, key: bytes) -> bytes | None:
         with self._read_txn() as txn:
             return txn.get(key, db=self._meta)
@@ -243,7 +251,9 @@ class LedgerStore:
             last, last_h = seq, value[HASH_SIZE:HEADER_SIZE]
 
     def _put_side(self, txn: lmdb.Transaction[bytes], batch: Batch) -> None:
-        """Snapshots, checkpoints and meta ride in the same txn as the entries."""
+        """Snapshots, checkpoints, meta and the batch boundary ride in the same txn."""
+        if batch.entries:
+            txn.put(seq_key(batch.entries[-1][0]), b"", db=self._batches)
         for seq, snap in batch.snapshots:
             txn.put(seq_key(seq), snap, db=self._snapshots)
         for seq, blob in batch.checkpoints:
