@@ -1,6 +1,7 @@
 # pubex developer entry points. Needs only python3 (3.11), pip, make and apt-get.
 #   make run    start pubex on ./var        make test   the test suite (what CI runs)
 #   make lint   ruff + mypy                 make bench  core benchmarks
+#   make console-deps  uPlot from npm into gateway/console/vendor (ignored; never committed)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -22,13 +23,19 @@ SIM ?= 1
 RUN_CMD ?= $(VENV)/bin/pubex serve --data ./var --demo $(if $(filter 0,$(SIM)),--no-sim,)
 PYTEST_ARGS ?= -q -n 2 --dist loadfile
 MYPY_PATHS ?= engine ledger persistence
-# Debian packages the tests need (e.g. nats-server, chromium); empty for now.
-SYSDEPS ?=
+# Debian packages the tests need: chromium for the console's browser test (never
+# `playwright install`), tmux for the terminal test.
+SYSDEPS ?= chromium tmux
+# Third-party browser files for the console: installed from npm, never committed.
+NPM ?= npm
+UPLOT_VERSION ?= 1.6.32
+CONSOLE_VENDOR := gateway/console/vendor
+STAMP_CONSOLE := $(CONSOLE_VENDOR)/.installed-uplot-$(UPLOT_VERSION)
 
-.PHONY: help venv run test sysdeps lint bench load clean distclean
+.PHONY: help venv run test sysdeps console-deps lint bench load clean distclean
 
 help:
-	@echo "targets: venv run test sysdeps lint bench load clean distclean"
+	@echo "targets: venv run test sysdeps console-deps lint bench load clean distclean"
 
 # --- virtualenv ------------------------------------------------------------------------
 # Debian's python3 has no ensurepip unless python3-venv is installed; then the venv is made
@@ -54,11 +61,11 @@ $(STAMP_RUN): pyproject.toml | $(VENV_PY)
 venv: $(STAMP_TEST)
 
 # --- run / test ------------------------------------------------------------------------
-run: $(STAMP_RUN)
+run: $(STAMP_RUN) console-deps
 	@mkdir -p ./var
 	$(RUN_CMD)
 
-test: venv sysdeps
+test: venv sysdeps console-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # A no-op when SYSDEPS is empty or every package is already installed.
@@ -74,6 +81,22 @@ sysdeps:
 	if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo=(sudo); fi; \
 	"$${sudo[@]}" apt-get update; \
 	"$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$${missing[@]}"
+
+# --- console vendor files ---------------------------------------------------------------
+# uPlot's dist files, installed once (stamped) from the npm registry through a scratch
+# prefix; the console loads them from /static/vendor/uplot/ and shows a notice without them.
+console-deps: $(STAMP_CONSOLE)
+
+$(STAMP_CONSOLE):
+	@command -v $(NPM) >/dev/null || { echo "console-deps: npm not found (apt-get install npm)" >&2; exit 1; }
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "console-deps: npm install uplot@$(UPLOT_VERSION)"; \
+	$(NPM) install --prefix "$$tmp" --no-save --no-audit --no-fund --ignore-scripts --loglevel=error \
+	  uplot@$(UPLOT_VERSION) >/dev/null; \
+	rm -rf $(CONSOLE_VENDOR)/uplot; mkdir -p $(CONSOLE_VENDOR)/uplot; \
+	cp -R "$$tmp/node_modules/uplot/dist" "$$tmp/node_modules/uplot/LICENSE" \
+	  "$$tmp/node_modules/uplot/package.json" $(CONSOLE_VENDOR)/uplot/
+	@touch $@
 
 # --- quality / performance ---------------------------------------------------------------
 lint: venv

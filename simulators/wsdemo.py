@@ -99,6 +99,15 @@ class WsDemo:
             lots.append(lot)
         return lots
 
+    async def resume_suspended(self, client: Client) -> None:
+        """Lots suspended at start-up (the server was down past their deadline)
+        are resumed, as the trading center's staff would after checking them."""
+        for lot in list(self.router.state.lots.values()):
+            if lot.lot_id.startswith("R") and lot.status == "frozen":
+                await self.staff(
+                    client, p.ResumeLotFrame, lot.lot_id, "demo: resumed after restart"
+                )
+
     def open_lots(self) -> list[str]:
         return [
             lot.lot_id
@@ -146,6 +155,7 @@ async def run_ws_demo(
     async with trio.open_nursery() as nursery:
         staff = await Client.connect(nursery, listening.ws_url, token=demo.token)
         await demo.setup_keys(staff)
+        await demo.resume_suspended(staff)
         if bidders:
             for n in range(BIDDERS):
                 nursery.start_soon(demo.bidder, n, listening.ws_url)
