@@ -23,9 +23,9 @@ SIM ?= 1
 RUN_CMD ?= $(VENV)/bin/pubex serve --data ./var --demo $(if $(filter 0,$(SIM)),--no-sim,)
 PYTEST_ARGS ?= -q -n 2 --dist loadfile
 MYPY_PATHS ?= engine ledger persistence
-# Debian packages the tests need: chromium for the console's browser test (never
-# `playwright install`), tmux for the terminal test.
-SYSDEPS ?= chromium tmux
+# Debian packages the tests need: chromium (never `playwright install`) and a CJK font for
+# the console's browser test and screenshot, tmux for the terminal test.
+SYSDEPS ?= chromium fonts-noto-cjk tmux
 # Third-party browser files for the console: installed from npm, never committed.
 NPM ?= npm
 UPLOT_VERSION ?= 1.6.32
@@ -88,7 +88,13 @@ sysdeps:
 console-deps: $(STAMP_CONSOLE)
 
 $(STAMP_CONSOLE):
-	@command -v $(NPM) >/dev/null || { echo "console-deps: npm not found (apt-get install npm)" >&2; exit 1; }
+	@if ! command -v $(NPM) >/dev/null; then \
+	  echo "console-deps: npm not found; installing Debian's npm"; \
+	  sudo=(); \
+	  if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo=(sudo); fi; \
+	  "$${sudo[@]}" apt-get update; \
+	  "$${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm; \
+	fi
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	echo "console-deps: npm install uplot@$(UPLOT_VERSION)"; \
 	$(NPM) install --prefix "$$tmp" --no-save --no-audit --no-fund --ignore-scripts --loglevel=error \
