@@ -12,6 +12,10 @@ import sys
 # name -> (module, one-line description); later suites (``book``, ...) add a line here.
 SUITES: dict[str, tuple[str, str]] = {
     "core": ("bench.core", "engine bids/s, durable bids/s vs raw LMDB, open-loop ack latency"),
+    "gateway": (
+        "bench.gateway",
+        "pubex serve acks/s vs trio-websocket echo (+verify), watcher lag",
+    ),
 }
 
 
