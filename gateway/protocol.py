@@ -259,10 +259,13 @@ class FrameError(Exception):
         self.message = message
 
 
-def decode_client(data: str | bytes) -> ClientFrame:
-    """Decode one client frame, or raise FrameError with a typed code."""
-    if len(data) > MAX_FRAME_BYTES:
-        raise FrameError(GatewayError.frame_too_large, f"frame over {MAX_FRAME_BYTES} bytes")
+def decode_client(data: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> ClientFrame:
+    """Decode one client frame, or raise FrameError with a typed code.  The limit
+    is in UTF-8 bytes (a character can take four)."""
+    if len(data) * 4 > max_bytes:
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        if size > max_bytes:
+            raise FrameError(GatewayError.frame_too_large, f"frame over {max_bytes} bytes")
     try:
         frame: ClientFrame = _client_decoder.decode(data)
         return frame

@@ -68,7 +68,7 @@ from engine.messages import (
 )
 from gateway import protocol as p
 from gateway import ws
-from gateway.auth import BIDDER, STAFF, Authenticator, AuthError, Principal
+from gateway.auth import BIDDER, STAFF, WATCHER, Authenticator, AuthError, Principal
 from gateway.metrics import Metrics
 from gateway.runtime import Overloaded, Runtime
 from gateway.views import Views
@@ -169,7 +169,11 @@ class Gateway:
         self.limits = limits
         self.views = Views()
         self.views.load(rt.store)
+        # lot -> connections: every subscriber gets conflated snapshots; only
+        # participants (bidders, staff, supervisors) also get every event in order
+        # -- public watchers get the latest state, never a backlog to fan out.
         self.subscribers: dict[str, set[Connection]] = {ALL_LOTS: set()}
+        self.event_subscribers: dict[str, set[Connection]] = {ALL_LOTS: set()}
         self.connections: set[Connection] = set()
         self.buckets: dict[str, TokenBucket] = {}
         self.dirty: set[str] = set()
@@ -210,10 +214,7 @@ class Gateway:
 
     def _forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        for lot in conn.lots:
-            subs = self.subscribers.get(lot)
-            if subs is not None:
-                subs.discard(conn)
+        self._unsubscribe(conn, list(conn.lots))
         self.metrics.connections.labels(conn.who.role).dec()
 
     def _hello(self, who: Principal) -> p.Hello:
@@ -236,7 +237,7 @@ class Gateway:
                 self._refuse(conn, 0, p.GatewayError.malformed_json, "text frames only")
                 continue
             try:
-                frame = p.decode_client(message)
+                frame = p.decode_client(message, self.limits.max_frame_bytes)
             except p.FrameError as e:
                 self._refuse(conn, 0, e.code, e.message)
                 continue
@@ -300,17 +301,22 @@ class Gateway:
         if who.role != BIDDER:
             self._refuse(conn, 0, p.GatewayError.not_authorized, f"{who.role} cannot bid")
             return
-        if p.peek_bid_key(frame) != who.identity:
-            self._refuse(conn, 0, p.GatewayError.wrong_key, "payload key is not this connection's")
-            return
         vk = self.auth.verify_key(who.identity, self.rt.router.state)
         if vk is None:
             self._refuse(conn, 0, p.GatewayError.unknown_key, who.identity)
             return
-        try:
+        try:  # verified with the connection's own key: another key's payload fails here
             bid = p.open_bid(frame, vk)
         except p.FrameError as e:
             self._refuse(conn, 0, e.code, e.message)
+            return
+        if bid.key != who.identity:
+            self._refuse(
+                conn,
+                bid.client_seq,
+                p.GatewayError.wrong_key,
+                "payload key is not this connection's",
+            )
             return
         bucket = self.buckets.get(who.bidder_id)
         if bucket is None:
@@ -437,6 +443,8 @@ class Gateway:
         for lot in lots:
             conn.lots.add(lot)
             self.subscribers.setdefault(lot, set()).add(conn)
+            if conn.who.role != WATCHER:
+                self.event_subscribers.setdefault(lot, set()).add(conn)
             targets = self.views.lots if lot == ALL_LOTS else (lot,)
             for lot_id in targets:
                 view = self.views.lots.get(lot_id)
@@ -446,16 +454,17 @@ class Gateway:
     def _unsubscribe(self, conn: Connection, lots: list[str]) -> None:
         for lot in lots:
             conn.lots.discard(lot)
-            subs = self.subscribers.get(lot)
-            if subs is not None:
-                subs.discard(conn)
-                if not subs and lot != ALL_LOTS:
-                    del self.subscribers[lot]
+            for table in (self.subscribers, self.event_subscribers):
+                subs = table.get(lot)
+                if subs is not None:
+                    subs.discard(conn)
+                    if not subs and lot != ALL_LOTS:
+                        del table[lot]
 
     # ------------------------------------------------- durable fan-out
     def _on_durable(self, batch: list[Outcome]) -> None:
         """Runs after each commit: fold events into the views, send lot events."""
-        everyone = self.subscribers[ALL_LOTS]
+        everyone = self.event_subscribers[ALL_LOTS]
         for outcome in batch:
             touched = self.views.apply(outcome.seq, outcome.ts_ns, outcome.events)
             if not touched:
@@ -464,7 +473,7 @@ class Gateway:
             for ev in outcome.events:
                 if not isinstance(ev, PUBLIC_EVENTS):
                     continue
-                subs = self.subscribers.get(ev.lot_id)
+                subs = self.event_subscribers.get(ev.lot_id)
                 if not subs and not everyone:
                     continue
                 text = p.encode_text(
