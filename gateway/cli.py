@@ -4,6 +4,9 @@
     pubex ledger verify DIR
     pubex replay DIR [--lot ID] [--until SEQ]
     pubex run [--data DIR] [--seed N] [--minutes M]
+    pubex keygen --out FILE [--key-id ID]
+    pubex admin --url WS --token TOKEN ACTION ...
+    pubex terminal --key FILE --url WS [--lot LOT ...] [--receipts FILE]
 
 Exit codes: 0 success, 1 verification failure, 2 usage error.
 """
@@ -178,6 +181,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.terminal import KeyFileError, write_keypair
+
+    try:
+        key_id, public_hex = write_keypair(Path(args.out), args.key_id or "")
+    except (KeyFileError, OSError) as e:
+        print(f"pubex keygen: {e}", file=sys.stderr)
+        return 2
+    print(f"key id:     {key_id}\npublic key: {public_hex}\nwrote {args.out} and {args.out}.pub")
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from gateway.admin import run_admin
+
+    return run_admin(args)
+
+
+def cmd_terminal(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.terminal import KeyFileError, run_terminal
+
+    try:
+        receipts = Path(args.receipts) if args.receipts else None
+        return run_terminal(Path(args.key), args.url, args.lot or [], receipts)
+    except KeyFileError as e:
+        print(f"pubex terminal: {e}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pubex", description="public-resource trading engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -223,6 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--minutes", type=float, default=0, help="stop after M minutes (0: never)")
     run.add_argument("--no-sim", action="store_true", help="no simulated bidders")
     run.set_defaults(func=cmd_run)
+
+    kg = sub.add_parser("keygen", help="write a bidder's Ed25519 key pair (FILE, FILE.pub)")
+    kg.add_argument("--out", required=True, help="private key file (refuses to overwrite)")
+    kg.add_argument("--key-id", help="the key id (default: a random one)")
+    kg.set_defaults(func=cmd_keygen)
+
+    from gateway.admin import configure as configure_admin
+
+    ad = sub.add_parser("admin", help="one staff / registry command over a staff WebSocket")
+    configure_admin(ad)
+    ad.set_defaults(func=cmd_admin)
+
+    te = sub.add_parser("terminal", help="the bidder's full-screen terminal")
+    te.add_argument("--key", required=True, help="private key file from `pubex keygen`")
+    te.add_argument("--url", required=True, help="ws://HOST:PORT/ws")
+    te.add_argument("--lot", action="append", help="a lot to watch (repeatable)")
+    te.add_argument("--receipts", help="JSON-lines receipts (default: KEY.receipts.jsonl)")
+    te.set_defaults(func=cmd_terminal)
     return p
 
 

@@ -181,6 +181,7 @@ class Gateway:
         rt.sign_receipts = True
         rt.on_commit = self._on_commit
         self.accepting = True
+        self._counters: dict[tuple[str, str], Any] = {}
 
     # ------------------------------------------------------------ serving
     async def handle(self, request: ws.Request) -> None:
@@ -348,12 +349,12 @@ class Gateway:
     ) -> None:
         kind = type(cmd).__name__
         if outcome.error is not None:
-            self.metrics.commands.labels(kind, "storage_unavailable").inc()
+            self._count(kind, "storage_unavailable")
             self._refuse(conn, client_seq, p.GatewayError.storage_unavailable, "not recorded")
             return
         first = _own_event(outcome.events)
         if type(first) is CommandRejected:
-            self.metrics.commands.labels(kind, "rejected").inc()
+            self._count(kind, "rejected")
             code = int(first.code)
             conn.send(
                 p.encode_text(
@@ -361,10 +362,10 @@ class Gateway:
                 )
             )
         elif type(first) is CommandRetried:
-            self.metrics.commands.labels(kind, "retried").inc()
+            self._count(kind, "retried")
             conn.send(self._original(client_seq, first))
         else:
-            self.metrics.commands.labels(kind, "accepted").inc()
+            self._count(kind, "accepted")
             proof = [h.hex() for h in outcome.proof()]
             conn.send(
                 p.encode_text(
@@ -379,6 +380,13 @@ class Gateway:
                 )
             )
         self.metrics.ack_latency.observe((time.perf_counter_ns() - received) / 1000)
+
+    def _count(self, kind: str, outcome: str) -> None:
+        """Labelled counters looked up once per (type, outcome), not per command."""
+        child = self._counters.get((kind, outcome))
+        if child is None:
+            child = self._counters[(kind, outcome)] = self.metrics.commands.labels(kind, outcome)
+        child.inc()
 
     def _original(self, client_seq: int, retried: CommandRetried) -> str:
         """The original outcome of a retried command, rebuilt from the ledger: the
