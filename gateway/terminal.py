@@ -1,0 +1,798 @@
+"""Theory of operation: ``pubex terminal``, a bidder's full-screen terminal.
+
+Three layers, so the logic is testable without a screen or a server:
+
+* Files: the key pair (``pubex keygen``), a small state file next to the key
+  (the last ``client_seq`` used and the bids not yet acknowledged) and the
+  JSON-lines receipts file (every acknowledged bid's ledger receipt).
+* ``TerminalModel``: pure state -- lots from snapshots and events, own
+  standing, pending bids, messages.  It never touches a socket; it queues the
+  frames to send and the runner drains them.
+* The runner (trio: connection with backoff, pinger) and a thin curses UI.
+
+Safety of retries: ``client_seq`` is allocated and written to the state file
+*before* a bid is sent, and only grows (never below the wall clock in us, so
+a lost state file cannot rewind it).  A bid stays pending until its ``ack`` or
+``error``; after a dropped connection (or a terminal restart) every pending bid
+is resent with its SAME ``client_seq`` and the identical signed payload, and
+the server answers a retry with the original outcome, never a second bid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import trio
+from nacl.signing import SigningKey
+
+from gateway import protocol as p
+from gateway import ws
+
+CST = dt.timezone(dt.timedelta(hours=8), "CST")
+NS = 1_000_000_000
+
+# ------------------------------------------------------------------ key files
+
+
+class KeyFileError(Exception):
+    pass
+
+
+def write_keypair(path: Path, key_id: str = "") -> tuple[str, str]:
+    """Create PATH (private: hex seed + key id, mode 0600) and PATH.pub."""
+    pub_path = Path(f"{path}.pub")
+    for target in (path, pub_path):
+        if target.exists():
+            raise KeyFileError(f"{target} exists; refusing to overwrite a key")
+    key_id = key_id or f"key-{secrets.token_hex(6)}"
+    key = SigningKey.generate()
+    public_hex = key.verify_key.encode().hex()
+    secret = {"key_id": key_id, "seed_hex": key.encode().hex()}
+    # O_EXCL + 0600 at creation: the seed is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(secret, f)
+        f.write("\n")
+    pub_path.write_text(json.dumps({"key_id": key_id, "public_key_hex": public_hex}) + "\n")
+    return key_id, public_hex
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise KeyFileError(f"{path}: {e}") from None
+    if not isinstance(data, dict):
+        raise KeyFileError(f"{path}: not a key file")
+    return data
+
+
+def load_key(path: Path) -> tuple[SigningKey, str]:
+    data = _read_json(path)
+    try:
+        return SigningKey(bytes.fromhex(data["seed_hex"])), str(data["key_id"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise KeyFileError(f"{path}: not a private key file ({e})") from None
+
+
+def load_public(path: Path) -> tuple[str, str]:
+    """(key id, public key hex) from a .pub file."""
+    data = _read_json(path)
+    try:
+        return str(data["key_id"]), str(data["public_key_hex"])
+    except KeyError as e:
+        raise KeyFileError(f"{path}: not a public key file (no {e})") from None
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    yuan, cents = divmod(abs(fen), 100)
+    return f"{sign}¥{yuan:,}.{cents:02d}"
+
+
+def parse_amount(text: str, unit: str) -> int:
+    """Fen from a typed amount: unit "yuan" (up to 2 decimals) or "fen"."""
+    clean = text.replace(",", "").replace("_", "").strip()
+    try:
+        value = Decimal(clean)
+    except InvalidOperation:
+        raise ValueError(f"not a number: {text!r}") from None
+    fen = value * 100 if unit == "yuan" else value
+    if fen != fen.to_integral_value() or fen <= 0:
+        raise ValueError(f"not a positive amount in whole fen: {text!r}")
+    return int(fen)
+
+
+def fmt_countdown(ns: int) -> str:
+    s = max(0, ns) // NS
+    h, rem = divmod(s, 3600)
+    return f"{h:d}:{rem // 60:02d}:{rem % 60:02d}"
+
+
+def fmt_clock(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns / NS, CST).strftime("%H:%M:%S")
+
+
+# ---------------------------------------------------------- refusal wording
+
+WORDING: dict[str, str] = {
+    # engine: envelope
+    "not_authorized": "无权执行此操作 / not authorised for this action",
+    "client_seq_stale": "请求序号过旧，未提交 / stale client_seq: this bid was not placed",
+    "invalid_origin": "来源无效 / invalid command origin",
+    # engine: lot state
+    "unknown_lot": "标的不存在 / no such lot",
+    "lot_not_open": "竞价尚未开始 / the lot is not open for bidding",
+    "lot_frozen": "标的已暂停 / the lot is suspended",
+    "lot_closed": "竞价已结束 / the lot has closed",
+    "quotes_frozen": "挂牌期末段暂停报价 / quotes are frozen before the listing closes",
+    "phase_not_accepting": "当前阶段不接受出价 / this phase accepts no bids",
+    "lot_exists": "标的编号已存在 / a lot with this id exists",
+    "lot_not_frozen": "标的未暂停 / the lot is not suspended",
+    "lot_not_draft": "标的已发布 / the lot is no longer a draft",
+    # engine: eligibility
+    "bidder_not_eligible": "无竞买资格（未报名或保证金未到账）/ not eligible: not registered or no deposit",
+    "bidder_blacklisted": "竞买人已被禁止 / the bidder is blacklisted",
+    "already_registered": "已报名 / already registered for this lot",
+    "bidder_not_registered": "竞买人未报名 / the bidder is not registered for this lot",
+    "deposit_already_confirmed": "保证金已确认 / deposit already confirmed",
+    "deposit_insufficient": "保证金不足 / deposit below the lot's requirement",
+    "not_blacklisted": "竞买人不在禁止名单 / the bidder is not blacklisted",
+    # engine: amount
+    "invalid_amount": "金额无效 / the amount must be positive",
+    "bid_below_start": "出价低于起拍价 / below the start price",
+    "bid_not_start_price": "首次出价须等于起拍价 / the first bid must equal the start price",
+    "bid_below_increment": "出价低于加价幅度 / below the increment",
+    "bid_not_increment_multiple": "出价须为加价幅度的整数倍 / not a multiple of the increment",
+    "leader_may_not_outbid_self": "领先者不得自行加价 / the leader may not outbid itself",
+    "priority_not_higher": "优先权不高于当前领先者 / priority not higher than the leader's",
+    # engine: staff
+    "invalid_terms": "拍卖条件无效 / invalid lot terms",
+    "reserve_already_set": "保留价已设置 / the reserve is already set",
+    "reserve_below_start": "保留价低于起拍价 / the reserve is below the start price",
+    "reserve_cutoff_passed": "已过保留价设置截止时间 / too late to set the reserve",
+    "increment_change_not_allowed": "不允许调整加价幅度 / the increment may not change",
+    "freeze_too_close_to_end": "距结束太近，不能暂停 / too close to the end to suspend",
+    "terminate_too_close_to_end": "距结束太近，不能终止 / too close to the end to terminate",
+    "invalid_increment": "加价幅度无效 / invalid increment",
+    "key_exists": "密钥编号已登记 / the key id is already registered",
+    # runtime
+    "storage_unavailable": "未能记账，请重试 / not recorded (storage unavailable), retry",
+    "overloaded": "服务器繁忙，请稍后重试 / server busy, retry shortly",
+    # gateway
+    "malformed_json": "报文格式错误 / malformed JSON frame",
+    "schema_violation": "报文字段错误 / frame does not match the protocol",
+    "frame_too_large": "报文过大 / frame too large",
+    "bad_signature": "签名无效 / the signature does not verify",
+    "wrong_key": "签名密钥与连接不符 / payload key is not this connection's",
+    "bad_domain": "签名域错误 / wrong signature domain",
+    "rate_limited": "出价过于频繁 / too many bids, slow down",
+    "unknown_key": "密钥未登记 / the key is not registered",
+}
+
+
+def describe_error(code: int, name: str = "", detail: str = "") -> str:
+    """``name (code): 中文 / English[: server detail]`` -- never just a number."""
+    if not name:
+        with contextlib.suppress(ValueError):
+            name = p.error_name(code)
+    words = WORDING.get(name, "未知错误 / unknown error")
+    tail = f" ({detail})" if detail else ""
+    return f"{name or 'error'} ({code}): {words}{tail}"
+
+
+# ---------------------------------------------------------------- local files
+
+
+class SeqStore:
+    """The last client_seq used and the unacknowledged bids, in a JSON file
+    replaced atomically, so a restart neither reuses a seq nor forgets a bid."""
+
+    def __init__(self, path: Path, now_us: Callable[[], int] = lambda: time.time_ns() // 1000):
+        self.path = path
+        self.now_us = now_us
+        self.last = 0
+        self.pending: dict[int, dict[str, Any]] = {}
+        if path.exists():
+            data = json.loads(path.read_text() or "{}")
+            self.last = int(data.get("last_client_seq", 0))
+            for row in data.get("pending", []):
+                self.pending[int(row["client_seq"])] = row
+
+    def allocate(self) -> int:
+        # The wall clock floor keeps seqs increasing even if this file was lost.
+        self.last = max(self.last + 1, self.now_us())
+        return self.last
+
+    def save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        rows = [self.pending[k] for k in sorted(self.pending)]
+        tmp.write_text(json.dumps({"last_client_seq": self.last, "pending": rows}))
+        os.replace(tmp, self.path)
+
+
+class ReceiptLog:
+    """Append-only JSON lines: one per acknowledged bid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def lots(self) -> set[str]:
+        """Lots with an accepted bid of ours (own standing survives restarts)."""
+        if not self.path.exists():
+            return set()
+        out = set()
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                out.add(json.loads(line)["lot"])
+        return out
+
+
+def default_paths(key_path: Path) -> tuple[Path, Path]:
+    """(state file, receipts file) next to the key."""
+    return Path(f"{key_path}.state.json"), Path(f"{key_path}.receipts.jsonl")
+
+
+# ---------------------------------------------------------------- the model
+
+LEADING, OUTBID, NOT_BIDDING = "领先 LEADING", "被超越 OUTBID", "未出价 not bidding"
+
+
+@dataclasses.dataclass
+class LotRow:
+    lot: str
+    title: str = ""
+    status: str = "?"
+    phase: str = ""
+    price_fen: int = 0
+    start_price_fen: int = 0
+    increment_fen: int = 0
+    leader_code: str = ""
+    bid_count: int = 0
+    start_ns: int = 0
+    end_ns: int = 0
+    result: str = ""
+    seq: int = 0  # the last ledger seq folded in (older snapshots are ignored)
+    known: bool = False  # a snapshot has arrived
+
+    def next_bid_fen(self) -> int:
+        """One increment above the current price (the start price before any bid)."""
+        if not self.leader_code:
+            return self.start_price_fen
+        return self.price_fen + self.increment_fen
+
+
+@dataclasses.dataclass
+class Pending:
+    client_seq: int
+    lot: str
+    amount_fen: int
+    frame: str  # the signed frame: resent byte for byte
+
+
+class TerminalModel:
+    def __init__(
+        self,
+        key: SigningKey,
+        key_id: str,
+        lots: list[str],
+        seqs: SeqStore,
+        receipts: ReceiptLog,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.key, self.key_id = key, key_id
+        self.wanted = list(lots)
+        self.rows: dict[str, LotRow] = {lot: LotRow(lot) for lot in lots}
+        self.selected = 0
+        self.seqs, self.receipts, self.clock = seqs, receipts, clock
+        self.codes: dict[str, str] = {}  # lot -> my bidder code
+        self.bid_on: set[str] = receipts.lots()
+        self.pending: dict[int, Pending] = {}
+        self.unsent: list[int] = []
+        self.acked_seqs: dict[int, str] = {}  # ledger seq of my accepted bids -> lot
+        self.bid_codes: dict[int, str] = {}  # ledger seq -> bidder code of a BidAccepted
+        self.messages: deque[str] = deque(maxlen=200)
+        self.status = "connecting"
+        self.connected = False
+        self.offset_ns = 0  # server time - local time
+        self.input = ""
+        self.quit = False
+        self._restore_pending()
+
+    # ---------------------------------------------------------- helpers
+    def say(self, text: str) -> None:
+        self.messages.append(f"{fmt_clock(self.clock())} {text}")
+
+    def server_now(self) -> int:
+        return self.clock() + self.offset_ns
+
+    def order(self) -> list[str]:
+        return list(self.rows)
+
+    def selected_lot(self) -> str | None:
+        order = self.order()
+        if not order:
+            return None
+        self.selected = min(self.selected, len(order) - 1)
+        return order[self.selected]
+
+    def move(self, delta: int) -> None:
+        if self.rows:
+            self.selected = (self.selected + delta) % len(self.rows)
+
+    def _restore_pending(self) -> None:
+        for cs, row in self.seqs.pending.items():
+            frame = p.bid_frame(self.key, self.key_id, row["lot"], row["amount_fen"], cs)
+            self.pending[cs] = Pending(cs, row["lot"], row["amount_fen"], frame)
+            self.rows.setdefault(row["lot"], LotRow(row["lot"]))
+        if self.pending:
+            self.say(f"{len(self.pending)} bid(s) from a previous session await their outcome")
+
+    # ---------------------------------------------------- own standing
+    def standing(self, lot: str) -> str:
+        row, code = self.rows.get(lot), self.codes.get(lot)
+        if row is not None and code and row.leader_code == code:
+            return LEADING
+        if lot in self.bid_on:
+            return OUTBID
+        return NOT_BIDDING
+
+    def countdown(self, row: LotRow) -> str:
+        now = self.server_now()
+        if row.status == "open" and row.end_ns:
+            return f"ends in {fmt_countdown(row.end_ns - now)}"
+        if row.status == "published" and row.start_ns:
+            return f"opens in {fmt_countdown(row.start_ns - now)}"
+        return row.result or "-"
+
+    # ----------------------------------------------------- connection
+    def subscriptions(self) -> list[str]:
+        """The lots asked for, else those this key is registered on, else all."""
+        return self.wanted or sorted(self.codes) or ["*"]
+
+    def on_connected(self, hello: p.Hello, url: str) -> None:
+        self.connected = True
+        self.offset_ns = hello.server_time_ns - self.clock()
+        self.codes.update(hello.codes)
+        for lot in self.subscriptions():
+            if lot != "*":
+                self.rows.setdefault(lot, LotRow(lot))
+        self.status = f"connected {url} as {hello.identity}"
+        # Every pending bid goes again, oldest first, with its original client_seq.
+        self.unsent = sorted(self.pending)
+        if self.unsent:
+            self.say(f"resending {len(self.unsent)} unacknowledged bid(s), same client_seq")
+        self.say("connected")
+
+    def on_disconnected(self, reason: str, retry_in_s: float) -> None:
+        if self.connected:
+            self.say(f"connection lost: {reason}")
+        self.connected = False
+        self.status = f"disconnected ({reason}); reconnecting in {retry_in_s:.1f}s"
+
+    def take_unsent(self) -> list[str]:
+        frames = [self.pending[cs].frame for cs in self.unsent if cs in self.pending]
+        self.unsent = []
+        return frames
+
+    # ---------------------------------------------------------- bidding
+    def place(self, lot: str, amount_fen: int) -> Pending:
+        cs = self.seqs.allocate()
+        bid = Pending(cs, lot, amount_fen, p.bid_frame(self.key, self.key_id, lot, amount_fen, cs))
+        self.pending[cs] = bid
+        self.seqs.pending[cs] = {"client_seq": cs, "lot": lot, "amount_fen": amount_fen}
+        self.seqs.save()  # written before the frame can leave: a seq is never reused
+        self.unsent.append(cs)
+        where = "sending" if self.connected else "queued until reconnected"
+        self.say(f"bid {lot} {fmt_yuan(amount_fen)} ({where}, client_seq {cs})")
+        return bid
+
+    def bid_increment(self) -> Pending | None:
+        lot = self.selected_lot()
+        row = self.rows.get(lot) if lot else None
+        if lot is None or row is None or not row.known:
+            self.say("no lot data yet: cannot compute the next bid")
+            return None
+        return self.place(lot, row.next_bid_fen())
+
+    def _resolve(self, client_seq: int) -> Pending | None:
+        bid = self.pending.pop(client_seq, None)
+        if bid is not None:
+            self.seqs.pending.pop(client_seq, None)
+            self.seqs.save()
+        return bid
+
+    def on_ack(self, ack: p.Ack) -> None:
+        bid = self._resolve(ack.client_seq)
+        if bid is None:
+            return  # a duplicate answer to a retry already settled
+        self.receipts.append(
+            {
+                "seq": ack.seq,
+                "entry_hash": ack.entry_hash,
+                "ts_ns": ack.ts_ns,
+                "receipt": ack.receipt,
+                "proof": list(ack.proof),
+                "lot": bid.lot,
+                "amount_fen": bid.amount_fen,
+                "client_seq": bid.client_seq,
+            }
+        )
+        self.bid_on.add(bid.lot)
+        self.acked_seqs[ack.seq] = bid.lot
+        self._learn_code(ack.seq)
+        retry = " (answer to a retry: the original bid, not a new one)" if ack.retried else ""
+        self.say(
+            f"✓ {bid.lot} {fmt_yuan(bid.amount_fen)} acknowledged, ledger seq {ack.seq}{retry}"
+        )
+
+    def on_error(self, err: p.Error) -> None:
+        bid = self._resolve(err.client_seq) if err.client_seq else None
+        what = f"{bid.lot} {fmt_yuan(bid.amount_fen)} refused" if bid else "refused"
+        self.say(f"✗ {what}: {describe_error(err.code, err.name, err.message)}")
+
+    def _learn_code(self, seq: int) -> None:
+        """An accepted bid's event names my code on that lot (if hello did not)."""
+        lot, code = self.acked_seqs.get(seq), self.bid_codes.get(seq)
+        if lot and code:
+            self.codes.setdefault(lot, code)
+
+    # ------------------------------------------------------------ feed
+    def on_frame(self, frame: p.ServerFrame) -> None:
+        if isinstance(frame, p.Ack):
+            self.on_ack(frame)
+        elif isinstance(frame, p.Error):
+            self.on_error(frame)
+        elif isinstance(frame, p.LotSnapshot):
+            self.on_snapshot(frame)
+        elif isinstance(frame, p.EventFrame):
+            self.on_event(frame)
+        elif isinstance(frame, p.Pong) and frame.t:
+            # Half the round trip: the server read its clock about mid-way.
+            self.offset_ns = frame.server_time_ns - (frame.t + self.clock()) // 2
+
+    def on_snapshot(self, s: p.LotSnapshot) -> None:
+        row = self.rows.setdefault(s.lot, LotRow(s.lot))
+        # A conflated snapshot can arrive after a newer event: keep the newer.
+        if row.known and s.seq < row.seq:
+            return
+        fields = ("title", "status", "phase", "price_fen", "start_price_fen", "increment_fen")
+        for name in (*fields, "leader_code", "bid_count", "start_ns", "end_ns", "result", "seq"):
+            setattr(row, name, getattr(s, name))
+        row.known = True
+
+    def on_event(self, f: p.EventFrame) -> None:
+        row = self.rows.get(f.lot)
+        if row is None or f.seq < row.seq:
+            return
+        row.seq = f.seq
+        ev = f.event
+        kind = ev.get("type")
+        if kind == "bid_accepted":
+            row.price_fen, row.leader_code = ev["amount_fen"], ev["bidder_code"]
+            row.bid_count = ev["bid_no"]
+            self.bid_codes[f.seq] = ev["bidder_code"]
+            self._learn_code(f.seq)
+        elif kind in ("lot_extended", "phase_changed", "lot_opened", "lot_resumed"):
+            row.end_ns = ev.get("end_ns", row.end_ns)
+            row.phase = ev.get("phase", row.phase)
+            if kind == "lot_opened":
+                row.status = "open"
+            elif kind == "lot_resumed":
+                row.status = "published" if row.phase == "pending" else "open"
+                row.result = ""
+        elif kind == "increment_changed" and ev.get("phase") == "main" and row.phase != "timed":
+            row.increment_fen = ev["increment_fen"]
+        elif kind in _FINAL_EVENTS:
+            row.status = _FINAL_EVENTS[kind]
+            row.result = str(ev.get("reason", row.result))
+
+    # --------------------------------------------------------- commands
+    def command(self, line: str) -> None:
+        """One typed line (see KEYS_HELP)."""
+        words = line.split()
+        if not words:
+            self.bid_increment()
+            return
+        head = words[0].lower()
+        if head in ("q", "quit", "exit"):
+            self.quit = True
+        elif head == "+" and len(words) == 1:
+            self.bid_increment()
+        elif head in ("b", "f") and len(words) == 2:
+            self._typed_bid(words[1], "yuan" if head == "b" else "fen")
+        elif head.isdigit() and len(words) == 1:
+            self._select_number(int(head))
+        else:
+            self.say(f"unknown command {line!r}: {KEYS_HELP}")
+
+    def _typed_bid(self, text: str, unit: str) -> None:
+        lot = self.selected_lot()
+        if lot is None:
+            self.say("no lot selected")
+            return
+        try:
+            amount = parse_amount(text, unit)
+        except ValueError as e:
+            self.say(f"✗ {e}")
+            return
+        self.place(lot, amount)
+
+    def _select_number(self, n: int) -> None:
+        if 1 <= n <= len(self.rows):
+            self.selected = n - 1
+        else:
+            self.say(f"no lot number {n}")
+
+
+_FINAL_EVENTS = {
+    "lot_frozen": "frozen",
+    "lot_terminated": "terminated",
+    "lot_sold": "sold",
+    "lot_unsold": "unsold",
+}
+
+HELP_LINES = (
+    "↑/↓ select lot · + or Enter (empty line): bid one increment above the price",
+    "b N⏎ bid N 元 · f N⏎ bid N fen · 3⏎ select lot 3 · Esc clear · q⏎ quit",
+)
+KEYS_HELP = " · ".join(HELP_LINES)
+
+# --------------------------------------------------------------- the runner
+
+
+class Backoff:
+    """Exponential with jitter, so many terminals do not reconnect in step."""
+
+    def __init__(self, first: float = 0.5, cap: float = 8.0) -> None:
+        self.first, self.cap, self.attempt = first, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * 2**self.attempt)
+        self.attempt += 1
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def auth_url(url: str, key: SigningKey, key_id: str) -> str:
+    params = p.auth_params(key, key_id, int(time.time() * 1000), secrets.token_hex(12))
+    return f"{url}?{urlencode(params)}"
+
+
+class Runner:
+    """Owns the connection: reconnects with backoff and feeds the model."""
+
+    PING_S = 5.0
+    SILENCE_S = 20.0  # no frame at all this long: the server is gone, reconnect
+
+    def __init__(self, model: TerminalModel, url: str) -> None:
+        self.model, self.url = model, url
+        self.sock: Any = None
+        self.lock = trio.Lock()
+        self.last_heard = time.monotonic()
+
+    async def flush(self) -> None:
+        """Send the queued frames if connected; on failure they wait for the reconnect."""
+        if self.sock is None:
+            return
+        async with self.lock:
+            for text in self.model.take_unsent():
+                try:
+                    await self.sock.send(text)
+                except ws.ConnectionClosed:
+                    return
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self._session(backoff)
+                reason = "closed by the server"
+            except Exception as e:  # every failure of a session means: reconnect later
+                reason = _reason(e)
+            self.sock = None
+            delay = backoff.next()
+            self.model.on_disconnected(reason, delay)
+            await trio.sleep(delay)
+
+    async def _session(self, backoff: Backoff) -> None:
+        m = self.model
+        async with trio.open_nursery() as nursery:
+            sock = await ws.connect(nursery, auth_url(self.url, m.key, m.key_id))
+            hello = p.decode_server(await sock.receive())
+            if not isinstance(hello, p.Hello):
+                raise ConnectionError(f"expected hello, got {type(hello).__name__}")
+            self.sock, self.last_heard = sock, time.monotonic()
+            backoff.reset()
+            m.on_connected(hello, self.url)
+            await sock.send(p.encode_text(p.Subscribe(m.subscriptions())))
+            await self.flush()
+            nursery.start_soon(self._pinger, sock)
+            try:
+                while True:
+                    m.on_frame(p.decode_server(await sock.receive()))
+                    self.last_heard = time.monotonic()
+            except ws.ConnectionClosed:
+                pass
+            nursery.cancel_scope.cancel()
+
+    async def _pinger(self, sock: Any) -> None:
+        while True:
+            await trio.sleep(self.PING_S)
+            if time.monotonic() - self.last_heard > self.SILENCE_S:
+                await sock.close(1001, "no frames from the server")
+                return
+            async with self.lock:
+                await sock.send(p.encode_text(p.Ping(time.time_ns())))
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, BaseExceptionGroup) and e.exceptions:
+        return _reason(e.exceptions[0])
+    return f"{type(e).__name__}: {e}"[:120]
+
+
+# ------------------------------------------------------------------ the UI
+
+
+class Screen:
+    """Thin curses view and key handling over the model."""
+
+    def __init__(self, scr: Any, model: TerminalModel) -> None:
+        import curses
+
+        self.curses, self.scr, self.model = curses, scr, model
+        scr.nodelay(True)
+        scr.keypad(True)
+        with contextlib.suppress(curses.error):
+            curses.curs_set(0)
+
+    def keys(self) -> bool:
+        """Handle every key waiting; True when something may need sending."""
+        acted = False
+        while True:
+            try:
+                ch = self.scr.get_wch()
+            except self.curses.error:
+                return acted
+            acted = self._key(ch) or acted
+
+    def _key(self, ch: str | int) -> bool:
+        c, m = self.curses, self.model
+        if ch == c.KEY_UP:
+            m.move(-1)
+        elif ch == c.KEY_DOWN:
+            m.move(1)
+        elif ch in ("\n", "\r", c.KEY_ENTER):
+            line, m.input = m.input, ""
+            m.command(line)
+            return True
+        elif ch == "+" and not m.input:
+            m.bid_increment()
+            return True
+        elif ch in (c.KEY_BACKSPACE, "\x7f", "\b"):
+            m.input = m.input[:-1]
+        elif ch == "\x1b":
+            m.input = ""
+        elif isinstance(ch, str) and ch.isprintable():
+            m.input += ch
+        return False
+
+    def put(self, y: int, x: int, text: str, attr: int = 0) -> None:
+        h, w = self.scr.getmaxyx()
+        if 0 <= y < h and x < w:
+            with contextlib.suppress(self.curses.error):  # the last cell raises; harmless
+                self.scr.addnstr(y, x, text, max(0, w - x - 1), attr)
+
+    def draw(self) -> None:
+        m, c = self.model, self.curses
+        self.scr.erase()
+        h, w = self.scr.getmaxyx()
+        wide = w >= WIDE_COLUMNS  # narrow screens drop the increment and bid count
+        now = fmt_clock(m.server_now())
+        self.put(0, 0, f"pubex terminal · key {m.key_id} · server time {now} CST", c.A_BOLD)
+        self.put(1, 0, m.status)
+        self.put(3, 0, _header(wide), c.A_BOLD)
+        y = 4
+        for i, lot in enumerate(m.order()):
+            attr = c.A_REVERSE if i == m.selected else 0
+            self.put(y, 0, self._row(i, m.rows[lot], wide), attr)
+            y += 1
+        pending = ", ".join(f"{b.lot} {fmt_yuan(b.amount_fen)}" for b in m.pending.values())
+        self.put(y + 1, 0, f"pending: {pending or 'none'}")
+        for k, text in enumerate(HELP_LINES):
+            self.put(y + 2 + k, 0, ("keys " if k == 0 else "     ") + text)
+        self.put(y + 4, 0, f"> {m.input}", c.A_BOLD)
+        room = max(0, h - (y + 6))
+        for k, text in enumerate(list(m.messages)[-room:] if room else []):
+            self.put(y + 6 + k, 0, text)
+        self.scr.refresh()
+
+    def _row(self, i: int, r: LotRow, wide: bool) -> str:
+        m = self.model
+        mark = ">" if i == m.selected else " "
+        if not r.known:
+            return f"{mark}{i + 1:>2}  {r.lot:<12} (waiting for data)"
+        price = fmt_yuan(r.price_fen) if r.leader_code else "no bids yet"
+        nxt, standing = fmt_yuan(r.next_bid_fen()), m.standing(r.lot)
+        if not wide:
+            return (
+                f"{mark}{i + 1:>2} {r.lot:<8} {r.status:<9} {price:>15} {nxt:>15} "
+                f"{m.countdown(r).removeprefix('ends in '):<10} {standing}"
+            )
+        code = m.codes.get(r.lot, "")
+        return (
+            f"{mark}{i + 1:>2}  {r.lot:<12} {r.status + '/' + r.phase:<16} {price:>20} "
+            f"{fmt_yuan(r.increment_fen):>16} {nxt:>20}  "
+            f"{m.countdown(r):<20} {r.bid_count:>5}  {standing}"
+            + (f" (my code {code})" if code else "")
+        )
+
+
+WIDE_COLUMNS = 150
+
+
+def _header(wide: bool) -> str:
+    if not wide:
+        return (
+            f"  # {'lot':<8} {'status':<9} {'price':>15} {'next bid':>15} {'ends in':<10} standing"
+        )
+    return (
+        f"  #  {'lot':<12} {'status/phase':<16} {'price':>20} {'increment':>16} "
+        f"{'next bid':>20}  {'countdown':<20} {'bids':>5}  standing"
+    )
+
+
+async def _ui(screen: Screen, runner: Runner) -> None:
+    while not screen.model.quit:
+        if screen.keys():
+            await runner.flush()
+        screen.draw()
+        await trio.sleep(0.05)
+
+
+async def _main(scr: Any, model: TerminalModel, url: str) -> None:
+    runner = Runner(model, url)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runner.run)
+        await _ui(Screen(scr, model), runner)
+        nursery.cancel_scope.cancel()
+
+
+def run_terminal(key_path: Path, url: str, lots: list[str], receipts: Path | None) -> int:
+    import curses
+    import locale
+
+    key, key_id = load_key(key_path)
+    state_path, default_receipts = default_paths(key_path)
+    model = TerminalModel(
+        key, key_id, lots, SeqStore(state_path), ReceiptLog(receipts or default_receipts)
+    )
+    locale.setlocale(locale.LC_ALL, "")  # curses needs it to draw 元 and 领先
+    with contextlib.suppress(KeyboardInterrupt):
+        curses.wrapper(lambda scr: trio.run(_main, scr, model, url))
+    return 0
