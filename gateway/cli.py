@@ -84,6 +84,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"{result.snapshots_checked} snapshots and {result.checkpoints_checked} signed "
         "checkpoints checked"
     )
+    return _verify_receipts(args.dir, args.receipts) if args.receipts else 0
+
+
+def _verify_receipts(ledger: str, receipts: str) -> int:
+    from ledger.audit import verify_receipts
+
+    checks = verify_receipts(ledger, receipts)
+    bad = [c for c in checks if not c.ok]
+    for c in bad:
+        print(f"FAIL: receipt line {c.line} (seq {c.seq}): {c.reason}")
+    print(f"receipts: {len(checks) - len(bad)} of {len(checks)} verified")
+    return 1 if bad or not checks else 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from ledger.audit import resolve_ledger_dir
+    from ledger.backup import backup
+
+    try:
+        report = backup(resolve_ledger_dir(args.dir), args.out)
+    except (FileExistsError, OSError) as e:
+        print(f"pubex ledger backup: {e}", file=sys.stderr)
+        return 2
+    if not report.ok:
+        print(f"FAIL: the copy does not verify at seq {report.first_bad_seq}: {report.reason}")
+        return 1
+    print(f"OK: {report.count} entries copied to {args.out} (chain verified)")
     return 0
 
 
@@ -229,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     lsub = lg.add_subparsers(dest="ledger_command", required=True)
     v = lsub.add_parser("verify", help="check the hash chain and replay the whole ledger")
     v.add_argument("dir")
+    v.add_argument("--receipts", help="a bidder's receipts file (JSON lines) to check too")
     v.set_defaults(func=cmd_verify)
+    b = lsub.add_parser("backup", help="a consistent copy of a (live) ledger")
+    b.add_argument("dir")
+    b.add_argument("out")
+    b.set_defaults(func=cmd_backup)
 
     r = sub.add_parser("replay", help="a lot's timeline, or every lot's result")
     r.add_argument("dir")

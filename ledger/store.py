@@ -83,7 +83,16 @@ class LedgerStore:
         self._snapshots = env.open_db(SNAPSHOTS, create=create)
         self._checkpoints = env.open_db(CHECKPOINTS, create=create)
         self._meta = env.open_db(META, create=create)
-        self._batches = env.open_db(BATCHES, create=create)
+        self._batches = self._optional_db(env, BATCHES, create)
+
+    @staticmethod
+    def _optional_db(env: lmdb.Environment, name: bytes, create: bool) -> lmdb._Database | None:
+        """A db added after the first ledgers were written: absent in an old
+        ledger opened read-only (its readers then do without it)."""
+        try:
+            return env.open_db(name, create=create)
+        except lmdb.NotFoundError:
+            return None
 
     @classmethod
     def open(
@@ -188,6 +197,8 @@ class LedgerStore:
 
     def batch_end(self, seq: int) -> int | None:
         """The last seq of the committed batch holding ``seq`` (None if unknown)."""
+        if self._batches is None:
+            return None
         with self._read_txn() as txn:
             cur = txn.cursor(self._batches)
             return key_seq(cur.key()) if cur.set_range(seq_key(seq)) else None
@@ -252,7 +263,7 @@ class LedgerStore:
 
     def _put_side(self, txn: lmdb.Transaction[bytes], batch: Batch) -> None:
         """Snapshots, checkpoints, meta and the batch boundary ride in the same txn."""
-        if batch.entries:
+        if batch.entries and self._batches is not None:
             txn.put(seq_key(batch.entries[-1][0]), b"", db=self._batches)
         for seq, snap in batch.snapshots:
             txn.put(seq_key(seq), snap, db=self._snapshots)
