@@ -82,7 +82,7 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_frame_bytes: Positive = 16_384
     bids_per_s: Positive = 20  # per bidder, token bucket
     bid_burst: Positive = 40
-    send_queue_frames: Positive = 2_000  # must-deliver frames before a close with 1013
+    send_queue_frames: Positive = 8_192  # must-deliver frames before a close with 1013
     subscriptions_per_connection: Positive = 5_000
     snapshot_interval_ms: Positive = 100
     heartbeat_s: Positive = 15  # a peer that misses a ping for this long is dropped

@@ -298,15 +298,10 @@ def bid_frame(key: SigningKey, key_id: str, lot: str, amount_fen: int, client_se
     return encode_text(PlaceBidFrame(payload.decode(), sig))
 
 
-def open_bid(frame: PlaceBidFrame, verify_key: VerifyKey) -> BidPayload:
-    """Verify the detached signature over the exact payload bytes, then decode it."""
-    raw = frame.payload.encode()
+def read_bid(frame: PlaceBidFrame) -> BidPayload:
+    """Decode the payload (not yet trusted: ``verify_bid`` must follow)."""
     try:
-        verify_key.verify(raw, bytes.fromhex(frame.sig))
-    except (BadSignatureError, ValueError):
-        raise FrameError(GatewayError.bad_signature, "signature does not verify") from None
-    try:
-        payload: BidPayload = _payload_decoder.decode(raw)
+        payload: BidPayload = _payload_decoder.decode(frame.payload.encode())
     except msgspec.ValidationError as e:
         raise FrameError(GatewayError.schema_violation, f"payload: {e}") from None
     except msgspec.DecodeError as e:
@@ -316,12 +311,19 @@ def open_bid(frame: PlaceBidFrame, verify_key: VerifyKey) -> BidPayload:
     return payload
 
 
-def peek_bid_key(frame: PlaceBidFrame) -> str:
-    """The key id a payload claims (to pick the verify key); verified afterwards."""
+def verify_bid(frame: PlaceBidFrame, verify_key: VerifyKey) -> None:
+    """The detached signature over the exact payload bytes."""
     try:
-        return str(_payload_decoder.decode(frame.payload.encode()).key)
-    except msgspec.DecodeError:
-        return ""
+        verify_key.verify(frame.payload.encode(), bytes.fromhex(frame.sig))
+    except (BadSignatureError, ValueError):
+        raise FrameError(GatewayError.bad_signature, "signature does not verify") from None
+
+
+def open_bid(frame: PlaceBidFrame, verify_key: VerifyKey) -> BidPayload:
+    """Decode and verify (for tools; the gateway checks the key id in between)."""
+    payload = read_bid(frame)
+    verify_bid(frame, verify_key)
+    return payload
 
 
 def auth_message(key_id: str, ts_ms: int, nonce: str) -> bytes:

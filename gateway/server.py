@@ -306,18 +306,13 @@ class Gateway:
         if vk is None:
             self._refuse(conn, 0, p.GatewayError.unknown_key, who.identity)
             return
-        try:  # verified with the connection's own key: another key's payload fails here
-            bid = p.open_bid(frame, vk)
+        try:
+            bid = p.read_bid(frame)
+            if bid.key != who.identity:
+                raise p.FrameError(p.GatewayError.wrong_key, "payload key is not this connection's")
+            p.verify_bid(frame, vk)
         except p.FrameError as e:
             self._refuse(conn, 0, e.code, e.message)
-            return
-        if bid.key != who.identity:
-            self._refuse(
-                conn,
-                bid.client_seq,
-                p.GatewayError.wrong_key,
-                "payload key is not this connection's",
-            )
             return
         bucket = self.buckets.get(who.bidder_id)
         if bucket is None:
