@@ -110,7 +110,7 @@ async def serve(
                 f"http://localhost:{http_bound}",
             }
             nursery.start_soon(gw.snapshots)
-            nursery.start_soon(_on_signals, gw, shutdown, nursery.cancel_scope)
+            await nursery.start(_on_signals, gw, shutdown, nursery.cancel_scope)
             listening = Listening(ws_url, http_url, gw)
             task_status.started(listening)
             print(f"listening ws={ws_url} http={http_url}", flush=True)
@@ -120,8 +120,15 @@ async def serve(
         rt.store.close()
 
 
-async def _on_signals(gw: Gateway, shutdown: trio.Event, scope: trio.CancelScope) -> None:
+async def _on_signals(
+    gw: Gateway,
+    shutdown: trio.Event,
+    scope: trio.CancelScope,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Installed before the listening line: a SIGTERM right after start drains too."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for _ in signals:
             print("draining: no new connections, finishing the open batch", file=sys.stderr)
             await gw.drain()
