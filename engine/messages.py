@@ -22,6 +22,12 @@ from engine.rules import RuleSet
 
 Mechanism = Literal["english", "listing"]
 
+# Bumped whenever a change alters what any command produces (events or state):
+# a ledger replays exactly only with the engine version that wrote it, so each
+# start records it (RuntimeStarted) and verification can tell a mismatch from
+# tampering.
+ENGINE_VERSION = 1
+
 
 # ---------------------------------------------------------------- commands
 
@@ -48,6 +54,7 @@ class RuntimeStarted(Command, frozen=True, tag="runtime_started"):
 
     accelerate: int = 1
     sandbox: bool = False
+    engine_version: int = 0  # ENGINE_VERSION of the build that wrote what follows
 
 
 class RegisterKey(Command, frozen=True, tag="register_key"):
@@ -174,6 +181,7 @@ class CommandRetried(Event, frozen=True, tag="retried"):
 class RuntimeStartedEvent(Event, frozen=True, tag="runtime_started"):
     accelerate: int
     sandbox: bool
+    engine_version: int = 0
 
 
 class KeyRegistered(Event, frozen=True, tag="key_registered"):

@@ -258,7 +258,7 @@ class Router:
                 self._do_freeze(lot, last_ns, reason, out, system=True)
 
     def _runtime_started(self, cmd: RuntimeStarted, now_ns: int, out: list[Event]) -> None:
-        out.append(RuntimeStartedEvent("", cmd.accelerate, cmd.sandbox))
+        out.append(RuntimeStartedEvent("", cmd.accelerate, cmd.sandbox, cmd.engine_version))
 
     def _register_key(self, cmd: RegisterKey, now_ns: int, out: list[Event]) -> None:
         """Registry: a bidder's signing key.  A key id is bound once, forever

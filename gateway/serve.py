@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from config.settings import Settings
-from engine.messages import RuntimeStarted
+from engine.messages import ENGINE_VERSION, RuntimeStarted
 from gateway import ws
 from gateway.auth import Authenticator
 from gateway.clock import SequencerClock
@@ -82,7 +82,7 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.run)
-            await rt.call(RuntimeStarted("system", 0, accelerate, rt.sandbox))
+            await rt.call(RuntimeStarted("system", 0, accelerate, rt.sandbox, ENGINE_VERSION))
             auth = Authenticator(
                 staff_tokens=dict(settings.auth.staff_tokens),
                 supervisor_tokens=dict(settings.auth.supervisor_tokens),
