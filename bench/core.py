@@ -33,9 +33,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -46,6 +43,8 @@ from typing import Any
 import lmdb
 import trio
 
+from bench.stats import machine as stats_machine
+from bench.stats import pct, us
 from engine.messages import (
     BidAccepted,
     Command,
@@ -157,19 +156,6 @@ class BidGen:
 
 
 # ------------------------------------------------------------------ stats
-
-
-def pct(sorted_samples: Sequence[int], p: float) -> int:
-    """Exact nearest-rank percentile of sorted samples (p in [0, 100])."""
-    n = len(sorted_samples)
-    if n == 0:
-        return 0
-    rank = max(1, math.ceil(p / 100 * n))
-    return sorted_samples[min(rank, n) - 1]
-
-
-def us(ns: float) -> float:
-    return round(ns / 1000, 1)
 
 
 class GcMonitor:
@@ -489,14 +475,7 @@ def raw_commit(path: Path, items: list[tuple[bytes, bytes]], sizes: list[int]) -
 
 
 def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "lmdb": lmdb.version(),
-        "trio": trio.__version__,
-    }
+    return stats_machine(lmdb=lmdb.version(), trio=trio.__version__)
 
 
 def table(r: dict[str, Any]) -> str:

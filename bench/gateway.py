@@ -53,9 +53,7 @@ import bisect
 import contextlib
 import hashlib
 import json
-import math
 import os
-import platform
 import resource
 import select
 import signal
@@ -74,6 +72,8 @@ from urllib.parse import urlencode, urlsplit
 import msgspec
 from nacl.signing import SigningKey
 
+from bench.stats import machine as stats_machine
+from bench.stats import pct, us
 from gateway import protocol as p
 
 perf_ns = time.perf_counter_ns
@@ -141,19 +141,6 @@ def bid_text(key: SigningKey, i: int, phase: str, k: int) -> str:
 
 
 # ------------------------------------------------------------------ stats
-
-
-def pct(sorted_samples: Sequence[int], q: float) -> int:
-    """Exact nearest-rank percentile of sorted samples (q in [0, 100])."""
-    n = len(sorted_samples)
-    if n == 0:
-        return 0
-    rank = max(1, math.ceil(q / 100 * n))
-    return sorted_samples[min(rank, n) - 1]
-
-
-def us(ns: float) -> float:
-    return round(ns / 1000, 1)
 
 
 def proc_cpu_ns(pid: int) -> int:
@@ -971,15 +958,11 @@ def machine() -> dict[str, Any]:
     import trio
     import trio_websocket
 
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "trio": trio.__version__,
-        "trio_websocket": getattr(trio_websocket, "__version__", "?"),
-        "load": "1 process: epoll + minimal RFC 6455 client; each server 1 process",
-    }
+    return stats_machine(
+        trio=trio.__version__,
+        trio_websocket=getattr(trio_websocket, "__version__", "?"),
+        load="1 process: epoll + minimal RFC 6455 client; each server 1 process",
+    )
 
 
 def table(r: dict[str, Any]) -> str:
