@@ -52,6 +52,8 @@ class Reject(IntEnum):
     bid_not_increment_multiple = 405
     leader_may_not_outbid_self = 406
     priority_not_higher = 407
+    stale_tick = 408
+    wrong_mechanism = 409
 
     # 5xx staff actions
     invalid_terms = 501

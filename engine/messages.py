@@ -20,13 +20,13 @@ import msgspec
 from engine.codes import Reject
 from engine.rules import RuleSet
 
-Mechanism = Literal["english", "listing"]
+Mechanism = Literal["english", "listing", "dutch"]
 
 # Bumped whenever a change alters what any command produces (events or state):
 # a ledger replays exactly only with the engine version that wrote it, so each
 # start records it (RuntimeStarted) and verification can tell a mismatch from
 # tampering.
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: Dutch clock, RuleSet.tick_ns / dutch_tie_rule, floor_fen
 
 
 # ---------------------------------------------------------------- commands
@@ -76,6 +76,7 @@ class CreateLot(Command, frozen=True, tag="create_lot"):
     rules: RuleSet = RuleSet()
     deposit_fen: int = 0
     timed_increment_fen: int = 0  # listing: the timed phase's increment (0 = same)
+    floor_fen: int = 0  # dutch: the public floor (increment_fen is the step down)
 
 
 class PublishLot(Command, frozen=True, tag="publish_lot"):
@@ -122,6 +123,14 @@ class PlaceBid(Command, frozen=True, tag="place_bid"):
     amount_fen: int
 
 
+class AcceptPrice(Command, frozen=True, tag="accept_price"):
+    """Dutch clock: the bidder (the origin) accepts the price of tick ``tick``;
+    a stale tick is refused (RULES.md R-2.5.5)."""
+
+    lot_id: str
+    tick: int
+
+
 class FreezeLot(Command, frozen=True, tag="freeze_lot"):
     lot_id: str
     reason: str
@@ -151,6 +160,7 @@ AnyCommand = (
     | BlacklistBidder
     | UnblacklistBidder
     | PlaceBid
+    | AcceptPrice
     | FreezeLot
     | ResumeLot
     | TerminateLot
@@ -198,6 +208,7 @@ class LotCreated(Event, frozen=True, tag="lot_created"):
     end_ns: int
     deposit_fen: int
     rules: RuleSet
+    floor_fen: int = 0
 
 
 class LotPublished(Event, frozen=True, tag="lot_published"):
@@ -239,6 +250,15 @@ class BidAccepted(Event, frozen=True, tag="bid_accepted"):
     amount_fen: int
     bid_no: int
     priority_match: bool = False
+
+
+class PriceTicked(Event, frozen=True, tag="price_ticked"):
+    """Dutch clock: tick ``tick`` offers ``price_fen`` from ``at_ns``."""
+
+    tick: int
+    price_fen: int
+    at_ns: int
+    next_tick_ns: int
 
 
 class LotExtended(Event, frozen=True, tag="lot_extended"):
@@ -298,6 +318,7 @@ AnyEvent = (
     | BlacklistChanged
     | BidAccepted
     | LotExtended
+    | PriceTicked
     | PhaseChanged
     | LotFrozen
     | LotResumed

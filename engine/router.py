@@ -29,9 +29,11 @@ from typing import Any
 from engine import rules as rulesets
 from engine.ascending import Ascending, check_amount, closing_guard, gate, increment_of
 from engine.codes import Reject
+from engine.dutch import Dutch
 from engine.english import English
 from engine.listing import Listing
 from engine.messages import (
+    AcceptPrice,
     BidderRegistered,
     BlacklistBidder,
     BlacklistChanged,
@@ -86,7 +88,8 @@ RECENT_OUTCOMES = 32  # outcomes remembered per origin (trimmed in bulk past the
 RECENT_TRIM = RECENT_OUTCOMES + 16
 OUTCOME_BITS = 12  # an outcome is stored as seq << 12 | code (codes are < 4096)
 OUTCOME_MASK = (1 << OUTCOME_BITS) - 1
-MECHANISMS: dict[str, Ascending] = {"english": English(), "listing": Listing()}
+DUTCH = Dutch()
+MECHANISMS: dict[str, Ascending] = {"english": English(), "listing": Listing(), "dutch": DUTCH}
 STAFF = ("staff",)
 REGISTRY = ("staff", "service")
 SYSTEM = ("system",)
@@ -123,6 +126,7 @@ class Router:
             BlacklistBidder: (REGISTRY, self._blacklist),
             UnblacklistBidder: (REGISTRY, self._unblacklist),
             PlaceBid: (("bidder",), self._bid),
+            AcceptPrice: (("bidder",), self._accept),
             FreezeLot: (STAFF, self._freeze),
             ResumeLot: (STAFF, self._resume),
             TerminateLot: (STAFF, self._terminate),
@@ -299,6 +303,7 @@ class Router:
             cmd.deposit_fen,
             cmd.start_ns,
             cmd.end_ns,
+            floor_fen=cmd.floor_fen,
         )
         out.append(
             LotCreated(
@@ -312,6 +317,7 @@ class Router:
                 cmd.end_ns,
                 cmd.deposit_fen,
                 cmd.rules,
+                cmd.floor_fen,
             )
         )
 
@@ -336,7 +342,10 @@ class Router:
             raise Reply(Reject.lot_closed)
         if lot.reserve_fen:
             raise Reply(Reject.reserve_already_set)
-        if cmd.reserve_fen < lot.start_price_fen:
+        if lot.mechanism == "dutch":  # a secret floor under the falling clock (R-2.5.1)
+            if not lot.floor_fen <= cmd.reserve_fen <= lot.start_price_fen:
+                raise Reply(Reject.invalid_terms, "a Dutch reserve lies between floor and start")
+        elif cmd.reserve_fen < lot.start_price_fen:
             raise Reply(Reject.reserve_below_start)
         if now_ns > lot.end_ns - lot.rules.reserve_cutoff_ns:
             raise Reply(Reject.reserve_cutoff_passed)
@@ -450,6 +459,29 @@ class Router:
             self._schedule(lot)
         return 0
 
+    def _accept(self, cmd: AcceptPrice, now_ns: int, out: list[Event]) -> int:
+        """Dutch clock (R-2.5): the first valid acceptance of the current tick wins."""
+        lot = self._lot(cmd.lot_id)
+        bidder_id = self._ident
+        bidder = lot.bidders.get(bidder_id)
+        detail = ""
+        refused: Reject | None
+        if lot.mechanism != "dutch":
+            refused = Reject.wrong_mechanism
+        else:
+            refused = DUTCH.refuse_accept(lot, cmd.tick)
+        if refused is None:
+            detail = gate(lot, bidder, bidder_id in self.state.blacklist)
+            if detail:
+                refused = Reject.bidder_not_eligible
+        if refused is not None or bidder is None:
+            code = refused or Reject.bidder_not_eligible
+            out.append(CommandRejected(
+                lot.lot_id, code, detail, bidder.code if bidder else "", lot.price_fen))
+            return code
+        DUTCH.accept(lot, bidder_id, bidder, now_ns, out)
+        return 0
+
     # -------------------------------------------------------------- staff
     def _freeze(self, cmd: FreezeLot, now_ns: int, out: list[Event]) -> None:
         lot = self._lot(cmd.lot_id)
@@ -522,6 +554,13 @@ def _terms_problem(cmd: CreateLot, now_ns: int) -> str:
         return "timed increment and deposit must not be negative"
     if cmd.end_ns <= cmd.start_ns or cmd.end_ns <= now_ns:
         return "end_ns must be after start_ns and in the future"
+    if cmd.mechanism == "dutch":
+        if cmd.rules.tick_ns <= 0:
+            return "a Dutch lot needs rules.tick_ns > 0"
+        if not 0 <= cmd.floor_fen <= cmd.start_price_fen:
+            return "floor_fen must be between 0 and the start price"
+    elif cmd.floor_fen:
+        return "floor_fen is for Dutch lots"
     if cmd.mechanism == "listing" and cmd.end_ns - cmd.start_ns <= cmd.rules.quote_freeze_ns:
         return "listing period shorter than its quote freeze"
     return rulesets.validate(cmd.rules)

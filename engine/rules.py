@@ -42,6 +42,9 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
     last_window_ns: int = HOUR_NS  # R-B2: "two or more bidders in the last hour"
     wait_ns: int = 0  # R-B3: 15-minute preparation before the countdown (Fujian)
     countdown_ns: int = 4 * MINUTE_NS  # R-A4 (240 s) / R-B3 and C (300 s)
+    # Dutch clock; ignored by the other mechanisms.
+    tick_ns: int = 0  # TICK: how long each price is offered
+    dutch_tie_rule: Literal["earliest"] = "earliest"  # R-2.5.4 (play-off: later work)
 
 
 JUDICIAL = RuleSet()
@@ -75,7 +78,11 @@ QINZHOU = RuleSet(
     countdown_ns=5 * MINUTE_NS,
 )
 
-PRESETS: dict[str, RuleSet] = {r.name: r for r in (JUDICIAL, EXCHANGE, JIANGSU, FUJIAN, QINZHOU)}
+DUTCH = RuleSet(name="dutch", tick_ns=30 * NS_PER_S, extension_window_ns=0)
+
+PRESETS: dict[str, RuleSet] = {
+    r.name: r for r in (JUDICIAL, EXCHANGE, JIANGSU, FUJIAN, QINZHOU, DUTCH)
+}
 
 
 def validate(rules: RuleSet) -> str:
@@ -92,4 +99,6 @@ def validate(rules: RuleSet) -> str:
         return "durations must not be negative"
     if rules.countdown_ns <= 0:
         return "countdown_ns must be positive"
+    if rules.tick_ns < 0:
+        return "tick_ns must not be negative"
     return ""

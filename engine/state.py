@@ -31,6 +31,7 @@ LISTING = "listing"
 QUOTE_FROZEN = "quote_frozen"
 WAIT = "wait"
 TIMED = "timed"
+DESCENDING = "descending"  # Dutch
 
 
 class Bidder(msgspec.Struct):
@@ -64,6 +65,8 @@ class Lot(msgspec.Struct):
     price_fen: int = 0
     bid_count: int = 0
     timed_bid_count: int = 0
+    floor_fen: int = 0  # dutch
+    tick: int = -1  # dutch: the current tick (-1 before the clock starts)
 
 
 class OriginState(msgspec.Struct):
