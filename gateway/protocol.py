@@ -73,6 +73,7 @@ class BidPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key: str
     amount_fen: int
     client_seq: int
+    tick: int = -1  # Dutch lots: accept the price of this tick (amount_fen = that price)
 
 
 class Subscribe(Frame, frozen=True, tag="subscribe"):
@@ -93,7 +94,7 @@ class StaffFrame(Frame, frozen=True):
 
 class CreateLotFrame(StaffFrame, frozen=True, tag="create_lot"):
     lot: str
-    mechanism: Literal["english", "listing"]
+    mechanism: Literal["english", "listing", "dutch"]
     title: str
     start_price_fen: int
     increment_fen: int
@@ -102,6 +103,7 @@ class CreateLotFrame(StaffFrame, frozen=True, tag="create_lot"):
     rules: RuleSet = RuleSet()
     deposit_fen: int = 0
     timed_increment_fen: int = 0
+    floor_fen: int = 0  # Dutch: the public floor (increment_fen is the step down)
 
 
 class PublishLotFrame(StaffFrame, frozen=True, tag="publish_lot"):
@@ -228,6 +230,7 @@ class LotSnapshot(Frame, frozen=True, tag="snapshot"):
     extensions: int
     result: str
     seq: int
+    tick: int = -1  # Dutch: the clock's current tick (its price is price_fen)
 
 
 class EventFrame(Frame, frozen=True, tag="event"):
@@ -291,9 +294,11 @@ def encode_text(frame: Frame) -> str:
 # ------------------------------------------------------------ signing
 
 
-def bid_frame(key: SigningKey, key_id: str, lot: str, amount_fen: int, client_seq: int) -> str:
-    """A ready-to-send place_bid frame (JSON text)."""
-    payload = _encoder.encode(BidPayload(BID_DOMAIN, lot, key_id, amount_fen, client_seq))
+def bid_frame(
+    key: SigningKey, key_id: str, lot: str, amount_fen: int, client_seq: int, tick: int = -1
+) -> str:
+    """A ready-to-send place_bid frame (JSON text); ``tick`` >= 0 accepts a Dutch price."""
+    payload = _encoder.encode(BidPayload(BID_DOMAIN, lot, key_id, amount_fen, client_seq, tick))
     sig = key.sign(payload).signature.hex()
     return encode_text(PlaceBidFrame(payload.decode(), sig))
 

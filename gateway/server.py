@@ -35,6 +35,7 @@ import msgspec
 import trio
 
 from engine.messages import (
+    AcceptPrice,
     BidAccepted,
     BidderRegistered,
     ChangeIncrement,
@@ -58,6 +59,7 @@ from engine.messages import (
     LotUnsold,
     PhaseChanged,
     PlaceBid,
+    PriceTicked,
     PublishLot,
     RegisterBidder,
     RegisterKey,
@@ -92,6 +94,7 @@ PUBLIC_EVENTS = (
     LotTerminated,
     LotSold,
     LotUnsold,
+    PriceTicked,
 )
 ALL_LOTS = "*"
 
@@ -322,7 +325,12 @@ class Gateway:
         if not bucket.take():
             self._refuse(conn, bid.client_seq, p.GatewayError.rate_limited, "slow down")
             return
-        cmd = PlaceBid(f"bidder:{who.bidder_id}", bid.client_seq, bid.lot, bid.amount_fen)
+        origin = f"bidder:{who.bidder_id}"
+        cmd: Command
+        if bid.tick >= 0:
+            cmd = AcceptPrice(origin, bid.client_seq, bid.lot, bid.tick)
+        else:
+            cmd = PlaceBid(origin, bid.client_seq, bid.lot, bid.amount_fen)
         meta = _meta_encoder.encode(
             Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
         )
@@ -548,6 +556,7 @@ _STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
         rules=f.rules,
         deposit_fen=f.deposit_fen,
         timed_increment_fen=f.timed_increment_fen,
+        floor_fen=f.floor_fen,
     ),
     p.PublishLotFrame: lambda o, f: PublishLot(o, f.client_seq, f.lot),
     p.SetReserveFrame: lambda o, f: SetReserve(o, f.client_seq, f.lot, f.reserve_fen),

@@ -29,6 +29,7 @@ from engine.messages import (
     LotTerminated,
     LotUnsold,
     PhaseChanged,
+    PriceTicked,
     ReserveEntered,
     decode_events,
 )
@@ -66,6 +67,7 @@ class LotView(msgspec.Struct):
     extensions: int = 0
     result: str = ""
     seq: int = 0
+    tick: int = -1
     bids: list[BidRow] = msgspec.field(default_factory=list)
 
     def snapshot(self) -> LotSnapshot:
@@ -88,6 +90,7 @@ class LotView(msgspec.Struct):
             self.extensions,
             self.result,
             self.seq,
+            self.tick,
         )
 
 
@@ -190,6 +193,10 @@ def _registered(v: LotView, ts_ns: int, seq: int, ev: BidderRegistered) -> None:
     v.bidders += 1
 
 
+def _ticked(v: LotView, ts_ns: int, seq: int, ev: PriceTicked) -> None:
+    v.tick, v.price_fen = ev.tick, ev.price_fen
+
+
 def _reserve(v: LotView, ts_ns: int, seq: int, ev: ReserveEntered) -> None:
     v.has_reserve = True
 
@@ -207,4 +214,5 @@ _FOLDS = {
     LotUnsold: _unsold,
     BidderRegistered: _registered,
     ReserveEntered: _reserve,
+    PriceTicked: _ticked,
 }
