@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.messages import (
+    AcceptPrice,
     BidAccepted,
     BlacklistBidder,
     Command,
@@ -26,13 +27,14 @@ from engine.messages import (
     FreezeLot,
     LotExtended,
     PlaceBid,
+    PriceTicked,
     PublishLot,
     RegisterBidder,
     ResumeLot,
     SetReserve,
     TerminateLot,
 )
-from engine.rules import EXCHANGE, JIANGSU, JUDICIAL
+from engine.rules import DUTCH, EXCHANGE, JIANGSU, JUDICIAL
 from simulators.harness import EPOCH_NS, HOUR_NS, MINUTE_NS, NS_PER_S, Harness
 
 STAFF = "staff:sim"
@@ -338,4 +340,74 @@ class JudicialDay(Scenario):
             self.sim.at(midday + HOUR_NS, lambda t, a=agent: self.bid(a, 10**9, t) and None)
 
 
-SCENARIOS: dict[str, type[Scenario]] = {"hot-land": HotLand, "judicial-day": JudicialDay}
+# --------------------------------------------------------------------- dutch
+
+
+class DutchDay(Scenario):
+    """200 confiscated-goods lots on descending clocks (RULES.md §2.5): each
+    bidder accepts once the price falls to its valuation, after a reaction
+    delay -- so some acceptances race for one tick and some arrive stale."""
+
+    LOTS = 200
+
+    def setup(self) -> None:
+        t0 = EPOCH_NS + 9 * HOUR_NS
+        tick_ns = 30 * NS_PER_S
+        rules = DUTCH.__class__(**{**_fields(DUTCH), "tick_ns": tick_ns})
+        self.by_lot: dict[str, list[Agent]] = {}
+        for n in range(self.LOTS):
+            lot_id = f"D{n:03d}"
+            start_fen = self.rng.randrange(2_000, 200_000) * YUAN
+            step = max(YUAN, start_fen // 50 // YUAN * YUAN)
+            floor = start_fen // 2
+            start = t0 + HOUR_NS + n * MINUTE_NS
+            self.staff(
+                lambda s, lid=lot_id, sf=start_fen, st=step, fl=floor, b=start: CreateLot(
+                    STAFF,
+                    s,
+                    lid,
+                    "dutch",
+                    f"罚没物品 Confiscated lot {lid}",
+                    sf,
+                    st,
+                    b,
+                    b + 2 * HOUR_NS,
+                    rules=rules,
+                    floor_fen=fl,
+                ),
+                t0,
+            )
+            self.staff(lambda s, lid=lot_id: PublishLot(STAFF, s, lid), t0)
+            for i in range(self.rng.randint(1, 6)):
+                bidder = f"buyer-{n:03d}-{i}"
+                self.staff(lambda s, lid=lot_id, b=bidder: RegisterBidder(STAFF, s, lid, b), t0)
+                self.staff(lambda s, lid=lot_id, b=bidder: ConfirmDeposit(STAFF, s, lid, b, 0), t0)
+                agent = Agent(bidder, lot_id, int(start_fen * self.rng.uniform(0.4, 0.95)), "dutch")
+                self.by_lot.setdefault(lot_id, []).append(agent)
+        self.sim.listeners.append(self._on_events)
+
+    def _on_events(self, cmd: Command, events: list[Event]) -> None:
+        for ev in events:
+            if type(ev) is PriceTicked:
+                for agent in self.by_lot.get(ev.lot_id, ()):
+                    if ev.price_fen <= agent.valuation_fen:
+                        delay = int(self.rng.expovariate(1 / 20) * NS_PER_S)
+                        self.sim.at(ev.at_ns + delay, self._accept(agent, ev.tick))
+
+    def _accept(self, agent: Agent, tick: int) -> Callable[[int], None]:
+        def act(t: int) -> None:
+            seq = self.sim.next_seq(agent.origin)
+            self.sim.send(AcceptPrice(agent.origin, seq, agent.lot_id, tick), t)
+
+        return act
+
+
+def _fields(rules: object) -> dict[str, object]:
+    return {f: getattr(rules, f) for f in rules.__struct_fields__}  # type: ignore[attr-defined]
+
+
+SCENARIOS: dict[str, type[Scenario]] = {
+    "hot-land": HotLand,
+    "judicial-day": JudicialDay,
+    "dutch": DutchDay,
+}

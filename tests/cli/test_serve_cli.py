@@ -104,3 +104,35 @@ def test_schema_is_json_schema_of_both_directions():
     for name in ("PlaceBidFrame", "BidPayload", "Ack", "Error", "LotSnapshot", "Hello"):
         assert name in defs, name
     assert set(defs["BidPayload"]["required"]) >= {"domain", "lot", "key", "amount_fen"}
+
+
+def test_simulate_dutch_is_deterministic_and_verifies(tmp_path):
+    hashes = []
+    for name in ("a", "b"):
+        out = subprocess.run(
+            [
+                *CLI,
+                "simulate",
+                "--scenario",
+                "dutch",
+                "--seed",
+                "3",
+                "--ledger",
+                str(tmp_path / name),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        summary = json.loads(out.stdout)
+        assert summary["lots"].get("sold", 0) > 0 and "stale_tick" in summary["refused_by_code"]
+        hashes.append(summary["state_hash"])
+    assert hashes[0] == hashes[1]
+    verify = subprocess.run(
+        [*CLI, "ledger", "verify", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 0 and hashes[0] in verify.stdout
