@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine.codes import Reject
 from engine.messages import (
     AcceptPrice,
@@ -204,3 +207,43 @@ def test_replay_and_snapshot_equivalence():
     assert replayed.state_hash() == m.router.state_hash()
     restored = Router.restore(m.router.snapshot())
     assert restored.state_hash() == m.router.state_hash()
+
+
+# ------------------------------------------------------------------ properties
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 9 * TICK), st.sampled_from("abc"), st.integers(-1, 8)),
+        max_size=25,
+    ),
+    st.integers(0, 3),
+)
+def test_property_award_is_the_first_current_tick_acceptance(actions, reserve_steps):
+    """For any acceptances: the winner is the first one naming the tick current at
+    its arrival, at that tick's price; the price never falls below floor or reserve."""
+    reserve = START_PRICE - reserve_steps * STEP if reserve_steps else 0
+    m = dutch_market(reserve=reserve, bidders=("a", "b", "c"))
+    expected = None
+    for offset, bidder, tick in sorted(actions, key=lambda a: a[0]):
+        at = max(m.now + 1, START + offset)
+        out = accept(m, bidder, tick, at=at)
+        current = m.lot("D1").tick
+        sold = of_type(out, LotSold)
+        if expected is None and sold:
+            expected = (bidder, START_PRICE - current * STEP)
+            assert tick == current
+        if expected is not None:
+            break
+    out = m.tick(START + 20 * TICK)
+    lot = m.lot("D1")
+    codes = {c: b for b, c in ((b, x.code) for b, x in lot.bidders.items())}
+    floor = max(FLOOR, reserve)
+    if expected is None:
+        assert lot.status == UNSOLD
+    else:
+        assert lot.status == SOLD
+        assert (codes[lot.leader_code], lot.price_fen) == expected
+    prices = [e.price_fen for e in m.events if isinstance(e, PriceTicked)]
+    assert all(p >= floor for p in prices)
