@@ -476,8 +476,11 @@ class Router:
                 refused = Reject.bidder_not_eligible
         if refused is not None or bidder is None:
             code = refused or Reject.bidder_not_eligible
-            out.append(CommandRejected(
-                lot.lot_id, code, detail, bidder.code if bidder else "", lot.price_fen))
+            out.append(
+                CommandRejected(
+                    lot.lot_id, code, detail, bidder.code if bidder else "", lot.price_fen
+                )
+            )
             return code
         DUTCH.accept(lot, bidder_id, bidder, now_ns, out)
         return 0

@@ -162,6 +162,8 @@ WORDING: dict[str, str] = {
     "bid_not_increment_multiple": "出价须为加价幅度的整数倍 / not a multiple of the increment",
     "leader_may_not_outbid_self": "领先者不得自行加价 / the leader may not outbid itself",
     "priority_not_higher": "优先权不高于当前领先者 / priority not higher than the leader's",
+    "stale_tick": "该价格轮次已过 / that clock tick has passed",
+    "wrong_mechanism": "此标的不适用该操作 / not how this lot is traded",
     # engine: staff
     "invalid_terms": "拍卖条件无效 / invalid lot terms",
     "reserve_already_set": "保留价已设置 / the reserve is already set",
