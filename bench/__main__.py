@@ -12,7 +12,10 @@ import sys
 # name -> (module, one-line description); later suites (``book``, ...) add a line here.
 SUITES: dict[str, tuple[str, str]] = {
     "core": ("bench.core", "engine bids/s, durable bids/s vs raw LMDB, open-loop ack latency"),
-    "book": ("bench.book", "order book ops/s and p99 vs cython-orderbook, akhil4n-orderbook, fastlob"),
+    "book": (
+        "bench.book",
+        "order book ops/s and p99 vs cython-orderbook, akhil4n-orderbook, fastlob",
+    ),
     "gateway": (
         "bench.gateway",
         "pubex serve acks/s vs trio-websocket echo (+verify), watcher lag",
