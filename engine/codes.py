@@ -54,6 +54,10 @@ class Reject(IntEnum):
     priority_not_higher = 407
     stale_tick = 408
     wrong_mechanism = 409
+    no_sealed_bid = 410
+    reveal_mismatch = 411
+    already_revealed = 412
+    invalid_commitment = 413
 
     # 5xx staff actions
     invalid_terms = 501

@@ -20,13 +20,13 @@ import msgspec
 from engine.codes import Reject
 from engine.rules import RuleSet
 
-Mechanism = Literal["english", "listing", "dutch"]
+Mechanism = Literal["english", "listing", "dutch", "sealed"]
 
 # Bumped whenever a change alters what any command produces (events or state):
 # a ledger replays exactly only with the engine version that wrote it, so each
 # start records it (RuntimeStarted) and verification can tell a mismatch from
 # tampering.
-ENGINE_VERSION = 2  # 2: Dutch clock, RuleSet.tick_ns / dutch_tie_rule, floor_fen
+ENGINE_VERSION = 3  # 2: Dutch clock; 3: sealed tender (RuleSet evaluation fields)
 
 
 # ---------------------------------------------------------------- commands
@@ -131,6 +131,26 @@ class AcceptPrice(Command, frozen=True, tag="accept_price"):
     tick: int
 
 
+class SubmitSealed(Command, frozen=True, tag="submit_sealed"):
+    """Sealed tender: the bidder's commitment, ``seal_commitment(lot, amount,
+    nonce)`` in hex.  A later submission before the deadline replaces it."""
+
+    lot_id: str
+    commitment: str
+
+
+class WithdrawSealed(Command, frozen=True, tag="withdraw_sealed"):
+    lot_id: str
+
+
+class RevealSealed(Command, frozen=True, tag="reveal_sealed"):
+    """Opens the bidder's commitment during the decryption window."""
+
+    lot_id: str
+    amount_fen: int
+    nonce: str
+
+
 class FreezeLot(Command, frozen=True, tag="freeze_lot"):
     lot_id: str
     reason: str
@@ -161,6 +181,9 @@ AnyCommand = (
     | UnblacklistBidder
     | PlaceBid
     | AcceptPrice
+    | SubmitSealed
+    | WithdrawSealed
+    | RevealSealed
     | FreezeLot
     | ResumeLot
     | TerminateLot
@@ -261,6 +284,40 @@ class PriceTicked(Event, frozen=True, tag="price_ticked"):
     next_tick_ns: int
 
 
+class SealedBidReceived(Event, frozen=True, tag="sealed_bid_received"):
+    """Only that a bid (or its replacement) arrived -- never its amount."""
+
+    bidder_code: str
+    version: int
+
+
+class SealedBidWithdrawn(Event, frozen=True, tag="sealed_bid_withdrawn"):
+    bidder_code: str
+
+
+class RevealRecorded(Event, frozen=True, tag="reveal_recorded"):
+    """A reveal matched its commitment; the amount stays unpublished until the
+    window ends, so nobody reveals after seeing another's amount."""
+
+    bidder_code: str
+
+
+class OpeningEntry(msgspec.Struct, frozen=True, array_like=True):
+    bidder_code: str
+    amount_fen: int  # 0 when never revealed
+    valid: bool
+    reason: str  # "" | not_revealed | reveal_mismatch | below_start | above_ceiling
+
+
+class OpeningRecord(Event, frozen=True, tag="opening_record"):
+    """Published to all when the decryption window ends (R-6.3.3): every bid."""
+
+    entries: tuple[OpeningEntry, ...]
+    valid_count: int
+    average_fen: int
+    method: str
+
+
 class LotExtended(Event, frozen=True, tag="lot_extended"):
     end_ns: int
 
@@ -297,7 +354,7 @@ class LotSold(Event, frozen=True, tag="lot_sold"):
 
 
 class LotUnsold(Event, frozen=True, tag="lot_unsold"):
-    reason: Literal["no_bids", "below_reserve"]
+    reason: Literal["no_bids", "below_reserve", "too_few_valid_bids"]
     closed_at_ns: int
     price_fen: int
     reserve_fen: int
@@ -319,6 +376,10 @@ AnyEvent = (
     | BidAccepted
     | LotExtended
     | PriceTicked
+    | SealedBidReceived
+    | SealedBidWithdrawn
+    | RevealRecorded
+    | OpeningRecord
     | PhaseChanged
     | LotFrozen
     | LotResumed

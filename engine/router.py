@@ -59,20 +59,26 @@ from engine.messages import (
     RegisterKey,
     ReserveEntered,
     ResumeLot,
+    RevealSealed,
     RuntimeStarted,
     RuntimeStartedEvent,
     SetReserve,
+    SubmitSealed,
     SuspendOverdue,
     TerminateLot,
     Tick,
     UnblacklistBidder,
+    WithdrawSealed,
 )
+from engine.sealed import Sealed
 from engine.state import (
     DRAFT,
     FINAL,
     FROZEN,
     OPEN,
     PUBLISHED,
+    REVEAL,
+    SUBMISSION,
     TERMINATED,
     Bidder,
     EngineState,
@@ -89,7 +95,13 @@ RECENT_TRIM = RECENT_OUTCOMES + 16
 OUTCOME_BITS = 12  # an outcome is stored as seq << 12 | code (codes are < 4096)
 OUTCOME_MASK = (1 << OUTCOME_BITS) - 1
 DUTCH = Dutch()
-MECHANISMS: dict[str, Ascending] = {"english": English(), "listing": Listing(), "dutch": DUTCH}
+SEALED = Sealed()
+MECHANISMS: dict[str, Ascending] = {
+    "english": English(),
+    "listing": Listing(),
+    "dutch": DUTCH,
+    "sealed": SEALED,
+}
 STAFF = ("staff",)
 REGISTRY = ("staff", "service")
 SYSTEM = ("system",)
@@ -127,6 +139,9 @@ class Router:
             UnblacklistBidder: (REGISTRY, self._unblacklist),
             PlaceBid: (("bidder",), self._bid),
             AcceptPrice: (("bidder",), self._accept),
+            SubmitSealed: (("bidder",), self._submit_sealed),
+            WithdrawSealed: (("bidder",), self._withdraw_sealed),
+            RevealSealed: (("bidder",), self._reveal_sealed),
             FreezeLot: (STAFF, self._freeze),
             ResumeLot: (STAFF, self._resume),
             TerminateLot: (STAFF, self._terminate),
@@ -485,6 +500,46 @@ class Router:
         DUTCH.accept(lot, bidder_id, bidder, now_ns, out)
         return 0
 
+    # ------------------------------------------------------------- sealed
+    def _sealed_party(self, lot_id: str, phase: str) -> tuple[Lot, Bidder]:
+        """The sealed lot and the caller's registration, or a refusal."""
+        lot = self._lot(lot_id)
+        if lot.mechanism != "sealed":
+            raise Reply(Reject.wrong_mechanism)
+        refused = SEALED.phase_refusal(lot, phase)
+        if refused is not None:
+            raise Reply(refused, phase)
+        bidder = lot.bidders.get(self._ident)
+        why = gate(lot, bidder, self._ident in self.state.blacklist)
+        if why or bidder is None:
+            raise Reply(Reject.bidder_not_eligible, why)
+        return lot, bidder
+
+    def _submit_sealed(self, cmd: SubmitSealed, now_ns: int, out: list[Event]) -> None:
+        """R-6.2.1: a commitment only; a later one before the deadline replaces it."""
+        lot, bidder = self._sealed_party(cmd.lot_id, SUBMISSION)
+        if len(cmd.commitment) != 64 or not _is_hex(cmd.commitment):
+            raise Reply(Reject.invalid_commitment, "32 bytes of hex")
+        SEALED.submit(lot, self._ident, bidder, cmd.commitment, self.state.applied, out)
+
+    def _withdraw_sealed(self, cmd: WithdrawSealed, now_ns: int, out: list[Event]) -> None:
+        lot, bidder = self._sealed_party(cmd.lot_id, SUBMISSION)
+        if self._ident not in lot.sealed:
+            raise Reply(Reject.no_sealed_bid)
+        SEALED.withdraw(lot, self._ident, bidder, out)
+
+    def _reveal_sealed(self, cmd: RevealSealed, now_ns: int, out: list[Event]) -> int:
+        """R-6.3.2; a refusal here never carries the amount (reveals stay unpublished)."""
+        lot, bidder = self._sealed_party(cmd.lot_id, REVEAL)
+        bid = lot.sealed.get(self._ident)
+        if bid is None:
+            raise Reply(Reject.no_sealed_bid)
+        refused = SEALED.reveal(lot, bid, bidder, cmd.amount_fen, cmd.nonce, out)
+        if refused is not None:
+            out.append(CommandRejected(lot.lot_id, refused, "", bidder.code, 0))
+            return refused
+        return 0
+
     # -------------------------------------------------------------- staff
     def _freeze(self, cmd: FreezeLot, now_ns: int, out: list[Event]) -> None:
         lot = self._lot(cmd.lot_id)
@@ -543,6 +598,8 @@ def _lot_of(cmd: Command) -> str:
 
 
 def _amount_of(cmd: Command) -> int:
+    if type(cmd) is RevealSealed:
+        return 0  # a sealed amount is never echoed before the opening
     return getattr(cmd, "amount_fen", 0)
 
 

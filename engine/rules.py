@@ -45,6 +45,10 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
     # Dutch clock; ignored by the other mechanisms.
     tick_ns: int = 0  # TICK: how long each price is offered
     dutch_tie_rule: Literal["earliest"] = "earliest"  # R-2.5.4 (play-off: later work)
+    # Sealed tender / one-time quote (R-2.3, R-6, R-D1); ignored by the others.
+    evaluation: Literal["highest", "lowest", "closest_to_average"] = "highest"
+    reveal_window_ns: int = 30 * MINUTE_NS  # typically 30-60 min
+    min_valid_bids: int = 1  # 3 for government tenders
 
 
 JUDICIAL = RuleSet()
@@ -79,9 +83,23 @@ QINZHOU = RuleSet(
 )
 
 DUTCH = RuleSet(name="dutch", tick_ns=30 * NS_PER_S, extension_window_ns=0)
+ONE_TIME_QUOTE = RuleSet(name="one-time-quote", evaluation="highest", min_valid_bids=1)
+TENDER_LOWEST = RuleSet(name="tender-lowest", evaluation="lowest", min_valid_bids=3)
+SUZHOU_ONE_PRICE = RuleSet(name="suzhou-one-price", evaluation="closest_to_average")
 
 PRESETS: dict[str, RuleSet] = {
-    r.name: r for r in (JUDICIAL, EXCHANGE, JIANGSU, FUJIAN, QINZHOU, DUTCH)
+    r.name: r
+    for r in (
+        JUDICIAL,
+        EXCHANGE,
+        JIANGSU,
+        FUJIAN,
+        QINZHOU,
+        DUTCH,
+        ONE_TIME_QUOTE,
+        TENDER_LOWEST,
+        SUZHOU_ONE_PRICE,
+    )
 }
 
 
@@ -101,4 +119,6 @@ def validate(rules: RuleSet) -> str:
         return "countdown_ns must be positive"
     if rules.tick_ns < 0:
         return "tick_ns must not be negative"
+    if rules.reveal_window_ns <= 0 or rules.min_valid_bids < 1:
+        return "reveal_window_ns must be positive and min_valid_bids at least 1"
     return ""

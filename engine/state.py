@@ -32,6 +32,8 @@ QUOTE_FROZEN = "quote_frozen"
 WAIT = "wait"
 TIMED = "timed"
 DESCENDING = "descending"  # Dutch
+SUBMISSION = "submission"  # sealed
+REVEAL = "reveal"  # sealed: the decryption window
 
 
 class Bidder(msgspec.Struct):
@@ -39,6 +41,15 @@ class Bidder(msgspec.Struct):
     priority_rank: int = 0
     deposit_confirmed: bool = False
     last_bid_ns: int = -1
+
+
+class SealedBid(msgspec.Struct):
+    commitment: str
+    version: int  # submissions so far (a replacement bumps it)
+    submitted_seq: int  # the applied count of the final submission: ties go to the earlier
+    amount_fen: int = 0  # known only after a matching reveal
+    revealed: bool = False
+    invalid_reason: str = ""
 
 
 class Lot(msgspec.Struct):
@@ -67,6 +78,7 @@ class Lot(msgspec.Struct):
     timed_bid_count: int = 0
     floor_fen: int = 0  # dutch
     tick: int = -1  # dutch: the current tick (-1 before the clock starts)
+    sealed: dict[str, SealedBid] = msgspec.field(default_factory=dict)  # bidder id -> bid
 
 
 class OriginState(msgspec.Struct):

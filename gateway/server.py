@@ -57,6 +57,7 @@ from engine.messages import (
     LotSold,
     LotTerminated,
     LotUnsold,
+    OpeningRecord,
     PhaseChanged,
     PlaceBid,
     PriceTicked,
@@ -65,6 +66,9 @@ from engine.messages import (
     RegisterKey,
     ReserveEntered,
     ResumeLot,
+    RevealRecorded,
+    SealedBidReceived,
+    SealedBidWithdrawn,
     SetReserve,
     TerminateLot,
 )
@@ -95,6 +99,10 @@ PUBLIC_EVENTS = (
     LotSold,
     LotUnsold,
     PriceTicked,
+    SealedBidReceived,
+    SealedBidWithdrawn,
+    RevealRecorded,
+    OpeningRecord,
 )
 ALL_LOTS = "*"
 

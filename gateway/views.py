@@ -31,6 +31,8 @@ from engine.messages import (
     PhaseChanged,
     PriceTicked,
     ReserveEntered,
+    SealedBidReceived,
+    SealedBidWithdrawn,
     decode_events,
 )
 from gateway.protocol import LotSnapshot
@@ -197,6 +199,15 @@ def _ticked(v: LotView, ts_ns: int, seq: int, ev: PriceTicked) -> None:
     v.tick, v.price_fen = ev.tick, ev.price_fen
 
 
+def _sealed_in(v: LotView, ts_ns: int, seq: int, ev: SealedBidReceived) -> None:
+    if ev.version == 1:  # a replacement is not another bid; amounts are never known here
+        v.bid_count += 1
+
+
+def _sealed_out(v: LotView, ts_ns: int, seq: int, ev: SealedBidWithdrawn) -> None:
+    v.bid_count -= 1
+
+
 def _reserve(v: LotView, ts_ns: int, seq: int, ev: ReserveEntered) -> None:
     v.has_reserve = True
 
@@ -215,4 +226,6 @@ _FOLDS = {
     BidderRegistered: _registered,
     ReserveEntered: _reserve,
     PriceTicked: _ticked,
+    SealedBidReceived: _sealed_in,
+    SealedBidWithdrawn: _sealed_out,
 }
