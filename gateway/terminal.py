@@ -164,6 +164,10 @@ WORDING: dict[str, str] = {
     "priority_not_higher": "优先权不高于当前领先者 / priority not higher than the leader's",
     "stale_tick": "该价格轮次已过 / that clock tick has passed",
     "wrong_mechanism": "此标的不适用该操作 / not how this lot is traded",
+    "no_sealed_bid": "未提交密封报价 / no sealed bid submitted",
+    "reveal_mismatch": "解密内容与提交不符，报价无效 / reveal does not match: bid invalid",
+    "already_revealed": "已解密 / already revealed",
+    "invalid_commitment": "密封报价格式错误 / malformed sealed bid",
     # engine: staff
     "invalid_terms": "拍卖条件无效 / invalid lot terms",
     "reserve_already_set": "保留价已设置 / the reserve is already set",
