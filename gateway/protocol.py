@@ -29,6 +29,7 @@ from engine.codes import Reject
 from engine.rules import RuleSet
 
 BID_DOMAIN = "pubex-bid-v1"
+SEALED_DOMAIN = "pubex-sealed-v1"
 AUTH_DOMAIN = "pubex-auth-v1"
 MAX_FRAME_BYTES = 16 * 1024
 
@@ -76,6 +77,25 @@ class BidPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tick: int = -1  # Dutch lots: accept the price of this tick (amount_fen = that price)
 
 
+class SealedFrame(Frame, frozen=True, tag="sealed"):
+    """A sealed-tender action, signed like a bid: submit a commitment, withdraw
+    it, or reveal (amount, nonce) in the decryption window."""
+
+    payload: str  # the exact signed JSON text of a SealedPayload
+    sig: str
+
+
+class SealedPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    domain: str
+    action: Literal["submit", "withdraw", "reveal"]
+    lot: str
+    key: str
+    client_seq: int
+    commitment: str = ""  # submit: engine.sealed.seal_commitment(lot, amount, nonce)
+    amount_fen: int = 0  # reveal
+    nonce: str = ""  # reveal
+
+
 class Subscribe(Frame, frozen=True, tag="subscribe"):
     lots: list[str]
 
@@ -94,7 +114,7 @@ class StaffFrame(Frame, frozen=True):
 
 class CreateLotFrame(StaffFrame, frozen=True, tag="create_lot"):
     lot: str
-    mechanism: Literal["english", "listing", "dutch"]
+    mechanism: Literal["english", "listing", "dutch", "sealed"]
     title: str
     start_price_fen: int
     increment_fen: int
@@ -156,6 +176,7 @@ class ConfirmDepositFrame(StaffFrame, frozen=True, tag="confirm_deposit"):
 
 ClientFrame = (
     PlaceBidFrame
+    | SealedFrame
     | Subscribe
     | Unsubscribe
     | Ping
@@ -252,6 +273,7 @@ ServerFrame = Hello | Ack | Error | LotSnapshot | EventFrame | Pong
 _client_decoder = msgspec.json.Decoder(ClientFrame)
 _server_decoder = msgspec.json.Decoder(ServerFrame)
 _payload_decoder = msgspec.json.Decoder(BidPayload)
+_sealed_decoder = msgspec.json.Decoder(SealedPayload)
 _encoder = msgspec.json.Encoder()
 
 
@@ -316,7 +338,25 @@ def read_bid(frame: PlaceBidFrame) -> BidPayload:
     return payload
 
 
-def verify_bid(frame: PlaceBidFrame, verify_key: VerifyKey) -> None:
+def read_sealed(frame: SealedFrame) -> SealedPayload:
+    """Decode a sealed action's payload (not yet trusted: ``verify_bid`` must follow)."""
+    try:
+        payload: SealedPayload = _sealed_decoder.decode(frame.payload.encode())
+    except msgspec.ValidationError as e:
+        raise FrameError(GatewayError.schema_violation, f"payload: {e}") from None
+    except msgspec.DecodeError as e:
+        raise FrameError(GatewayError.malformed_json, f"payload: {e}") from None
+    if payload.domain != SEALED_DOMAIN:
+        raise FrameError(GatewayError.bad_domain, f"payload domain must be {SEALED_DOMAIN}")
+    return payload
+
+
+def sealed_frame(key: SigningKey, payload: SealedPayload) -> str:
+    raw = _encoder.encode(payload)
+    return encode_text(SealedFrame(raw.decode(), key.sign(raw).signature.hex()))
+
+
+def verify_bid(frame: PlaceBidFrame | SealedFrame, verify_key: VerifyKey) -> None:
     """The detached signature over the exact payload bytes."""
     try:
         verify_key.verify(frame.payload.encode(), bytes.fromhex(frame.sig))

@@ -67,10 +67,13 @@ from engine.messages import (
     ReserveEntered,
     ResumeLot,
     RevealRecorded,
+    RevealSealed,
     SealedBidReceived,
     SealedBidWithdrawn,
     SetReserve,
+    SubmitSealed,
     TerminateLot,
+    WithdrawSealed,
 )
 from gateway import protocol as p
 from gateway import ws
@@ -294,6 +297,8 @@ class Gateway:
         kind = type(frame)
         if kind is p.PlaceBidFrame:
             self._bid(conn, frame)  # type: ignore[arg-type]
+        elif kind is p.SealedFrame:
+            self._sealed(conn, frame)  # type: ignore[arg-type]
         elif kind is p.Subscribe:
             self._subscribe(conn, frame.lots)  # type: ignore[union-attr]
         elif kind is p.Unsubscribe:
@@ -343,6 +348,35 @@ class Gateway:
             Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
         )
         self._submit(conn, cmd, bid.client_seq, meta, received)
+
+    def _sealed(self, conn: Connection, frame: p.SealedFrame) -> None:
+        """Sealed-tender actions: signed and ledgered exactly like bids."""
+        received = time.perf_counter_ns()
+        who = conn.who
+        vk = self.auth.verify_key(who.identity, self.rt.router.state)
+        if who.role != BIDDER or vk is None:
+            self._refuse(conn, 0, p.GatewayError.not_authorized, f"{who.role} cannot tender")
+            return
+        try:
+            act = p.read_sealed(frame)
+            if act.key != who.identity:
+                raise p.FrameError(p.GatewayError.wrong_key, "payload key is not this connection's")
+            p.verify_bid(frame, vk)
+        except p.FrameError as e:
+            self._refuse(conn, 0, e.code, e.message)
+            return
+        origin = f"bidder:{who.bidder_id}"
+        cmd: Command
+        if act.action == "submit":
+            cmd = SubmitSealed(origin, act.client_seq, act.lot, act.commitment)
+        elif act.action == "withdraw":
+            cmd = WithdrawSealed(origin, act.client_seq, act.lot)
+        else:
+            cmd = RevealSealed(origin, act.client_seq, act.lot, act.amount_fen, act.nonce)
+        meta = _meta_encoder.encode(
+            Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
+        )
+        self._submit(conn, cmd, act.client_seq, meta, received)
 
     def _submit(
         self, conn: Connection, cmd: Command, client_seq: int, meta: bytes, received: int
