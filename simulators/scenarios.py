@@ -31,10 +31,23 @@ from engine.messages import (
     PublishLot,
     RegisterBidder,
     ResumeLot,
+    RevealSealed,
     SetReserve,
+    SubmitSealed,
     TerminateLot,
+    WithdrawSealed,
 )
-from engine.rules import DUTCH, EXCHANGE, JIANGSU, JUDICIAL
+from engine.rules import (
+    DUTCH,
+    EXCHANGE,
+    JIANGSU,
+    JUDICIAL,
+    ONE_TIME_QUOTE,
+    SUZHOU_ONE_PRICE,
+    TENDER_LOWEST,
+    RuleSet,
+)
+from engine.sealed import seal_commitment
 from simulators.harness import EPOCH_NS, HOUR_NS, MINUTE_NS, NS_PER_S, Harness
 
 STAFF = "staff:sim"
@@ -402,6 +415,99 @@ class DutchDay(Scenario):
         return act
 
 
+# -------------------------------------------------------------------- tender
+
+
+class TenderDay(Scenario):
+    """120 sealed lots (one-time quotes, lowest-price tenders, Suzhou closest-to-
+    average): bidders commit, some replace or withdraw, most reveal in the
+    window, a few forget or reveal the wrong amount (invalid, with the reason)."""
+
+    LOTS = 120
+    RULES = (ONE_TIME_QUOTE, TENDER_LOWEST, SUZHOU_ONE_PRICE)
+
+    def setup(self) -> None:
+        t0 = EPOCH_NS + 8 * HOUR_NS
+        for n in range(self.LOTS):
+            lot_id = f"T{n:03d}"
+            rules = self.RULES[n % 3]
+            ref_fen = self.rng.randrange(100_000, 10_000_000) * YUAN
+            deadline = t0 + 2 * HOUR_NS + n * MINUTE_NS
+            self.staff(
+                lambda s, lid=lot_id, r=rules, f=ref_fen, d=deadline: CreateLot(
+                    STAFF,
+                    s,
+                    lid,
+                    "sealed",
+                    f"招标 Tender {lid}",
+                    f,
+                    1,
+                    t0,
+                    d,
+                    rules=r,
+                ),
+                t0,
+            )
+            self.staff(lambda s, lid=lot_id: PublishLot(STAFF, s, lid), t0)
+            for i in range(self.rng.randint(1, 7)):
+                self._bidder(lot_id, n, i, rules, ref_fen, t0, deadline)
+
+    def _bidder(
+        self, lot_id: str, n: int, i: int, rules: RuleSet, ref_fen: int, t0: int, deadline: int
+    ) -> None:
+        rng = self.rng
+        bidder = f"firm-{n:03d}-{i}"
+        self.staff(lambda s: RegisterBidder(STAFF, s, lot_id, bidder), t0)
+        self.staff(lambda s: ConfirmDeposit(STAFF, s, lot_id, bidder, 0), t0)
+        spread = (0.7, 1.02) if rules.evaluation == "lowest" else (0.98, 1.4)
+        amount = int(ref_fen * rng.uniform(*spread)) // YUAN * YUAN
+        nonce = f"{rng.getrandbits(128):032x}"
+        agent = Agent(bidder, lot_id, amount, "tender")
+        submit_at = t0 + rng.randrange(deadline - t0)
+        self.sim.at(
+            submit_at,
+            lambda t: self._send(
+                agent,
+                SubmitSealed(
+                    agent.origin,
+                    self.sim.next_seq(agent.origin),
+                    lot_id,
+                    seal_commitment(lot_id, amount, nonce),
+                ),
+                t,
+            ),
+        )
+        fate = rng.random()
+        if fate < 0.05:  # withdraws before the deadline
+            self.sim.at(
+                deadline - MINUTE_NS,
+                lambda t: self._send(
+                    agent, WithdrawSealed(agent.origin, self.sim.next_seq(agent.origin), lot_id), t
+                ),
+            )
+        elif fate < 0.10:  # never reveals
+            return
+        wrong = fate < 0.13  # reveals a different amount: invalid
+        reveal_at = deadline + rng.randrange(rules.reveal_window_ns)
+        self.sim.at(
+            reveal_at,
+            lambda t: self._send(
+                agent,
+                RevealSealed(
+                    agent.origin,
+                    self.sim.next_seq(agent.origin),
+                    lot_id,
+                    amount + YUAN if wrong else amount,
+                    nonce,
+                ),
+                t,
+            ),
+        )
+
+    def _send(self, agent: Agent, cmd: Command, t: int) -> None:
+        self.sim.send(cmd, t)
+
+
 def _fields(rules: object) -> dict[str, object]:
     return {f: getattr(rules, f) for f in rules.__struct_fields__}  # type: ignore[attr-defined]
 
@@ -410,4 +516,5 @@ SCENARIOS: dict[str, type[Scenario]] = {
     "hot-land": HotLand,
     "judicial-day": JudicialDay,
     "dutch": DutchDay,
+    "tender": TenderDay,
 }
