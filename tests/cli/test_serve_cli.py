@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from engine.messages import RuntimeStartedEvent, decode_events
 from ledger.record import decode_body
 from ledger.store import LedgerStore
@@ -106,7 +108,10 @@ def test_schema_is_json_schema_of_both_directions():
     assert set(defs["BidPayload"]["required"]) >= {"domain", "lot", "key", "amount_fen"}
 
 
-def test_simulate_dutch_is_deterministic_and_verifies(tmp_path):
+@pytest.mark.parametrize(
+    ("scenario", "expected_refusal"), [("dutch", "stale_tick"), ("tender", "reveal_mismatch")]
+)
+def test_simulate_mode_scenarios_are_deterministic_and_verify(tmp_path, scenario, expected_refusal):
     hashes = []
     for name in ("a", "b"):
         out = subprocess.run(
@@ -114,7 +119,7 @@ def test_simulate_dutch_is_deterministic_and_verifies(tmp_path):
                 *CLI,
                 "simulate",
                 "--scenario",
-                "dutch",
+                scenario,
                 "--seed",
                 "3",
                 "--ledger",
