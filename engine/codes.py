@@ -58,6 +58,9 @@ class Reject(IntEnum):
     reveal_mismatch = 411
     already_revealed = 412
     invalid_commitment = 413
+    bid_above_ceiling = 414
+    quote_not_below_best = 415
+    not_awarded = 416
 
     # 5xx staff actions
     invalid_terms = 501

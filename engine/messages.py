@@ -20,13 +20,13 @@ import msgspec
 from engine.codes import Reject
 from engine.rules import RuleSet
 
-Mechanism = Literal["english", "listing", "dutch", "sealed"]
+Mechanism = Literal["english", "listing", "dutch", "sealed", "reverse"]
 
 # Bumped whenever a change alters what any command produces (events or state):
 # a ledger replays exactly only with the engine version that wrote it, so each
 # start records it (RuntimeStarted) and verification can tell a mismatch from
 # tampering.
-ENGINE_VERSION = 3  # 2: Dutch clock; 3: sealed tender (RuleSet evaluation fields)
+ENGINE_VERSION = 4  # 2: Dutch; 3: sealed tender; 4: reverse price competition
 
 
 # ---------------------------------------------------------------- commands
@@ -151,6 +151,18 @@ class RevealSealed(Command, frozen=True, tag="reveal_sealed"):
     nonce: str
 
 
+class ConfirmAward(Command, frozen=True, tag="confirm_award"):
+    """Reverse price competition: the awarded supplier (the origin) confirms."""
+
+    lot_id: str
+
+
+class DeclineAward(Command, frozen=True, tag="decline_award"):
+    """The awarded supplier gives up: the award passes to the next rank (R-3.2.3)."""
+
+    lot_id: str
+
+
 class FreezeLot(Command, frozen=True, tag="freeze_lot"):
     lot_id: str
     reason: str
@@ -184,6 +196,8 @@ AnyCommand = (
     | SubmitSealed
     | WithdrawSealed
     | RevealSealed
+    | ConfirmAward
+    | DeclineAward
     | FreezeLot
     | ResumeLot
     | TerminateLot
@@ -318,6 +332,22 @@ class OpeningRecord(Event, frozen=True, tag="opening_record"):
     method: str
 
 
+class AwardOffered(Event, frozen=True, tag="award_offered"):
+    """Reverse price competition: rank ``rank`` is offered the award at its
+    quote, to confirm by ``until_ns`` (R-3.2.3)."""
+
+    bidder_code: str
+    price_fen: int
+    rank: int
+    until_ns: int
+
+
+class AwardLapsed(Event, frozen=True, tag="award_lapsed"):
+    bidder_code: str
+    rank: int
+    reason: Literal["declined", "not_confirmed"]
+
+
 class LotExtended(Event, frozen=True, tag="lot_extended"):
     end_ns: int
 
@@ -354,7 +384,7 @@ class LotSold(Event, frozen=True, tag="lot_sold"):
 
 
 class LotUnsold(Event, frozen=True, tag="lot_unsold"):
-    reason: Literal["no_bids", "below_reserve", "too_few_valid_bids"]
+    reason: Literal["no_bids", "below_reserve", "too_few_valid_bids", "all_declined"]
     closed_at_ns: int
     price_fen: int
     reserve_fen: int
@@ -375,6 +405,8 @@ AnyEvent = (
     | BlacklistChanged
     | BidAccepted
     | LotExtended
+    | AwardOffered
+    | AwardLapsed
     | PriceTicked
     | SealedBidReceived
     | SealedBidWithdrawn

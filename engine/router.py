@@ -41,8 +41,10 @@ from engine.messages import (
     Command,
     CommandRejected,
     CommandRetried,
+    ConfirmAward,
     ConfirmDeposit,
     CreateLot,
+    DeclineAward,
     DepositConfirmed,
     Event,
     FreezeLot,
@@ -70,8 +72,10 @@ from engine.messages import (
     UnblacklistBidder,
     WithdrawSealed,
 )
+from engine.reverse import Reverse
 from engine.sealed import Sealed
 from engine.state import (
+    CONFIRMING,
     DRAFT,
     FINAL,
     FROZEN,
@@ -96,11 +100,13 @@ OUTCOME_BITS = 12  # an outcome is stored as seq << 12 | code (codes are < 4096)
 OUTCOME_MASK = (1 << OUTCOME_BITS) - 1
 DUTCH = Dutch()
 SEALED = Sealed()
+REVERSE = Reverse()
 MECHANISMS: dict[str, Ascending] = {
     "english": English(),
     "listing": Listing(),
     "dutch": DUTCH,
     "sealed": SEALED,
+    "reverse": REVERSE,
 }
 STAFF = ("staff",)
 REGISTRY = ("staff", "service")
@@ -142,6 +148,8 @@ class Router:
             SubmitSealed: (("bidder",), self._submit_sealed),
             WithdrawSealed: (("bidder",), self._withdraw_sealed),
             RevealSealed: (("bidder",), self._reveal_sealed),
+            ConfirmAward: (("bidder",), self._confirm_award),
+            DeclineAward: (("bidder",), self._decline_award),
             FreezeLot: (STAFF, self._freeze),
             ResumeLot: (STAFF, self._resume),
             TerminateLot: (STAFF, self._terminate),
@@ -440,6 +448,8 @@ class Router:
         if lot is None:
             raise Reply(Reject.unknown_lot, cmd.lot_id)
         mech = MECHANISMS[lot.mechanism]
+        if mech is REVERSE:
+            return self._quote(lot, cmd, now_ns, out)
         bidder_id = self._ident
         bidder = lot.bidders.get(bidder_id)
         amount = cmd.amount_fen
@@ -499,6 +509,51 @@ class Router:
             return code
         DUTCH.accept(lot, bidder_id, bidder, now_ns, out)
         return 0
+
+    # ------------------------------------------------------------ reverse
+    def _quote(self, lot: Lot, cmd: PlaceBid, now_ns: int, out: list[Event]) -> int:
+        """A supplier's downward quote (R-3.2); the rest as any bid: gate, codes."""
+        bidder = lot.bidders.get(self._ident)
+        detail = ""
+        refused = REVERSE.refuse_bid(lot)
+        if refused is None:
+            detail = gate(lot, bidder, self._ident in self.state.blacklist)
+            refused = Reject.bidder_not_eligible if detail else None
+        if refused is None:
+            refused = REVERSE.check_quote(lot, cmd.amount_fen)
+        if refused is not None or bidder is None:
+            code = refused or Reject.bidder_not_eligible
+            out.append(
+                CommandRejected(
+                    lot.lot_id, code, detail, bidder.code if bidder else "", cmd.amount_fen
+                )
+            )
+            return code
+        REVERSE.quote(lot, self._ident, bidder, cmd.amount_fen, now_ns, self.state.applied, out)
+        return 0
+
+    def _awarded(self, lot_id: str) -> Lot:
+        lot = self._lot(lot_id)
+        if lot.mechanism != "reverse":
+            raise Reply(Reject.wrong_mechanism)
+        refused = REVERSE.refuse_bid(lot)
+        if refused == Reject.phase_not_accepting and lot.phase == CONFIRMING:
+            refused = None
+        if refused is not None or lot.phase != CONFIRMING:
+            raise Reply(refused or Reject.phase_not_accepting)
+        if lot.leader_id != self._ident:
+            raise Reply(Reject.not_awarded)
+        return lot
+
+    def _confirm_award(self, cmd: ConfirmAward, now_ns: int, out: list[Event]) -> None:
+        REVERSE.confirm(self._awarded(cmd.lot_id), now_ns, out)
+
+    def _decline_award(self, cmd: DeclineAward, now_ns: int, out: list[Event]) -> None:
+        lot = self._awarded(cmd.lot_id)
+        before = lot.deadline_ns
+        REVERSE.lapse(lot, now_ns, "declined", out)
+        if lot.deadline_ns != before:
+            self._schedule(lot)
 
     # ------------------------------------------------------------- sealed
     def _sealed_party(self, lot_id: str, phase: str) -> tuple[Lot, Bidder]:

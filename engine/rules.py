@@ -49,6 +49,8 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
     evaluation: Literal["highest", "lowest", "closest_to_average"] = "highest"
     reveal_window_ns: int = 30 * MINUTE_NS  # typically 30-60 min
     min_valid_bids: int = 1  # 3 for government tenders
+    # Reverse price competition; ignored by the others.
+    confirm_window_ns: int = 72 * HOUR_NS  # the winner confirms within 72 h
 
 
 JUDICIAL = RuleSet()
@@ -86,6 +88,7 @@ DUTCH = RuleSet(name="dutch", tick_ns=30 * NS_PER_S, extension_window_ns=0)
 ONE_TIME_QUOTE = RuleSet(name="one-time-quote", evaluation="highest", min_valid_bids=1)
 TENDER_LOWEST = RuleSet(name="tender-lowest", evaluation="lowest", min_valid_bids=3)
 SUZHOU_ONE_PRICE = RuleSet(name="suzhou-one-price", evaluation="closest_to_average")
+REVERSE = RuleSet(name="reverse", min_valid_bids=3, extension_window_ns=0)  # >= 3
 
 PRESETS: dict[str, RuleSet] = {
     r.name: r
@@ -119,6 +122,8 @@ def validate(rules: RuleSet) -> str:
         return "countdown_ns must be positive"
     if rules.tick_ns < 0:
         return "tick_ns must not be negative"
+    if rules.confirm_window_ns <= 0:
+        return "confirm_window_ns must be positive"
     if rules.reveal_window_ns <= 0 or rules.min_valid_bids < 1:
         return "reveal_window_ns must be positive and min_valid_bids at least 1"
     return ""

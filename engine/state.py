@@ -34,6 +34,8 @@ TIMED = "timed"
 DESCENDING = "descending"  # Dutch
 SUBMISSION = "submission"  # sealed
 REVEAL = "reveal"  # sealed: the decryption window
+QUOTING = "quoting"  # reverse
+CONFIRMING = "confirming"  # reverse: the award waits for its supplier
 
 
 class Bidder(msgspec.Struct):
@@ -41,6 +43,9 @@ class Bidder(msgspec.Struct):
     priority_rank: int = 0
     deposit_confirmed: bool = False
     last_bid_ns: int = -1
+    best_fen: int = 0  # reverse: this supplier's lowest quote
+    best_seq: int = 0  # reverse: the applied count of that quote (ties: earlier wins)
+    award_lapsed: bool = False  # reverse: declined or let the award lapse
 
 
 class SealedBid(msgspec.Struct):
@@ -78,6 +83,7 @@ class Lot(msgspec.Struct):
     timed_bid_count: int = 0
     floor_fen: int = 0  # dutch
     tick: int = -1  # dutch: the current tick (-1 before the clock starts)
+    award_rank: int = 0  # reverse: the rank currently offered the award
     sealed: dict[str, SealedBid] = msgspec.field(default_factory=dict)  # bidder id -> bid
 
 

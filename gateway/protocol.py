@@ -114,7 +114,7 @@ class StaffFrame(Frame, frozen=True):
 
 class CreateLotFrame(StaffFrame, frozen=True, tag="create_lot"):
     lot: str
-    mechanism: Literal["english", "listing", "dutch", "sealed"]
+    mechanism: Literal["english", "listing", "dutch", "sealed", "reverse"]
     title: str
     start_price_fen: int
     increment_fen: int

@@ -36,6 +36,8 @@ import trio
 
 from engine.messages import (
     AcceptPrice,
+    AwardLapsed,
+    AwardOffered,
     BidAccepted,
     BidderRegistered,
     ChangeIncrement,
@@ -106,6 +108,8 @@ PUBLIC_EVENTS = (
     SealedBidWithdrawn,
     RevealRecorded,
     OpeningRecord,
+    AwardOffered,
+    AwardLapsed,
 )
 ALL_LOTS = "*"
 
@@ -154,7 +158,14 @@ class Connection:
         self.last_heard = time.monotonic()
 
     def send(self, text: str) -> None:
-        """Must-deliver: queue, or mark the connection for a 1013 close."""
+        """A reply to the client's own frame (hello, ack, error, pong): always
+        queued -- bounded by what the client itself sent (rate limit, queue)."""
+        self.outbox.append(text)
+        self.wake.set()
+
+    def push(self, text: str) -> None:
+        """A lot event pushed to a subscriber: must-deliver, so a connection that
+        cannot keep up is marked for a 1013 close instead of growing without bound."""
         if len(self.outbox) >= self.max_frames:
             self.overflowed = True
         else:
@@ -533,10 +544,10 @@ class Gateway:
                     p.EventFrame(ev.lot_id, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
                 )
                 for conn in subs or ():
-                    conn.send(text)
+                    conn.push(text)
                 for conn in everyone:
                     if not subs or conn not in subs:
-                        conn.send(text)
+                        conn.push(text)
         self.metrics.durable_seq.set(self.rt.durable_seq)
 
     def _on_commit(self, entries: int, seconds: float) -> None:

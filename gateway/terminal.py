@@ -168,6 +168,9 @@ WORDING: dict[str, str] = {
     "reveal_mismatch": "解密内容与提交不符，报价无效 / reveal does not match: bid invalid",
     "already_revealed": "已解密 / already revealed",
     "invalid_commitment": "密封报价格式错误 / malformed sealed bid",
+    "bid_above_ceiling": "报价高于最高限价 / quote above the ceiling",
+    "quote_not_below_best": "报价须低于当前最低价一个降价幅度 / must beat the best quote by a step",
+    "not_awarded": "未获授标 / the award is not yours",
     # engine: staff
     "invalid_terms": "拍卖条件无效 / invalid lot terms",
     "reserve_already_set": "保留价已设置 / the reserve is already set",

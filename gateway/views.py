@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import msgspec
 
 from engine.messages import (
+    AwardOffered,
     BidAccepted,
     BidderRegistered,
     Event,
@@ -208,6 +209,15 @@ def _sealed_out(v: LotView, ts_ns: int, seq: int, ev: SealedBidWithdrawn) -> Non
     v.bid_count -= 1
 
 
+def _award(v: LotView, ts_ns: int, seq: int, ev: AwardOffered) -> None:
+    v.phase, v.end_ns, v.leader_code, v.price_fen = (
+        "confirming",
+        ev.until_ns,
+        ev.bidder_code,
+        (ev.price_fen),
+    )
+
+
 def _reserve(v: LotView, ts_ns: int, seq: int, ev: ReserveEntered) -> None:
     v.has_reserve = True
 
@@ -228,4 +238,5 @@ _FOLDS = {
     PriceTicked: _ticked,
     SealedBidReceived: _sealed_in,
     SealedBidWithdrawn: _sealed_out,
+    AwardOffered: _award,
 }
