@@ -21,7 +21,12 @@ IOC = limit then cancel of the remainder; market on fastlob = IOC at an
 extreme price; a price change or quantity increase = cancel + new limit (it
 loses priority in pubex too); a quantity decrease keeps priority in pubex,
 so it is given only to fastlob (``update`` keeps priority) and skipped for the
-others.  A composed operation counts as one operation.
+others.  An amend to the order's current price (and unchanged quantity) changes
+nothing and keeps priority in pubex (B-4), so it is a no-op for the peers too
+(cancel + new limit would move the order to the back of its level and change later
+fills).  A composed operation counts as one operation.  The pubex runner replays a
+list of pre-built bound calls (``PubexAdapter.prepare``, built before timing); the
+peers' adapters decode each operation inside the timed loop.
 
 Agreement: the peers have no owners, so for the comparison pubex replays each
 peer's restricted stream with self-trade prevention disabled (one owner per
@@ -153,15 +158,49 @@ class PubexAdapter:
             elif code == AMEND_PRICE:
                 amend(oid, owner, price, None, i)
             elif code == AMEND_UP:
-                o = b.order(oid)
-                if o is not None:
-                    amend(oid, owner, None, o[3] + qty, i)
+                q = b.order_qty(oid)
+                if q:
+                    amend(oid, owner, None, q + qty, i)
             else:
-                o = b.order(oid)
-                if o is not None and o[3] > qty:
-                    amend(oid, owner, None, o[3] - qty, i)
+                q = b.order_qty(oid)
+                if q > qty:
+                    amend(oid, owner, None, q - qty, i)
 
         return step
+
+    def prepare(self, ops: list[Op]) -> list[tuple[Any, tuple[Any, ...]]]:
+        """The stream as pre-built (bound method, args) calls, built before timing; only
+        the quantity amends look the order up at run time (they depend on fills)."""
+        b = self.book
+        submit, cancel, amend, order_qty = b.submit, b.cancel, b.amend, b.order_qty
+        stp = self.stp
+
+        def amend_up(oid: int, owner: str, qty: int, i: int) -> None:
+            q = order_qty(oid)
+            if q:
+                amend(oid, owner, None, q + qty, i)
+
+        def amend_down(oid: int, owner: str, qty: int, i: int) -> None:
+            q = order_qty(oid)
+            if q > qty:
+                amend(oid, owner, None, q - qty, i)
+
+        kinds = {LIMIT: "limit", IOC: "ioc", MARKET: "market"}
+        calls: list[tuple[Any, tuple[Any, ...]]] = []
+        for i, (code, oid, owner, side, price, qty) in enumerate(ops):
+            if not stp:
+                owner = str(oid)
+            if code == LIMIT or code == IOC or code == MARKET:
+                calls.append((submit, (oid, owner, side, kinds[code], price, qty, i)))
+            elif code == CANCEL:
+                calls.append((cancel, (oid, owner)))
+            elif code == AMEND_PRICE:
+                calls.append((amend, (oid, owner, price, None, i)))
+            elif code == AMEND_UP:
+                calls.append((amend_up, (oid, owner, qty, i)))
+            else:
+                calls.append((amend_down, (oid, owner, qty, i)))
+        return calls
 
     def levels(self) -> dict[str, list[tuple[int, int]]]:
         d = self.book.depth(10**9)
@@ -216,6 +255,8 @@ class CythonLikeAdapter:
                     return
                 old = orders[their][1]
                 rem, oprice = old.remaining_quantity, old.price
+                if code == AMEND_PRICE and price == oprice:
+                    return  # same price, same qty: no change, pubex keeps priority (B-4)
                 b.cancel_order(their)
                 o = add(
                     side,
@@ -288,6 +329,8 @@ class FastlobAdapter:
                         update(their, rem - qty)
                     return
                 oprice = int(old.price())
+                if code == AMEND_PRICE and price == oprice:
+                    return  # same price, same qty: no change, pubex keeps priority (B-4)
                 cancel(their)
                 new_p = price if code == AMEND_PRICE else oprice
                 their2, rests = add(side, new_p, rem + (qty if code == AMEND_UP else 0))
@@ -355,13 +398,22 @@ def worker(name: str, n: int, seed: int) -> dict[str, Any]:
     adapter = None
     for _ in range(3 if n <= 50_000 else 1):
         adapter = make_adapter(name)
-        step = adapter.make()
-        gc.collect()
-        gc.disable()
-        t0 = time.perf_counter()
-        for i, op in enumerate(ops):
-            step(op, i)
-        dt = time.perf_counter() - t0
+        if hasattr(adapter, "prepare"):  # pubex: pre-built bound calls, no dispatch
+            calls = adapter.prepare(ops)
+            gc.collect()
+            gc.disable()
+            t0 = time.perf_counter()
+            for f, a in calls:
+                f(*a)
+            dt = time.perf_counter() - t0
+        else:
+            step = adapter.make()
+            gc.collect()
+            gc.disable()
+            t0 = time.perf_counter()
+            for i, op in enumerate(ops):
+                step(op, i)
+            dt = time.perf_counter() - t0
         gc.enable()
         best = max(best, len(ops) / dt)
         if hasattr(adapter, "close"):
@@ -372,14 +424,22 @@ def worker(name: str, n: int, seed: int) -> dict[str, Any]:
     result["levels"] = adapter.levels()
     # pass 2: per-operation latency on a fresh book
     lat_adapter = make_adapter(name)
-    step = lat_adapter.make()
     ns = time.perf_counter_ns
     lat = [0] * len(ops)
-    gc.collect()
-    for i, op in enumerate(ops):
-        t = ns()
-        step(op, i)
-        lat[i] = ns() - t
+    if hasattr(lat_adapter, "prepare"):
+        calls = lat_adapter.prepare(ops)
+        gc.collect()
+        for i, (f, a) in enumerate(calls):
+            t = ns()
+            f(*a)
+            lat[i] = ns() - t
+    else:
+        step = lat_adapter.make()
+        gc.collect()
+        for i, op in enumerate(ops):
+            t = ns()
+            step(op, i)
+            lat[i] = ns() - t
     if hasattr(lat_adapter, "close"):
         lat_adapter.close()
     lat.sort()

@@ -66,12 +66,12 @@ structure suitable for a state hash.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import deque
 from enum import IntEnum
 from typing import Any, Literal
 
 import msgspec
-from sortedcontainers import SortedList
 
 BUY = "buy"
 SELL = "sell"
@@ -241,9 +241,15 @@ class _Order:
         self.qty = qty
 
 
+Level = dict[int, _Order]  # order id -> order, in time priority (insertion order)
+
+
 class Book:
-    """The fast book: a SortedList of active prices per side with the best cached,
-    a FIFO deque per price level, and an id index."""
+    """The fast book.  Per side: a dict price -> level, a level being a dict order id ->
+    order in time priority (O(1) cancel from the middle, FIFO by insertion order); a
+    plain sorted list of the active prices with the best at the END (bids ascending,
+    asks stored negated, so the best level is removed with ``pop()``), and the best
+    price cached.  An id index gives O(1) cancel and amend."""
 
     def __init__(
         self,
@@ -263,10 +269,10 @@ class Book:
         self.purchase_limits: dict[str, int] = {}
         self.last_price = 0
         self.version = 0
-        self._bids: dict[int, deque[_Order]] = {}
-        self._asks: dict[int, deque[_Order]] = {}
-        self._bid_px: Any = SortedList()
-        self._ask_px: Any = SortedList()
+        self._bids: dict[int, Level] = {}
+        self._asks: dict[int, Level] = {}
+        self._bid_px: list[int] = []  # bid prices, ascending (best last)
+        self._ask_px: list[int] = []  # NEGATED ask prices, ascending (best = -last)
         self._best_bid = NO_BID
         self._best_ask = NO_ASK
         self._index: dict[int, _Order] = {}
@@ -292,6 +298,60 @@ class Book:
     def submit(
         self, order_id: int, owner: str, side: str, kind: str, price: int, qty: int, now_ns: int
     ) -> list[BookEvent]:
+        # Fast path: a well-formed limit or IOC order in the open session without a band
+        # and with a fresh id passes every check of B-10, so it goes straight in.
+        if (
+            (kind == LIMIT or kind == IOC)
+            and self.session == S_OPEN
+            and type(qty) is int
+            and qty > 0
+            and type(price) is int
+            and price > 0
+            and self.band is None
+            and order_id not in self._index
+        ):
+            if side == BUY:
+                ev: list[BookEvent] = [OrderAccepted(order_id, side, kind, price, qty)]
+                self.version += 1
+                if price >= self._best_ask:
+                    qty = self._match_buy(order_id, owner, price, qty, ev, now_ns)
+                    if not qty:
+                        return ev
+                if kind == LIMIT:
+                    o = _Order(order_id, owner, BUY, price, qty)
+                    self._index[order_id] = o
+                    lvl = self._bids.get(price)
+                    if lvl is None:
+                        self._bids[price] = {order_id: o}
+                        insort(self._bid_px, price)
+                        if price > self._best_bid:
+                            self._best_bid = price
+                    else:
+                        lvl[order_id] = o
+                else:
+                    ev.append(OrderCancelled(order_id, qty, R_UNFILLED))
+                return ev
+            if side == SELL:
+                ev = [OrderAccepted(order_id, side, kind, price, qty)]
+                self.version += 1
+                if price <= self._best_bid:
+                    qty = self._match_sell(order_id, owner, price, qty, ev, now_ns)
+                    if not qty:
+                        return ev
+                if kind == LIMIT:
+                    o = _Order(order_id, owner, SELL, price, qty)
+                    self._index[order_id] = o
+                    lvl = self._asks.get(price)
+                    if lvl is None:
+                        self._asks[price] = {order_id: o}
+                        insort(self._ask_px, -price)
+                        if price < self._best_ask:
+                            self._best_ask = price
+                    else:
+                        lvl[order_id] = o
+                else:
+                    ev.append(OrderCancelled(order_id, qty, R_UNFILLED))
+                return ev
         code = self._check(order_id, side, kind, price, qty)
         if code is not None:
             return [OrderRejected(order_id, code)]
@@ -318,7 +378,7 @@ class Book:
         purchase: bool = False,
     ) -> BookReject | None:
         session = self.session
-        if session is not S_OPEN and session != S_OPEN:
+        if session != S_OPEN:
             if session == S_CLOSED:
                 return BookReject.book_closed
             if session == S_HALTED:
@@ -381,11 +441,12 @@ class Book:
         return ev
 
     def cancel(self, order_id: int, owner: str) -> list[BookEvent]:
-        o = self._index.get(order_id)
+        index = self._index
+        o = index.get(order_id)
         if o is None or o.owner != owner:
             return [OrderRejected(order_id, BookReject.book_unknown_order)]
+        del index[order_id]
         self._unlink(o)
-        del self._index[order_id]
         self.version += 1
         return [OrderCancelled(order_id, o.qty, R_REQUESTED)]
 
@@ -405,19 +466,20 @@ class Book:
         o = self._index.get(order_id)
         if o is None or o.owner != owner:
             return [OrderRejected(order_id, BookReject.book_unknown_order)]
-        price = o.price if new_price is None else new_price
+        old_price = o.price
+        price = old_price if new_price is None else new_price
         qty = o.qty if new_qty is None else new_qty
         if (new_price is None and new_qty is None) or type(price) is not int or price <= 0:
             return [OrderRejected(order_id, BookReject.book_invalid)]
         if type(qty) is not int or qty <= 0:
             return [OrderRejected(order_id, BookReject.book_invalid)]
         band = self.band
-        if band is not None and price != o.price:
+        if band is not None and price != old_price:
             ref = self.last_price or self.reference
             if ref and (price - ref > band or ref - price > band):
                 return [OrderRejected(order_id, BookReject.book_price_band)]
         self.version += 1
-        if price == o.price and qty <= o.qty:
+        if price == old_price and qty <= o.qty:
             o.qty = qty
             return [OrderAmended(order_id, price, qty, True)]
         self._unlink(o)
@@ -466,19 +528,25 @@ class Book:
 
     # ------------------------------------------------------------ queries
 
+    def _bid_prices(self) -> list[int]:
+        """Bid prices, best (highest) first."""
+        return self._bid_px[::-1]
+
+    def _ask_prices(self) -> list[int]:
+        """Ask prices, best (lowest) first."""
+        return [-p for p in reversed(self._ask_px)]
+
     def top(self) -> TopOfBook:
         bb, ba = self._best_bid, self._best_ask
-        bq = sum(o.qty for o in self._bids[bb]) if bb != NO_BID else 0
-        aq = sum(o.qty for o in self._asks[ba]) if ba != NO_ASK else 0
+        bq = sum(o.qty for o in self._bids[bb].values()) if bb != NO_BID else 0
+        aq = sum(o.qty for o in self._asks[ba].values()) if ba != NO_ASK else 0
         return TopOfBook(bb, bq, ba if ba != NO_ASK else 0, aq, self.last_price)
 
     def depth(self, n: int = 10) -> Depth:
-        bids = (
-            [(p, sum(o.qty for o in self._bids[p])) for p in reversed(self._bid_px[-n:])]
-            if n > 0
-            else []
-        )
-        asks = [(p, sum(o.qty for o in self._asks[p])) for p in self._ask_px[:n]] if n > 0 else []
+        if n <= 0:
+            return Depth([], [])
+        bids = [(p, sum(o.qty for o in self._bids[p].values())) for p in self._bid_prices()[:n]]
+        asks = [(p, sum(o.qty for o in self._asks[p].values())) for p in self._ask_prices()[:n]]
         return Depth(bids, asks)
 
     def tape(self, n: int = 50) -> list[Trade]:
@@ -489,6 +557,11 @@ class Book:
         """(owner, side, price, open qty) of a resting order, else None."""
         o = self._index.get(order_id)
         return None if o is None else (o.owner, o.side, o.price, o.qty)
+
+    def order_qty(self, order_id: int) -> int:
+        """The open quantity of a resting order, else 0 (no tuple built)."""
+        o = self._index.get(order_id)
+        return 0 if o is None else o.qty
 
     def __len__(self) -> int:
         return len(self._index)
@@ -505,59 +578,66 @@ class Book:
             "band": self.band,
             "last_price": self.last_price,
             "bids": [
-                [p, [[o.oid, o.owner, o.qty] for o in self._bids[p]]]
-                for p in reversed(self._bid_px)
+                [p, [[o.oid, o.owner, o.qty] for o in self._bids[p].values()]]
+                for p in self._bid_prices()
             ],
-            "asks": [[p, [[o.oid, o.owner, o.qty] for o in self._asks[p]]] for p in self._ask_px],
+            "asks": [
+                [p, [[o.oid, o.owner, o.qty] for o in self._asks[p].values()]]
+                for p in self._ask_prices()
+            ],
         }
 
     # ------------------------------------------------------------ internals
 
     def _rest(self, o: _Order) -> None:
-        self._index[o.oid] = o
+        """Index ``o`` and append it to the back of its level (creating the level)."""
+        oid = o.oid
+        self._index[oid] = o
         p = o.price
         if o.side == BUY:
-            q = self._bids.get(p)
-            if q is None:
-                self._bids[p] = deque((o,))
-                self._bid_px.add(p)
+            lvl = self._bids.get(p)
+            if lvl is None:
+                self._bids[p] = {oid: o}
+                insort(self._bid_px, p)
                 if p > self._best_bid:
                     self._best_bid = p
             else:
-                q.append(o)
+                lvl[oid] = o
         else:
-            q = self._asks.get(p)
-            if q is None:
-                self._asks[p] = deque((o,))
-                self._ask_px.add(p)
+            lvl = self._asks.get(p)
+            if lvl is None:
+                self._asks[p] = {oid: o}
+                insort(self._ask_px, -p)
                 if p < self._best_ask:
                     self._best_ask = p
             else:
-                q.append(o)
+                lvl[oid] = o
 
     def _unlink(self, o: _Order) -> None:
         """Remove a resting order from its level (not from the index)."""
         p = o.price
         if o.side == BUY:
-            q = self._bids[p]
-            if len(q) == 1:
+            lvl = self._bids[p]
+            del lvl[o.oid]
+            if not lvl:
                 del self._bids[p]
                 px = self._bid_px
-                px.remove(p)
                 if p == self._best_bid:
+                    px.pop()
                     self._best_bid = px[-1] if px else NO_BID
-            else:
-                q.remove(o)
+                else:
+                    px.remove(p)
         else:
-            q = self._asks[p]
-            if len(q) == 1:
+            lvl = self._asks[p]
+            del lvl[o.oid]
+            if not lvl:
                 del self._asks[p]
                 px = self._ask_px
-                px.remove(p)
                 if p == self._best_ask:
-                    self._best_ask = px[0] if px else NO_ASK
-            else:
-                q.remove(o)
+                    px.pop()
+                    self._best_ask = -px[-1] if px else NO_ASK
+                else:
+                    px.remove(-p)
 
     def _match_buy(
         self, oid: int, owner: str, limit: int, qty: int, ev: list[BookEvent], now_ns: int
@@ -569,19 +649,17 @@ class Book:
         best = self._best_ask
         last = 0
         while qty and best <= limit:
-            q = asks[best]
-            while q:
-                o = q[0]
+            lvl = asks[best]
+            gone: list[int] = []  # ids taken off the front of the level
+            for o in lvl.values():
                 if o.owner == owner:
-                    q.popleft()
-                    del index[o.oid]
+                    gone.append(o.oid)
                     append(OrderCancelled(o.oid, o.qty, R_SELF_TRADE))
                     continue
                 oq = o.qty
                 last = best
                 if oq <= qty:
-                    q.popleft()
-                    del index[o.oid]
+                    gone.append(o.oid)
                     t = Trade(o.oid, oid, best, oq, BUY, now_ns)
                     append(t)
                     tape.append(t)
@@ -595,11 +673,16 @@ class Book:
                     tape.append(t)
                     qty = 0
                     break
-            if not q:
+            for k in gone:
+                del index[k]
+            if len(gone) == len(lvl):
                 del asks[best]
                 px = self._ask_px
-                px.remove(best)
-                best = px[0] if px else NO_ASK
+                px.pop()
+                best = -px[-1] if px else NO_ASK
+            else:
+                for k in gone:
+                    del lvl[k]
         self._best_ask = best
         if last:
             self.last_price = last
@@ -615,19 +698,17 @@ class Book:
         best = self._best_bid
         last = 0
         while qty and best >= limit and best != NO_BID:
-            q = bids[best]
-            while q:
-                o = q[0]
+            lvl = bids[best]
+            gone: list[int] = []  # ids taken off the front of the level
+            for o in lvl.values():
                 if o.owner == owner:
-                    q.popleft()
-                    del index[o.oid]
+                    gone.append(o.oid)
                     append(OrderCancelled(o.oid, o.qty, R_SELF_TRADE))
                     continue
                 oq = o.qty
                 last = best
                 if oq <= qty:
-                    q.popleft()
-                    del index[o.oid]
+                    gone.append(o.oid)
                     t = Trade(o.oid, oid, best, oq, SELL, now_ns)
                     append(t)
                     tape.append(t)
@@ -641,11 +722,16 @@ class Book:
                     tape.append(t)
                     qty = 0
                     break
-            if not q:
+            for k in gone:
+                del index[k]
+            if len(gone) == len(lvl):
                 del bids[best]
                 px = self._bid_px
-                px.remove(best)
+                px.pop()
                 best = px[-1] if px else NO_BID
+            else:
+                for k in gone:
+                    del lvl[k]
         self._best_bid = best
         if last:
             self.last_price = last
@@ -655,15 +741,19 @@ class Book:
         """Quantity available to a FOK at ``limit``, excluding the owner's orders (B-5)."""
         total = 0
         if side == BUY:
-            for p in self._ask_px.irange(maximum=limit):
-                for o in self._asks[p]:
+            for np in reversed(self._ask_px):
+                if -np > limit:
+                    break
+                for o in self._asks[-np].values():
                     if o.owner != owner:
                         total += o.qty
                 if total >= qty:
                     break
         else:
-            for p in self._bid_px.irange(minimum=limit, reverse=True):
-                for o in self._bids[p]:
+            for p in reversed(self._bid_px):
+                if p < limit:
+                    break
+                for o in self._bids[p].values():
                     if o.owner != owner:
                         total += o.qty
                 if total >= qty:
@@ -674,29 +764,28 @@ class Book:
         """Call session (B-7): cancel the owner's opposite orders that ``price`` crosses,
         in priority order."""
         if side == BUY:
-            levels = list(self._ask_px.irange(maximum=price))
+            levels = [p for p in self._ask_prices() if p <= price]
             book = self._asks
         else:
-            levels = list(self._bid_px.irange(minimum=price, reverse=True))
+            levels = [p for p in self._bid_prices() if p >= price]
             book = self._bids
         for p in levels:
-            for o in [o for o in book[p] if o.owner == owner]:
+            for o in [o for o in book[p].values() if o.owner == owner]:
                 self._unlink(o)
                 del self._index[o.oid]
                 ev.append(OrderCancelled(o.oid, o.qty, R_SELF_TRADE))
 
     def _uncross(self, ev: list[BookEvent], now_ns: int) -> None:
-        bids = [(p, sum(o.qty for o in self._bids[p])) for p in self._bid_px]
-        asks = [(p, sum(o.qty for o in self._asks[p])) for p in self._ask_px]
+        bids = [(p, sum(o.qty for o in self._bids[p].values())) for p in self._bid_px]
+        asks = [(p, sum(o.qty for o in self._asks[p].values())) for p in self._ask_prices()]
         price, volume = choose_uncross_price(bids, asks, self.last_price or self.reference)
         if volume <= 0:
             return
         vol = volume
         index = self._index
         while vol:
-            bq = self._bids[self._best_bid]
-            aq = self._asks[self._best_ask]
-            b, a = bq[0], aq[0]
+            b = next(iter(self._bids[self._best_bid].values()))
+            a = next(iter(self._asks[self._best_ask].values()))
             fill = min(b.qty, a.qty, vol)
             t = Trade(a.oid, b.oid, price, fill, "none", now_ns)
             ev.append(t)

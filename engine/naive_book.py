@@ -389,6 +389,10 @@ class NaiveBook:
         o = self._find(order_id)
         return None if o is None else (o.owner, o.side, o.price, o.qty)
 
+    def order_qty(self, order_id: int) -> int:
+        o = self._find(order_id)
+        return 0 if o is None else o.qty
+
     def __len__(self) -> int:
         return len(self.buys) + len(self.sells)
 

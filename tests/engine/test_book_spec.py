@@ -193,6 +193,42 @@ def test_amend_price_change_loses_priority_and_may_trade(book_cls: Any) -> None:
     assert b.amend(2, "b", new_qty=0) == [OrderRejected(2, BookReject.book_invalid)]
 
 
+def test_amend_to_same_price_keeps_priority(book_cls: Any) -> None:
+    # B-4: the same price and quantity is neither a price change nor an increase, so
+    # the order keeps its place (a bench peer emulating amends by cancel + new order
+    # must skip it, else its queue order and later fills differ).
+    b = book_cls()
+    b.submit(1, "a", "buy", "limit", 100, 5, 0)
+    b.submit(2, "b", "buy", "limit", 100, 5, 0)
+    assert b.amend(1, "a", new_price=100) == [OrderAmended(1, 100, 5, True)]
+    assert ids_at(b, "buy", 100) == [1, 2]
+    ev = b.submit(3, "c", "sell", "limit", 100, 5, 0)
+    assert trades(ev) == [(1, 3, 100, 5, "sell")]
+    assert b.order(1) is None and b.order(2) == ("b", "buy", 100, 5)
+
+
+def test_order_qty(book_cls: Any) -> None:
+    b = book_cls()
+    b.submit(1, "a", "buy", "limit", 100, 5, 0)
+    assert b.order_qty(1) == 5 and b.order_qty(2) == 0
+    b.submit(2, "c", "sell", "limit", 100, 3, 0)
+    assert b.order_qty(1) == 2
+    b.cancel(1, "a")
+    assert b.order_qty(1) == 0
+
+
+def test_cancel_from_middle_of_level_keeps_order_of_others(book_cls: Any) -> None:
+    b = book_cls()
+    for i in range(1, 6):
+        b.submit(i, f"o{i}", "sell", "limit", 100, 2, 0)
+    b.cancel(3, "o3")
+    b.cancel(1, "o1")
+    assert ids_at(b, "sell", 100) == [2, 4, 5]
+    ev = b.submit(9, "z", "buy", "limit", 100, 5, 0)
+    assert trades(ev) == [(2, 9, 100, 2, "buy"), (4, 9, 100, 2, "buy"), (5, 9, 100, 1, "buy")]
+    assert b.depth(5).asks == [(100, 1)] and b.top().ask_price == 100
+
+
 def test_amend_fully_filled_leaves_book(book_cls: Any) -> None:
     b = book_cls()
     b.submit(1, "a", "sell", "limit", 100, 5, 0)
