@@ -190,7 +190,7 @@ class PubexAdapter:
         for i, (code, oid, owner, side, price, qty) in enumerate(ops):
             if not stp:
                 owner = str(oid)
-            if code == LIMIT or code == IOC or code == MARKET:
+            if code in kinds:
                 calls.append((submit, (oid, owner, side, kinds[code], price, qty, i)))
             elif code == CANCEL:
                 calls.append((cancel, (oid, owner)))

@@ -301,7 +301,7 @@ class Book:
         # Fast path: a well-formed limit or IOC order in the open session without a band
         # and with a fresh id passes every check of B-10, so it goes straight in.
         if (
-            (kind == LIMIT or kind == IOC)
+            kind in (LIMIT, IOC)
             and self.session == S_OPEN
             and type(qty) is int
             and qty > 0
