@@ -78,8 +78,9 @@ class BidPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class SealedFrame(Frame, frozen=True, tag="sealed"):
-    """A sealed-tender action, signed like a bid: submit a commitment, withdraw
-    it, or reveal (amount, nonce) in the decryption window."""
+    """A signed non-bid action of a bidder or supplier: a sealed tender's
+    submit / withdraw / reveal, or a reverse competition's confirm_award /
+    decline_award.  Signed and ledgered like a bid."""
 
     payload: str  # the exact signed JSON text of a SealedPayload
     sig: str
@@ -87,7 +88,7 @@ class SealedFrame(Frame, frozen=True, tag="sealed"):
 
 class SealedPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     domain: str
-    action: Literal["submit", "withdraw", "reveal"]
+    action: Literal["submit", "withdraw", "reveal", "confirm_award", "decline_award"]
     lot: str
     key: str
     client_seq: int

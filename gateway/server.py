@@ -44,8 +44,10 @@ from engine.messages import (
     Command,
     CommandRejected,
     CommandRetried,
+    ConfirmAward,
     ConfirmDeposit,
     CreateLot,
+    DeclineAward,
     DepositConfirmed,
     Event,
     FreezeLot,
@@ -382,8 +384,12 @@ class Gateway:
             cmd = SubmitSealed(origin, act.client_seq, act.lot, act.commitment)
         elif act.action == "withdraw":
             cmd = WithdrawSealed(origin, act.client_seq, act.lot)
-        else:
+        elif act.action == "reveal":
             cmd = RevealSealed(origin, act.client_seq, act.lot, act.amount_fen, act.nonce)
+        elif act.action == "confirm_award":
+            cmd = ConfirmAward(origin, act.client_seq, act.lot)
+        else:
+            cmd = DeclineAward(origin, act.client_seq, act.lot)
         meta = _meta_encoder.encode(
             Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
         )
