@@ -3,7 +3,6 @@
     pubex simulate --scenario NAME --seed N --ledger DIR
     pubex ledger verify DIR
     pubex replay DIR [--lot ID] [--until SEQ]
-    pubex run [--data DIR] [--seed N] [--minutes M]
     pubex keygen --out FILE [--key-id ID]
     pubex admin --url WS --token TOKEN ACTION ...
     pubex terminal --key FILE --url WS [--lot LOT ...] [--receipts FILE]
@@ -191,23 +190,6 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from config.settings import ConfigError
-    from simulators.live import run_demo
-
-    try:
-        return run_demo(
-            args.data,
-            seed=args.seed,
-            minutes=args.minutes,
-            bidders=not args.no_sim,
-            config=args.config,
-        )
-    except ConfigError as e:
-        print(f"pubex run: {e}", file=sys.stderr)
-        return 2
-
-
 def cmd_keygen(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -283,14 +265,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schema", help="print the wire protocol's JSON Schema")
     sc.set_defaults(func=cmd_schema)
-
-    run = sub.add_parser("run", help="the runtime with a live demo catalogue")
-    run.add_argument("--config", help="a TOML file overriding config/default.toml")
-    run.add_argument("--data", default="./var")
-    run.add_argument("--seed", type=int, default=1)
-    run.add_argument("--minutes", type=float, default=0, help="stop after M minutes (0: never)")
-    run.add_argument("--no-sim", action="store_true", help="no simulated bidders")
-    run.set_defaults(func=cmd_run)
 
     kg = sub.add_parser("keygen", help="write a bidder's Ed25519 key pair (FILE, FILE.pub)")
     kg.add_argument("--out", required=True, help="private key file (refuses to overwrite)")

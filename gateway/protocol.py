@@ -365,13 +365,6 @@ def verify_bid(frame: PlaceBidFrame | SealedFrame, verify_key: VerifyKey) -> Non
         raise FrameError(GatewayError.bad_signature, "signature does not verify") from None
 
 
-def open_bid(frame: PlaceBidFrame, verify_key: VerifyKey) -> BidPayload:
-    """Decode and verify (for tools; the gateway checks the key id in between)."""
-    payload = read_bid(frame)
-    verify_bid(frame, verify_key)
-    return payload
-
-
 def auth_message(key_id: str, ts_ms: int, nonce: str) -> bytes:
     return f"{AUTH_DOMAIN}|{key_id}|{ts_ms}|{nonce}".encode()
 

@@ -41,7 +41,7 @@ from engine.messages import Command, SuspendOverdue, Tick
 from engine.router import Router
 from gateway.clock import SequencerClock
 from ledger.checkpoint import Receipt, load_or_create_signing_key, sign_receipt
-from ledger.journal import Applied, Journal, Outcome
+from ledger.journal import Journal, Outcome
 from ledger.replay import recover
 from ledger.store import Batch, LedgerStore, StorageUnavailable
 from ledger.writer import CommitWorker
@@ -57,7 +57,7 @@ class Overloaded(Exception):
 
 
 Reply = Callable[[Outcome], None]
-Subscriber = Callable[[list[Applied]], None]
+Subscriber = Callable[[list[Outcome]], None]
 
 
 class Runtime:
@@ -82,7 +82,7 @@ class Runtime:
         self._queue: deque[tuple[Command, Reply | None, bytes]] = deque()
         self._queue_max = queue_max
         self._arrived = trio.Event()
-        self._waiting: list[tuple[Reply | None, Applied]] = []
+        self._waiting: list[tuple[Reply | None, Outcome]] = []
         self._work = trio.Event()
         self._taken = trio.Event()
         self._deadline_moved = trio.Event()
@@ -269,7 +269,7 @@ class Runtime:
             if self._waiting:
                 self._work.set()
 
-    def _released(self, last_seq: int, waiting: list[tuple[Reply | None, Applied]]) -> None:
+    def _released(self, last_seq: int, waiting: list[tuple[Reply | None, Outcome]]) -> None:
         self.durable_seq = last_seq
         if self.batch_sizes is not None:
             self.batch_sizes.append(len(waiting))
@@ -283,7 +283,7 @@ class Runtime:
             for sub in self.subscribers:
                 sub(applied_list)
 
-    def _attach_receipt(self, batch: list[Applied]) -> None:
+    def _attach_receipt(self, batch: list[Outcome]) -> None:
         """One signature per batch: the receipt of its last entry; each outcome's
         proof is the body hashes that chain it to that entry (Outcome.proof)."""
         key = self.journal.signing_key
@@ -295,7 +295,7 @@ class Runtime:
             outcome.receipt = blob
             outcome.batch = batch
 
-    def _storage_failed(self, waiting: list[tuple[Reply | None, Applied]]) -> None:
+    def _storage_failed(self, waiting: list[tuple[Reply | None, Outcome]]) -> None:
         """Refuse everything not yet durable; rebuild the engine from the store."""
         self.storage_failures += 1
         refused = waiting + self._waiting

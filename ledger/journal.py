@@ -93,9 +93,6 @@ class Outcome:
         return cls(0, 0, [], b"", code)
 
 
-Applied = Outcome  # the journal's view of the same object
-
-
 class Journal:
     def __init__(
         self,
@@ -120,7 +117,7 @@ class Journal:
         self.batch = Batch()
         self.batch_bytes = 0
 
-    def append(self, cmd: Command, ts_ns: int, meta: bytes = b"") -> Applied:
+    def append(self, cmd: Command, ts_ns: int, meta: bytes = b"") -> Outcome:
         events = self.router.apply(cmd, ts_ns)
         seq = self.router.applied
         body = encode_body(EntryBody(seq, ts_ns, encode_command(cmd), encode_events(events), meta))

@@ -44,7 +44,7 @@ from engine.messages import (
 from engine.rules import JUDICIAL
 from gateway.clock import SequencerClock
 from gateway.runtime import Runtime
-from ledger.journal import Applied
+from ledger.journal import Outcome
 from ledger.record import decode_body
 from simulators.harness import EPOCH_NS
 
@@ -224,13 +224,13 @@ async def test_forward_jump_does_not_close_early(
 ) -> None:
     src = TrioSources(EPOCH_NS)
     rt = Runtime.open(tmp_path, clock=src.clock())
-    released: list[Applied] = []
+    released: list[Outcome] = []
     closed = trio.Event()
 
-    def closes() -> list[tuple[Applied, Event]]:
+    def closes() -> list[tuple[Outcome, Event]]:
         return [(a, e) for a in released for e in a.events if type(e) in (LotSold, LotUnsold)]
 
-    def on_release(applied: list[Applied]) -> None:
+    def on_release(applied: list[Outcome]) -> None:
         released.extend(applied)
         if closes():
             closed.set()
