@@ -325,60 +325,77 @@ class Gateway:
         self.metrics.frames_refused.labels(str(code)).inc()
         conn.send(p.encode_text(p.Error(client_seq, code, p.error_name(code), message)))
 
-    def _bid(self, conn: Connection, frame: p.PlaceBidFrame) -> None:
-        received = time.perf_counter_ns()
+    def _signed(
+        self,
+        conn: Connection,
+        frame: p.PlaceBidFrame | p.SealedFrame,
+        read: Callable[[Any], Any],
+    ) -> Any:
+        """What every signed action passes, bids and non-bid actions alike: the
+        bidder role, its registered key, a payload naming that key, the Ed25519
+        signature over the exact payload, and the bidder's rate limit.  Returns
+        the payload, or None after refusing."""
         who = conn.who
         if who.role != BIDDER:
-            self._refuse(conn, 0, p.GatewayError.not_authorized, f"{who.role} cannot bid")
-            return
+            self._refuse(conn, 0, p.GatewayError.not_authorized, f"{who.role} cannot sign actions")
+            return None
         vk = self.auth.verify_key(who.identity, self.rt.router.state)
         if vk is None:
             self._refuse(conn, 0, p.GatewayError.unknown_key, who.identity)
-            return
+            return None
         try:
-            bid = p.read_bid(frame)
-            if bid.key != who.identity:
+            payload = read(frame)
+            if payload.key != who.identity:
                 raise p.FrameError(p.GatewayError.wrong_key, "payload key is not this connection's")
             p.verify_bid(frame, vk)
         except p.FrameError as e:
             self._refuse(conn, 0, e.code, e.message)
-            return
+            return None
         bucket = self.buckets.get(who.bidder_id)
         if bucket is None:
             bucket = self.buckets[who.bidder_id] = TokenBucket(
                 self.limits.bids_per_s, self.limits.bid_burst
             )
         if not bucket.take():
-            self._refuse(conn, bid.client_seq, p.GatewayError.rate_limited, "slow down")
+            self._refuse(conn, payload.client_seq, p.GatewayError.rate_limited, "slow down")
+            return None
+        return payload
+
+    def _submit_signed(
+        self,
+        conn: Connection,
+        frame: p.PlaceBidFrame | p.SealedFrame,
+        cmd: Command,
+        client_seq: int,
+        received: int,
+    ) -> None:
+        """Ledgered with its envelope, so a supervisor can re-verify it years later."""
+        who = conn.who
+        meta = _meta_encoder.encode(
+            Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
+        )
+        self._submit(conn, cmd, client_seq, meta, received)
+
+    def _bid(self, conn: Connection, frame: p.PlaceBidFrame) -> None:
+        received = time.perf_counter_ns()
+        bid = self._signed(conn, frame, p.read_bid)
+        if bid is None:
             return
-        origin = f"bidder:{who.bidder_id}"
+        origin = f"bidder:{conn.who.bidder_id}"
         cmd: Command
         if bid.tick >= 0:
             cmd = AcceptPrice(origin, bid.client_seq, bid.lot, bid.tick)
         else:
             cmd = PlaceBid(origin, bid.client_seq, bid.lot, bid.amount_fen)
-        meta = _meta_encoder.encode(
-            Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
-        )
-        self._submit(conn, cmd, bid.client_seq, meta, received)
+        self._submit_signed(conn, frame, cmd, bid.client_seq, received)
 
     def _sealed(self, conn: Connection, frame: p.SealedFrame) -> None:
-        """Sealed-tender actions: signed and ledgered exactly like bids."""
+        """Sealed-tender and award actions: signed and ledgered exactly like bids."""
         received = time.perf_counter_ns()
-        who = conn.who
-        vk = self.auth.verify_key(who.identity, self.rt.router.state)
-        if who.role != BIDDER or vk is None:
-            self._refuse(conn, 0, p.GatewayError.not_authorized, f"{who.role} cannot tender")
+        act = self._signed(conn, frame, p.read_sealed)
+        if act is None:
             return
-        try:
-            act = p.read_sealed(frame)
-            if act.key != who.identity:
-                raise p.FrameError(p.GatewayError.wrong_key, "payload key is not this connection's")
-            p.verify_bid(frame, vk)
-        except p.FrameError as e:
-            self._refuse(conn, 0, e.code, e.message)
-            return
-        origin = f"bidder:{who.bidder_id}"
+        origin = f"bidder:{conn.who.bidder_id}"
         cmd: Command
         if act.action == "submit":
             cmd = SubmitSealed(origin, act.client_seq, act.lot, act.commitment)
@@ -390,10 +407,7 @@ class Gateway:
             cmd = ConfirmAward(origin, act.client_seq, act.lot)
         else:
             cmd = DeclineAward(origin, act.client_seq, act.lot)
-        meta = _meta_encoder.encode(
-            Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
-        )
-        self._submit(conn, cmd, act.client_seq, meta, received)
+        self._submit_signed(conn, frame, cmd, act.client_seq, received)
 
     def _submit(
         self, conn: Connection, cmd: Command, client_seq: int, meta: bytes, received: int
