@@ -44,7 +44,7 @@ import lmdb
 import trio
 
 from bench.stats import machine as stats_machine
-from bench.stats import pct, us
+from bench.stats import pct, ratio, render, us
 from engine.messages import (
     BidAccepted,
     Command,
@@ -479,9 +479,6 @@ def machine() -> dict[str, Any]:
 
 
 def table(r: dict[str, Any]) -> str:
-    def ratio(a: float, b: float) -> str:
-        return f"{a / b:.2f}" if b else "-"
-
     t = r["targets"]
     rows = [
         (
@@ -556,17 +553,10 @@ def table(r: dict[str, Any]) -> str:
             ratio(r["busy_loop_commit_p99_us_at_0_5ms"], r["busy_loop_commit_p99_us_at_5ms"]),
         ),
     ]
-    w0 = max(len(x[0]) for x in rows)
-    w1 = max(len(x[1]) for x in rows)
-    w2 = max(len(x[2]) for x in rows)
-    head = f"{'figure':<{w0}}  {'value':>{w1}}  {'limit/peer':<{w2}}  ratio"
-    lines = [head, "-" * len(head)]
-    lines += [f"{a:<{w0}}  {b:>{w1}}  {c:<{w2}}  {d}" for a, b, c, d in rows]
+    lines = render(rows, r["machine"])
     bad = r["engine_rejected"] + r["durable_rejected"] + r["open_loop_rejected"]
     if bad or r["open_loop_missing_acks"]:
         lines.append(f"WARNING: {bad} bids rejected, {r['open_loop_missing_acks']} acks missing")
-    m = r["machine"]
-    lines.append(f"machine: {m['platform']}, {m['cpu_count']} CPUs, Python {m['python']}")
     return "\n".join(lines)
 
 

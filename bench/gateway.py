@@ -73,7 +73,7 @@ import msgspec
 from nacl.signing import SigningKey
 
 from bench.stats import machine as stats_machine
-from bench.stats import pct, us
+from bench.stats import pct, ratio, render, us
 from gateway import protocol as p
 
 perf_ns = time.perf_counter_ns
@@ -966,9 +966,6 @@ def machine() -> dict[str, Any]:
 
 
 def table(r: dict[str, Any]) -> str:
-    def ratio(a: float, b: float) -> str:
-        return f"{a / b:.2f}" if b else "-"
-
     t = r["targets"]
     ve, raw = r["raw_echo_verify_per_s"], r["raw_echo_per_s"]
     kw = f"{r['connections']} conns x W={r['window']}"
@@ -1057,20 +1054,13 @@ def table(r: dict[str, Any]) -> str:
             "",
         ),
     ]
-    w0 = max(len(x[0]) for x in rows)
-    w1 = max(len(x[1]) for x in rows)
-    w2 = max(len(x[2]) for x in rows)
-    head = f"{'figure':<{w0}}  {'value':>{w1}}  {'limit/peer':<{w2}}  ratio"
-    lines = [head, "-" * len(head)]
-    lines += [f"{a:<{w0}}  {b:>{w1}}  {c:<{w2}}  {d}" for a, b, c, d in rows]
+    lines = render(rows, r["machine"])
     bad = r["closed_loop_bad"] + r["open_loop_bad"] + r["raw_echo_verify_bad"]
     if bad or r["open_loop_missing_acks"]:
         lines.append(
             f"WARNING: {bad} bids refused, {r['open_loop_missing_acks']} acks missing"
             + (f" ({r['closed_loop_first_bad']})" if r.get("closed_loop_first_bad") else "")
         )
-    m = r["machine"]
-    lines.append(f"machine: {m['platform']}, {m['cpu_count']} CPUs, Python {m['python']}")
     lines.append("client and servers share the same CPUs (each in its own process)")
     return "\n".join(lines)
 

@@ -30,3 +30,23 @@ def machine(**extra: Any) -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         **extra,
     }
+
+
+Row = tuple[str, str, str, str]  # figure, value, limit or peer, ratio
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def render(rows: list[Row], machine_facts: dict[str, Any]) -> list[str]:
+    """The suites' table: figure, value, its limit or peer, the ratio; then the machine."""
+    w0 = max(len(x[0]) for x in rows)
+    w1 = max(len(x[1]) for x in rows)
+    w2 = max(len(x[2]) for x in rows)
+    head = f"{'figure':<{w0}}  {'value':>{w1}}  {'limit/peer':<{w2}}  ratio"
+    lines = [head, "-" * len(head)]
+    lines += [f"{a:<{w0}}  {b:>{w1}}  {c:<{w2}}  {d}" for a, b, c, d in rows]
+    m = machine_facts
+    lines.append(f"machine: {m['platform']}, {m['cpu_count']} CPUs, Python {m['python']}")
+    return lines

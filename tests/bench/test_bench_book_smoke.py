@@ -4,25 +4,11 @@ Peers may be "not installed" (they are an optional extra)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.suite import run_suite
 
 
 def test_bench_book_quick_json() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "book", "--quick", "--json", "--ops", "5000"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    r = json.loads(proc.stdout)
+    r = run_suite("book", "--ops", "5000")
     assert isinstance(r["pubex_ops_per_s"], int) and r["pubex_ops_per_s"] > 0
     assert r["p99_us"] > 0
     assert r["target"] == 2.0

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import math
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.suite import assert_positive_figures, run_suite
 
 NUMERIC_KEYS = (
     "acks_per_s",
@@ -28,22 +22,8 @@ NUMERIC_KEYS = (
 
 
 def test_bench_gateway_quick_json() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "gateway", "--quick", "--json"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    for key in NUMERIC_KEYS:
-        value = result[key]
-        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
-        assert math.isfinite(value) and value > 0, (key, value)
-    machine = result["machine"]
-    assert machine["platform"] and machine["cpu_count"] and machine["python"]
+    result = run_suite("gateway", timeout=240)
+    assert_positive_figures(result, NUMERIC_KEYS)
     assert result["targets"] == {
         "acks_to_raw_verify_ratio": 0.85,
         "ack_p99_us": 10000,
@@ -56,16 +36,3 @@ def test_bench_gateway_quick_json() -> None:
     assert result["open_loop_missing_acks"] == 0
     assert result["raw_echo_verify_bad"] == 0
     assert result["watch_bids_acked"] > 0
-
-
-def test_bench_lists_gateway_suite() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0
-    assert "gateway" in proc.stdout

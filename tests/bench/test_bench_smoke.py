@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import math
 import subprocess
 import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.suite import REPO_ROOT, assert_positive_figures, run_suite
 
 NUMERIC_KEYS = (
     "engine_bids_per_s",
@@ -27,22 +24,8 @@ NUMERIC_KEYS = (
 
 
 def test_bench_core_quick_json() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "core", "--quick", "--json"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    for key in NUMERIC_KEYS:
-        value = result[key]
-        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
-        assert math.isfinite(value) and value > 0, (key, value)
-    machine = result["machine"]
-    assert machine["platform"] and machine["cpu_count"] and machine["python"]
+    result = run_suite("core", timeout=120)
+    assert_positive_figures(result, NUMERIC_KEYS)
     assert result["targets"] == {
         "engine_bids_per_s": 300000,
         "durable_to_raw_ratio": 0.5,
@@ -65,4 +48,5 @@ def test_bench_lists_suites() -> None:
         check=False,
     )
     assert proc.returncode == 0
-    assert "core" in proc.stdout
+    for suite in ("core", "gateway", "book"):
+        assert suite in proc.stdout
