@@ -228,6 +228,11 @@ class Runtime:
             else:
                 await trio.lowlevel.checkpoint()  # let submitters and the writer run
 
+    @property
+    def committing(self) -> bool:
+        """A batch is in the commit worker (the loop may look idle meanwhile)."""
+        return not self._writer_idle
+
     def _apply(
         self, journal: Journal, item: tuple[Command, Reply | None, bytes], ts_ns: int
     ) -> None:

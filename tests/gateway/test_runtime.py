@@ -23,17 +23,16 @@ from gateway.runtime import Overloaded, Runtime
 from ledger.replay import full_replay
 from ledger.store import Batch
 from ledger.verify import verify_chain
+from tests.vclock import CommitAwareClock
 
 EPOCH_NS = 1_767_542_400 * 1_000_000_000
 STAFF = "staff:t"
 
 
 @pytest.fixture
-def idle_jump_clock():
-    """Virtual time that jumps only after 50 ms of real idleness: a commit in a
-    worker thread leaves trio with nothing runnable, and a zero threshold would
-    jump the clock to the next timer during every fsync."""
-    return trio.testing.MockClock(autojump_threshold=0.05)
+def idle_jump_clock() -> CommitAwareClock:
+    """Virtual time that never jumps while a batch is in the commit thread."""
+    return CommitAwareClock()
 
 
 async def _setup_lot(rt: Runtime, bidders: int = 3, end_ns: int | None = None) -> None:
@@ -93,7 +92,7 @@ async def test_every_ack_follows_its_batch_commit(tmp_path):
 
 
 async def test_timer_closes_lot_at_its_deadline_with_a_ledgered_tick(tmp_path, idle_jump_clock):
-    rt = Runtime.open(tmp_path, clock=TrioClock(EPOCH_NS))
+    rt = idle_jump_clock.watch(Runtime.open(tmp_path, clock=TrioClock(EPOCH_NS)))
     async with trio.open_nursery() as nursery:
         await nursery.start(rt.run)
         end = EPOCH_NS + 10 * MINUTE_NS

@@ -47,6 +47,7 @@ from gateway.runtime import Runtime
 from ledger.journal import Outcome
 from ledger.record import decode_body
 from simulators.harness import EPOCH_NS
+from tests.vclock import CommitAwareClock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,18 +213,17 @@ async def set_up_lot(rt: Runtime, end_in_ns: int) -> int:
 
 
 @pytest.fixture
-def virtual_clock(mock_clock: trio.testing.MockClock) -> trio.testing.MockClock:
-    """Autojump only after 50 ms of real idleness: a commit running in a worker
-    thread must not let virtual time leap to the next timer deadline."""
-    mock_clock.autojump_threshold = 0.05
-    return mock_clock
+def virtual_clock() -> CommitAwareClock:
+    """Virtual time that never jumps while a batch is in the commit thread: a
+    slow fsync must not let it leap to the next timer (or fail_after) deadline."""
+    return CommitAwareClock()
 
 
 async def test_forward_jump_does_not_close_early(
-    tmp_path: Path, virtual_clock: trio.testing.MockClock
+    tmp_path: Path, virtual_clock: CommitAwareClock
 ) -> None:
     src = TrioSources(EPOCH_NS)
-    rt = Runtime.open(tmp_path, clock=src.clock())
+    rt = virtual_clock.watch(Runtime.open(tmp_path, clock=src.clock()))
     released: list[Outcome] = []
     closed = trio.Event()
 
@@ -262,10 +262,10 @@ async def test_forward_jump_does_not_close_early(
 
 
 async def test_restart_after_end_suspends_instead_of_selling(
-    tmp_path: Path, virtual_clock: trio.testing.MockClock
+    tmp_path: Path, virtual_clock: CommitAwareClock
 ) -> None:
     src = TrioSources(EPOCH_NS)
-    rt = Runtime.open(tmp_path, clock=src.clock())
+    rt = virtual_clock.watch(Runtime.open(tmp_path, clock=src.clock()))
     try:
         with trio.fail_after(600):
             async with trio.open_nursery() as nursery:
@@ -281,7 +281,7 @@ async def test_restart_after_end_suspends_instead_of_selling(
 
     # Down for a long while: the server comes back an hour after the lot's end.
     src2 = TrioSources(end + HOUR_NS - int(trio.current_time() * NS))
-    rt2 = Runtime.open(tmp_path, clock=src2.clock())
+    rt2 = virtual_clock.watch(Runtime.open(tmp_path, clock=src2.clock()))
     try:
         with trio.fail_after(600):
             async with trio.open_nursery() as nursery:
