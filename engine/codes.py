@@ -10,6 +10,7 @@ grouped by layer; a code's number and name are never reused or renumbered
     3xx  eligibility gate (registration, deposit, blacklist)
     4xx  bid amount (start, increment, self-outbid, priority)
     5xx  staff actions (terms, reserve, increment, freeze, terminate)
+    6xx  e-mall order book (orders, sessions, items)
     9xx  runtime (storage) -- produced by the runtime, never by the engine
 """
 
@@ -72,6 +73,20 @@ class Reject(IntEnum):
     terminate_too_close_to_end = 507
     invalid_increment = 508
     key_exists = 509
+
+    # 6xx e-mall order book (engine.book.BookReject: the same numbers and names)
+    book_invalid = 601
+    book_unknown_order = 602
+    book_duplicate_id = 603
+    book_price_band = 604
+    book_fok_unfillable = 605
+    book_halted = 606
+    book_closed = 607
+    book_purchase_limit = 608
+    book_kind_not_allowed = 609
+    book_not_call = 610
+    unknown_item = 611
+    item_exists = 612
 
     # 9xx runtime
     storage_unavailable = 901
