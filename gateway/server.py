@@ -87,7 +87,7 @@ from gateway.runtime import Overloaded, Runtime
 from gateway.views import Views
 from ledger.checkpoint import Receipt, sign_receipt
 from ledger.journal import Outcome
-from ledger.record import body_hash, decode_body
+from ledger.record import Envelope, body_hash, decode_body, encode_envelope
 
 PUBLIC_EVENTS = (
     LotCreated,
@@ -114,21 +114,6 @@ PUBLIC_EVENTS = (
     AwardLapsed,
 )
 ALL_LOTS = "*"
-
-
-class Envelope(msgspec.Struct, frozen=True, array_like=True):
-    """The command as received at the edge, ledgered in the entry's ``meta``:
-    enough for a supervisor to re-verify a bid's signature years later."""
-
-    role: str
-    identity: str
-    ip: str
-    fingerprint: str
-    payload: str = ""
-    sig: str = ""
-
-
-_meta_encoder = msgspec.msgpack.Encoder()
 
 
 class TokenBucket:
@@ -371,7 +356,7 @@ class Gateway:
     ) -> None:
         """Ledgered with its envelope, so a supervisor can re-verify it years later."""
         who = conn.who
-        meta = _meta_encoder.encode(
+        meta = encode_envelope(
             Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
         )
         self._submit(conn, cmd, client_seq, meta, received)
@@ -516,7 +501,7 @@ class Gateway:
             )
             return
         cmd = _STAFF_COMMANDS[type(frame)](f"staff:{who.identity}", frame)
-        meta = _meta_encoder.encode(Envelope(who.role, who.identity, who.ip, who.fingerprint))
+        meta = encode_envelope(Envelope(who.role, who.identity, who.ip, who.fingerprint))
         self._submit(conn, cmd, client_seq, meta, time.perf_counter_ns())
 
     # ------------------------------------------------------ subscriptions

@@ -37,9 +37,24 @@ class EntryBody(msgspec.Struct, frozen=True, array_like=True):
     meta: bytes = b""  # connection facts etc.
 
 
+class Envelope(msgspec.Struct, frozen=True, array_like=True):
+    """An entry's ``meta`` when the gateway supplies it: the command as received
+    at the edge -- who (role, identity), from where (client IP, device
+    fingerprint), and the signed frame (payload, signature) so a supervisor can
+    re-verify a bid's signature years later."""
+
+    role: str
+    identity: str
+    ip: str
+    fingerprint: str
+    payload: str = ""
+    sig: str = ""
+
+
 # One encoder/decoder per module: building them per call costs more than encoding.
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(EntryBody)
+_ENVELOPE_DECODER = msgspec.msgpack.Decoder(Envelope)
 _U64 = struct.Struct(">Q")
 _pack_u64 = _U64.pack
 
@@ -52,6 +67,22 @@ def encode_body(body: EntryBody) -> bytes:
 def decode_body(data: bytes) -> EntryBody:
     """Body bytes -> EntryBody; raises ``msgspec.DecodeError`` if malformed."""
     return _DECODER.decode(data)
+
+
+def encode_envelope(env: Envelope) -> bytes:
+    return _ENCODER.encode(env)
+
+
+def decode_envelope(meta: bytes) -> Envelope | None:
+    """An entry's ``meta`` -> its Envelope; None when empty or not an envelope
+    (entries the runtime itself sequences carry no connection facts)."""
+    if not meta:
+        return None
+    try:
+        env: Envelope = _ENVELOPE_DECODER.decode(meta)
+    except msgspec.DecodeError:
+        return None
+    return env
 
 
 def body_hash(body: bytes) -> bytes:

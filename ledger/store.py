@@ -25,7 +25,7 @@ store object; they must not hold a read transaction (e.g. an unfinished
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -176,10 +176,20 @@ class LedgerStore:
                     return
                 yield seq, v[:HASH_SIZE], v[HASH_SIZE:HEADER_SIZE], v[HEADER_SIZE:]
 
-    def iter_raw(self) -> Iterator[tuple[bytes, bytes]]:
-        """Stream raw (key, value) pairs of the entries db (for verification)."""
+    def iter_raw(self, from_seq: int = 1) -> Generator[tuple[bytes, bytes], None, None]:
+        """Stream raw (key, value) pairs of the entries db from ``from_seq`` on
+        (verification, followers).  One read txn until the generator ends or
+        is closed: close it promptly (see the module docstring)."""
         with self._read_txn() as txn:
-            yield from txn.cursor(self._entries).iternext()
+            cur = txn.cursor(self._entries)
+            if from_seq <= 1 or cur.set_range(seq_key(from_seq)):
+                yield from cur.iternext()
+
+    def last_txnid(self) -> int:
+        """LMDB's id of the last committed write txn: changes on every commit,
+        costs no read txn -- what a follower polls before reading."""
+        txnid: int = self.env.info()["last_txnid"]
+        return txnid
 
     def latest_snapshot(self) -> tuple[int, bytes] | None:
         """(seq, snapshot) with the highest seq, or None."""

@@ -16,7 +16,7 @@ import msgspec
 from nacl.signing import VerifyKey
 
 from ledger.checkpoint import BadCheckpoint, verify_checkpoint
-from ledger.record import GENESIS, HEADER_SIZE, chain_hash, decode_body, key_seq
+from ledger.record import GENESIS, HEADER_SIZE, EntryBody, chain_hash, decode_body, key_seq
 from ledger.store import LedgerStore
 
 
@@ -49,23 +49,24 @@ def _as_store(store_or_path: LedgerStore | str | Path) -> Iterator[LedgerStore]:
         yield store
 
 
-def _check_entry(expected: int, prev_h: bytes, k: bytes, v: bytes) -> str:
-    """Reason the entry at key ``k`` fails, or "" when it extends the chain."""
+def check_entry(expected: int, prev_h: bytes, k: bytes, v: bytes) -> tuple[str, EntryBody | None]:
+    """("", body) when the entry at key ``k`` extends the chain after ``prev_h``
+    as entry ``expected``; else (reason, None)."""
     if len(k) != 8 or len(v) < HEADER_SIZE:
-        return "undecodable"
+        return "undecodable", None
     if key_seq(k) != expected:
-        return "gap"
+        return "gap", None
     prev, h, body = v[:32], v[32:HEADER_SIZE], v[HEADER_SIZE:]
     if prev != prev_h:
-        return "prev_mismatch"
+        return "prev_mismatch", None
     if chain_hash(prev, body) != h:
-        return "hash_mismatch"
+        return "hash_mismatch", None
     try:
         decoded = decode_body(body)
     except msgspec.DecodeError:
-        return "undecodable"
+        return "undecodable", None
     # The key is outside the hash; the body's own seq binds position to content.
-    return "" if decoded.seq == expected else "seq_mismatch"
+    return ("", decoded) if decoded.seq == expected else ("seq_mismatch", None)
 
 
 def verify_chain(store_or_path: LedgerStore | str | Path) -> ChainReport:
@@ -73,7 +74,7 @@ def verify_chain(store_or_path: LedgerStore | str | Path) -> ChainReport:
     count, last_seq, last_h = 0, 0, GENESIS
     with _as_store(store_or_path) as store:
         for k, v in store.iter_raw():
-            reason = _check_entry(last_seq + 1, last_h, k, v)
+            reason, _ = check_entry(last_seq + 1, last_h, k, v)
             if reason:
                 return ChainReport(count, last_seq, last_h, False, last_seq + 1, reason)
             count, last_seq, last_h = count + 1, last_seq + 1, v[32:HEADER_SIZE]
