@@ -80,10 +80,12 @@ class Harness:
         self._client_seq[origin] += 1
         return self._client_seq[origin]
 
-    def send(self, cmd: Command, t_ns: int) -> list[Event]:
-        """Stamp (strictly increasing), apply, journal; commit when the batch is full."""
+    def send(self, cmd: Command, t_ns: int, meta: bytes = b"") -> list[Event]:
+        """Stamp (strictly increasing), apply, journal (with the entry's ``meta``,
+        e.g. the connection envelope a live gateway would ledger); commit when
+        the batch is full."""
         self.now_ns = max(t_ns, self.now_ns + 1)
-        events = self.journal.append(cmd, self.now_ns).events
+        events = self.journal.append(cmd, self.now_ns, meta).events
         for ev in events:
             if type(ev) is CommandRejected:
                 self.refused[Reject(ev.code).name] += 1

@@ -48,6 +48,8 @@ from engine.rules import (
     RuleSet,
 )
 from engine.sealed import seal_commitment
+from simulators.agents import DEFINITIONS as AGENT_DEFINITIONS
+from simulators.agents import agent_scenario
 from simulators.harness import EPOCH_NS, HOUR_NS, MINUTE_NS, NS_PER_S, Harness
 
 STAFF = "staff:sim"
@@ -518,3 +520,5 @@ SCENARIOS: dict[str, type[Scenario]] = {
     "dutch": DutchDay,
     "tender": TenderDay,
 }
+# Seeded bidder agents (simulators/agents.py): definitions shared with the live Locust runs.
+SCENARIOS.update({name: agent_scenario(name, b) for name, b in AGENT_DEFINITIONS.items()})  # type: ignore[misc]
