@@ -587,6 +587,22 @@ class Book:
             ],
         }
 
+    def load(self, snap: dict[str, Any], purchase_limits: dict[str, int], version: int) -> None:
+        """Restore what ``snapshot()`` (plus the purchase limits and version) recorded
+        into an empty book: resting orders re-enter in priority order, so levels,
+        time priority and the best prices come back exactly."""
+        assert not self._index, "load into an empty book"
+        self.session = snap["session"]
+        self.reference = snap["reference"]
+        self.band = snap["band"]
+        self.last_price = snap["last_price"]
+        self.purchase_limits = dict(purchase_limits)
+        self.version = version
+        for side, key in ((BUY, "bids"), (SELL, "asks")):
+            for price, orders in snap[key]:
+                for oid, owner, qty in orders:
+                    self._rest(_Order(oid, owner, side, price, qty))
+
     # ------------------------------------------------------------ internals
 
     def _rest(self, o: _Order) -> None:

@@ -4,7 +4,8 @@ All are frozen msgspec Structs in tagged unions (``type`` field).  Schema
 evolution rule: new fields are appended with defaults; tags are never reused.
 
 Every command carries its ``origin`` -- ``"<kind>:<id>"`` with kind one of
-``bidder``, ``staff``, ``service`` or ``system`` -- and the origin's
+``bidder``, ``supplier``, ``purchaser``, ``staff``, ``service`` or
+``system`` -- and the origin's
 ``client_seq`` (strictly increasing per origin; 0 only for ``system``).
 
 Events never carry a bidder identity: bidders appear only by their per-lot
@@ -26,7 +27,7 @@ Mechanism = Literal["english", "listing", "dutch", "sealed", "reverse"]
 # a ledger replays exactly only with the engine version that wrote it, so each
 # start records it (RuntimeStarted) and verification can tell a mismatch from
 # tampering.
-ENGINE_VERSION = 4  # 2: Dutch; 3: sealed tender; 4: reverse price competition
+ENGINE_VERSION = 5  # 2: Dutch; 3: sealed; 4: reverse; 5: VBP, scoring, draws, settlement, e-mall
 
 
 # ---------------------------------------------------------------- commands
@@ -178,6 +179,70 @@ class TerminateLot(Command, frozen=True, tag="terminate_lot"):
     reason: str
 
 
+# -- e-mall order book (issue 5; engine.emall)
+
+OrderSide = Literal["buy", "sell"]
+
+
+class CreateItem(Command, frozen=True, tag="create_item"):
+    """E-mall: a catalogue item with its own order book (staff).  0 = none for
+    the reference price, the band and the default single-purchase limit."""
+
+    item_id: str
+    title: str
+    reference_fen: int = 0
+    band_fen: int = 0
+    purchase_limit_qty: int = 0
+    session: str = "call"  # call | open | halted | closed
+
+
+class SetItemSession(Command, frozen=True, tag="set_item_session"):
+    """Staff: open (from the call: the opening uncross), halt or close trading."""
+
+    item_id: str
+    session: str
+
+
+class SetPurchaseLimit(Command, frozen=True, tag="set_purchase_limit"):
+    """Registry: a purchaser's single-purchase limit on an item (R-3.4.1)."""
+
+    item_id: str
+    purchaser_id: str
+    qty: int
+
+
+class PlaceOrder(Command, frozen=True, tag="place_order"):
+    """A trader's order (the origin owns it; its id is this command's ledger seq)."""
+
+    item_id: str
+    side: str  # buy | sell
+    kind: str  # limit | market | ioc | fok
+    price_fen: int  # 0 for a market order
+    qty: int
+
+
+class CancelOrder(Command, frozen=True, tag="cancel_order"):
+    item_id: str
+    order_id: int
+
+
+class AmendOrder(Command, frozen=True, tag="amend_order"):
+    """0 = unchanged; a price change or a quantity increase loses time priority."""
+
+    item_id: str
+    order_id: int
+    price_fen: int = 0
+    qty: int = 0
+
+
+class DirectPurchase(Command, frozen=True, tag="direct_purchase"):
+    """直购 (R-3.4.1): a market buy, or an IOC buy up to ``max_price_fen``."""
+
+    item_id: str
+    qty: int
+    max_price_fen: int = 0
+
+
 AnyCommand = (
     Tick
     | SuspendOverdue
@@ -201,6 +266,13 @@ AnyCommand = (
     | FreezeLot
     | ResumeLot
     | TerminateLot
+    | CreateItem
+    | SetItemSession
+    | SetPurchaseLimit
+    | PlaceOrder
+    | CancelOrder
+    | AmendOrder
+    | DirectPurchase
 )
 
 # ------------------------------------------------------------------ events
@@ -390,6 +462,66 @@ class LotUnsold(Event, frozen=True, tag="lot_unsold"):
     reserve_fen: int
 
 
+# -- e-mall order book events: ``lot_id`` is the item id; traders appear only by
+# their per-item code, orders by id (the ledger seq of the placing command)
+
+
+class ItemCreated(Event, frozen=True, tag="item_created"):
+    title: str
+    reference_fen: int
+    band_fen: int
+    purchase_limit_qty: int
+    session: str
+
+
+class ItemSessionChanged(Event, frozen=True, tag="item_session_changed"):
+    session: str
+    at_ns: int
+
+
+class PurchaseLimitSet(Event, frozen=True, tag="purchase_limit_set"):
+    trader_code: str
+    qty: int
+
+
+class OrderPlaced(Event, frozen=True, tag="order_placed"):
+    order_id: int
+    trader_code: str
+    side: str
+    kind: str
+    price_fen: int
+    qty: int
+    purchase: bool = False  # a direct purchase
+
+
+class OrderFilled(Event, frozen=True, tag="order_filled"):
+    """One trade: at the resting (maker) order's price; aggressor "none" in the uncross."""
+
+    maker_id: int
+    taker_id: int
+    price_fen: int
+    qty: int
+    aggressor: str
+
+
+class OrderCancelled(Event, frozen=True, tag="order_cancelled"):
+    order_id: int
+    qty: int  # the open quantity cancelled
+    reason: str  # requested | self_trade | unfilled
+
+
+class OrderAmended(Event, frozen=True, tag="order_amended"):
+    order_id: int
+    price_fen: int
+    qty: int  # the new open quantity
+    kept_priority: bool
+
+
+class AuctionUncrossed(Event, frozen=True, tag="auction_uncrossed"):
+    price_fen: int
+    qty: int
+
+
 AnyEvent = (
     CommandRejected
     | CommandRetried
@@ -418,6 +550,14 @@ AnyEvent = (
     | LotTerminated
     | LotSold
     | LotUnsold
+    | ItemCreated
+    | ItemSessionChanged
+    | PurchaseLimitSet
+    | OrderPlaced
+    | OrderFilled
+    | OrderCancelled
+    | OrderAmended
+    | AuctionUncrossed
 )
 
 # One codec per process, reused (msgspec's advice: never build them per call).

@@ -30,6 +30,7 @@ from engine import rules as rulesets
 from engine.ascending import Ascending, check_amount, closing_guard, gate, increment_of
 from engine.codes import Reject
 from engine.dutch import Dutch
+from engine.emall import Emall
 from engine.english import English
 from engine.listing import Listing
 from engine.messages import (
@@ -153,6 +154,7 @@ class Router:
             FreezeLot: (STAFF, self._freeze),
             ResumeLot: (STAFF, self._resume),
             TerminateLot: (STAFF, self._terminate),
+            **Emall(self).handlers(),  # e-mall items and their order books
         }
         for lot in self.state.lots.values():
             self._schedule(lot)
@@ -645,7 +647,7 @@ def _kind_of(origin: str) -> str:
     kind, _, ident = origin.partition(":")
     if kind == "system" and not ident:
         return kind
-    return kind if ident and kind in ("bidder", "staff", "service") else ""
+    return kind if ident and kind in ("bidder", "supplier", "purchaser", "staff", "service") else ""
 
 
 def _lot_of(cmd: Command) -> str:

@@ -12,6 +12,7 @@ import hashlib
 
 import msgspec
 
+from engine.emall import Item, dec_hook, enc_hook
 from engine.rules import RuleSet
 
 # Lot statuses.
@@ -105,10 +106,11 @@ class EngineState(msgspec.Struct):
     origins: dict[str, OriginState] = msgspec.field(default_factory=dict)
     blacklist: dict[str, str] = msgspec.field(default_factory=dict)
     keys: dict[str, KeyRecord] = msgspec.field(default_factory=dict)  # key id -> bidder
+    items: dict[str, Item] = msgspec.field(default_factory=dict)  # e-mall catalogue
 
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(EngineState)
+_encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)  # hooks: e-mall books
+_decoder = msgspec.msgpack.Decoder(EngineState, dec_hook=dec_hook)
 
 
 def encode_state(state: EngineState) -> bytes:
