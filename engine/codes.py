@@ -62,6 +62,14 @@ class Reject(IntEnum):
     bid_above_ceiling = 414
     quote_not_below_best = 415
     not_awarded = 416
+    # 43x: draws, evaluation, procurement, settlement (issue 4)
+    not_committee_for_lot = 430
+    invalid_scores = 431
+    scores_incomplete = 432
+    not_revival_candidate = 433
+    unknown_region = 434
+    not_a_winner = 435
+    bidder_barred = 436
 
     # 5xx staff actions
     invalid_terms = 501
@@ -73,6 +81,14 @@ class Reject(IntEnum):
     terminate_too_close_to_end = 507
     invalid_increment = 508
     key_exists = 509
+    # 53x: draws and after the hammer (issue 4)
+    seed_already_committed = 530
+    no_seed_committed = 531
+    seed_mismatch = 532
+    too_late_for_seed = 533
+    no_settlement_pending = 534
+    reauction_not_allowed = 535
+    reauction_cut_too_deep = 536
 
     # 6xx e-mall order book (engine.book.BookReject: the same numbers and names)
     book_invalid = 601

@@ -21,7 +21,7 @@ import msgspec
 from engine.codes import Reject
 from engine.rules import RuleSet
 
-Mechanism = Literal["english", "listing", "dutch", "sealed", "reverse"]
+Mechanism = Literal["english", "listing", "dutch", "sealed", "reverse", "vbp"]
 
 # Bumped whenever a change alters what any command produces (events or state):
 # a ledger replays exactly only with the engine version that wrote it, so each
@@ -66,6 +66,13 @@ class RegisterKey(Command, frozen=True, tag="register_key"):
     public_key_hex: str
 
 
+class RegionDemand(msgspec.Struct, frozen=True, array_like=True):
+    """VBP (R-4.3): a supply region and its reported demand, in units."""
+
+    region: str
+    demand_units: int
+
+
 class CreateLot(Command, frozen=True, tag="create_lot"):
     lot_id: str
     mechanism: Mechanism
@@ -78,6 +85,7 @@ class CreateLot(Command, frozen=True, tag="create_lot"):
     deposit_fen: int = 0
     timed_increment_fen: int = 0  # listing: the timed phase's increment (0 = same)
     floor_fen: int = 0  # dutch: the public floor (increment_fen is the step down)
+    regions: tuple[RegionDemand, ...] = ()  # vbp: supply regions and their demand
 
 
 class PublishLot(Command, frozen=True, tag="publish_lot"):
@@ -179,6 +187,84 @@ class TerminateLot(Command, frozen=True, tag="terminate_lot"):
     reason: str
 
 
+# -- draws, evaluation, procurement, after the hammer (issue 4)
+
+
+class CommitDrawSeed(Command, frozen=True, tag="commit_draw_seed"):
+    """Staff commit the hash of a secret seed for the lot's draws (ties,
+    lotteries) before the submission deadline; revealed after it."""
+
+    lot_id: str
+    seed_hash: str  # hex BLAKE2b-256 of the seed's bytes (engine.draw.seed_hash)
+
+
+class RevealDrawSeed(Command, frozen=True, tag="reveal_draw_seed"):
+    lot_id: str
+    seed_hex: str
+
+
+class EnterScores(Command, frozen=True, tag="enter_scores"):
+    """An evaluation-committee member's non-price points for one bid
+    (R-6.4.1), in hundredths of a point; a later entry replaces it."""
+
+    lot_id: str
+    bidder_code: str
+    points_centi: int
+
+
+class FinalizeEvaluation(Command, frozen=True, tag="finalize_evaluation"):
+    lot_id: str
+
+
+class AcceptRevival(Command, frozen=True, tag="accept_revival"):
+    """VBP round 10+ rule 2: a firm that failed rule 1 accepts the revival price."""
+
+    lot_id: str
+
+
+class ChooseRegions(Command, frozen=True, tag="choose_regions"):
+    """VBP R-4.3.2: a winner's supply-region preferences, best first."""
+
+    lot_id: str
+    regions: tuple[str, ...]
+
+
+class ConfirmPayment(Command, frozen=True, tag="confirm_payment"):
+    """The winner paid the balance (R-5.2.6)."""
+
+    lot_id: str
+
+
+class DeclareDefault(Command, frozen=True, tag="declare_default"):
+    """The winner defaulted (悔拍, R-5.2.6): deposit forfeited, barred from the re-auction."""
+
+    lot_id: str
+    reason: str
+
+
+class QualifyWinner(Command, frozen=True, tag="qualify_winner"):
+    """Post-qualification (资格后审, R-1.2.4): the winner's documents passed or not."""
+
+    lot_id: str
+    passed: bool
+    reason: str = ""
+
+
+class CreateReauction(Command, frozen=True, tag="create_reauction"):
+    """R-5.2.7: a second auction of an unsold or defaulted lot (start cut by at
+    most ``rules.reauction_max_cut_pct``), then a sale window (变卖) at the
+    second auction's start price."""
+
+    lot_id: str
+    parent_lot_id: str
+    stage: Literal["second", "sale"]
+    start_price_fen: int
+    start_ns: int
+    end_ns: int
+    increment_fen: int = 0  # 0 = the parent's
+    deposit_fen: int = -1  # -1 = the parent's
+
+
 # -- e-mall order book (issue 5; engine.emall)
 
 OrderSide = Literal["buy", "sell"]
@@ -266,6 +352,16 @@ AnyCommand = (
     | FreezeLot
     | ResumeLot
     | TerminateLot
+    | CommitDrawSeed
+    | RevealDrawSeed
+    | EnterScores
+    | FinalizeEvaluation
+    | AcceptRevival
+    | ChooseRegions
+    | ConfirmPayment
+    | DeclareDefault
+    | QualifyWinner
+    | CreateReauction
     | CreateItem
     | SetItemSession
     | SetPurchaseLimit
@@ -456,10 +552,115 @@ class LotSold(Event, frozen=True, tag="lot_sold"):
 
 
 class LotUnsold(Event, frozen=True, tag="lot_unsold"):
-    reason: Literal["no_bids", "below_reserve", "too_few_valid_bids", "all_declined"]
+    reason: Literal[
+        "no_bids", "below_reserve", "too_few_valid_bids", "all_declined", "no_winner", "voided"
+    ]
     closed_at_ns: int
     price_fen: int
     reserve_fen: int
+
+
+# -- draws, evaluation, procurement, after the hammer (issue 4)
+
+
+class DrawSeedCommitted(Event, frozen=True, tag="draw_seed_committed"):
+    seed_hash: str
+
+
+class DrawSeedRevealed(Event, frozen=True, tag="draw_seed_revealed"):
+    """Anyone can now re-run the draw: key = BLAKE2b(seed | lot | bidder code)."""
+
+    seed_hex: str
+
+
+class ScoresEntered(Event, frozen=True, tag="scores_entered"):
+    """A committee entry arrived for a bid (its points stay unpublished until the result)."""
+
+    bidder_code: str
+    members: int  # members who have scored this bid so far
+
+
+class ScoreEntry(msgspec.Struct, frozen=True, array_like=True):
+    bidder_code: str
+    price_fen: int
+    price_points_milli: int  # (lowest / price) x weight, in thousandths, rounded half up
+    other_points_milli: int  # the committee's mean, in thousandths
+    total_points_milli: int
+    rank: int
+
+
+class EvaluationResult(Event, frozen=True, tag="evaluation_result"):
+    """R-6.4.1: the ranking (score desc, then price asc, then the draw)."""
+
+    entries: tuple[ScoreEntry, ...]
+    tie_rule: str  # submission_order | draw | draw_seed_not_revealed
+
+
+class VbpWinner(msgspec.Struct, frozen=True, array_like=True):
+    bidder_code: str
+    price: int  # the unit comparable price it supplies at
+    basis: str  # rule1 | low_price | cut50 | revival
+    rank: int
+
+
+class RevivalOffered(Event, frozen=True, tag="revival_offered"):
+    """R-4.2 round 10 rule 2: these firms may win by accepting ``price``."""
+
+    price: int
+    bidder_codes: tuple[str, ...]
+    until_ns: int
+
+
+class RevivalAccepted(Event, frozen=True, tag="revival_accepted"):
+    bidder_code: str
+
+
+class VbpAwarded(Event, frozen=True, tag="vbp_awarded"):
+    winners: tuple[VbpWinner, ...]
+    qualified: int  # N valid firms
+    max_winners: int
+    share_pct: int  # agreed share of reported demand (R-4.3.1)
+    regions_until_ns: int  # region choices close then
+
+
+class RegionAward(msgspec.Struct, frozen=True, array_like=True):
+    region: str
+    bidder_code: str
+    units: int
+
+
+class VolumeAllocated(Event, frozen=True, tag="volume_allocated"):
+    agreed_units: int
+    allocations: tuple[RegionAward, ...]
+
+
+class SettlementChanged(Event, frozen=True, tag="settlement_changed"):
+    """After the hammer: awaiting_qualification | awaiting_payment | paid | defaulted | voided."""
+
+    bidder_code: str
+    state: str
+    until_ns: int  # -1 = no deadline
+
+
+class DepositForfeited(Event, frozen=True, tag="deposit_forfeited"):
+    """For the registry to act on (R-1.2.4, R-5.2.6, R-6.3.2)."""
+
+    bidder_code: str
+    amount_fen: int
+    reason: str
+
+
+class AwardVoided(Event, frozen=True, tag="award_voided"):
+    bidder_code: str
+    reason: str
+    passes_to: str  # the next bidder code offered the award, or ""
+
+
+class ReauctionCreated(Event, frozen=True, tag="reauction_created"):
+    parent_lot_id: str
+    stage: str
+    start_price_fen: int
+    barred: int  # how many defaulters may not take part
 
 
 # -- e-mall order book events: ``lot_id`` is the item id; traders appear only by
@@ -550,6 +751,18 @@ AnyEvent = (
     | LotTerminated
     | LotSold
     | LotUnsold
+    | DrawSeedCommitted
+    | DrawSeedRevealed
+    | ScoresEntered
+    | EvaluationResult
+    | RevivalOffered
+    | RevivalAccepted
+    | VbpAwarded
+    | VolumeAllocated
+    | SettlementChanged
+    | DepositForfeited
+    | AwardVoided
+    | ReauctionCreated
     | ItemCreated
     | ItemSessionChanged
     | PurchaseLimitSet

@@ -29,25 +29,38 @@ from typing import Any
 from engine import rules as rulesets
 from engine.ascending import Ascending, check_amount, closing_guard, gate, increment_of
 from engine.codes import Reject
+from engine.draw import seed_hash, valid_seed_hex
 from engine.dutch import Dutch
 from engine.emall import Emall
 from engine.english import English
 from engine.listing import Listing
 from engine.messages import (
     AcceptPrice,
+    AcceptRevival,
+    AwardVoided,
     BidderRegistered,
     BlacklistBidder,
     BlacklistChanged,
     ChangeIncrement,
+    ChooseRegions,
     Command,
     CommandRejected,
     CommandRetried,
+    CommitDrawSeed,
     ConfirmAward,
     ConfirmDeposit,
+    ConfirmPayment,
     CreateLot,
+    CreateReauction,
+    DeclareDefault,
     DeclineAward,
     DepositConfirmed,
+    DepositForfeited,
+    DrawSeedCommitted,
+    DrawSeedRevealed,
+    EnterScores,
     Event,
+    FinalizeEvaluation,
     FreezeLot,
     IncrementChanged,
     KeyRegistered,
@@ -56,16 +69,23 @@ from engine.messages import (
     LotPublished,
     LotResumed,
     LotTerminated,
+    LotUnsold,
     PlaceBid,
     PublishLot,
+    QualifyWinner,
+    ReauctionCreated,
     RegisterBidder,
     RegisterKey,
     ReserveEntered,
     ResumeLot,
+    RevealDrawSeed,
     RevealSealed,
+    RevivalAccepted,
     RuntimeStarted,
     RuntimeStartedEvent,
+    ScoresEntered,
     SetReserve,
+    SettlementChanged,
     SubmitSealed,
     SuspendOverdue,
     TerminateLot,
@@ -76,15 +96,26 @@ from engine.messages import (
 from engine.reverse import Reverse
 from engine.sealed import Sealed
 from engine.state import (
+    AWAITING_PAYMENT,
+    AWAITING_QUALIFICATION,
     CONFIRMING,
+    DEFAULTED,
     DRAFT,
+    DRAW,
+    EVALUATION,
     FINAL,
     FROZEN,
     OPEN,
+    PAID,
     PUBLISHED,
+    REGIONS,
     REVEAL,
+    REVIVAL,
+    SOLD,
     SUBMISSION,
     TERMINATED,
+    UNSOLD,
+    VOIDED,
     Bidder,
     EngineState,
     KeyRecord,
@@ -94,6 +125,7 @@ from engine.state import (
     encode_state,
     hash_state,
 )
+from engine.vbp_lot import Vbp
 
 RECENT_OUTCOMES = 32  # outcomes remembered per origin (trimmed in bulk past the slack)
 RECENT_TRIM = RECENT_OUTCOMES + 16
@@ -102,13 +134,18 @@ OUTCOME_MASK = (1 << OUTCOME_BITS) - 1
 DUTCH = Dutch()
 SEALED = Sealed()
 REVERSE = Reverse()
+VBP = Vbp()
 MECHANISMS: dict[str, Ascending] = {
     "english": English(),
     "listing": Listing(),
     "dutch": DUTCH,
     "sealed": SEALED,
     "reverse": REVERSE,
+    "vbp": VBP,
 }
+SEALED_FAMILY = ("sealed", "vbp")
+BIDDERS = ("bidder", "supplier")
+COMMITTEE = ("committee",)
 STAFF = ("staff",)
 REGISTRY = ("staff", "service")
 SYSTEM = ("system",)
@@ -144,13 +181,23 @@ class Router:
             ConfirmDeposit: (REGISTRY, self._confirm_deposit),
             BlacklistBidder: (REGISTRY, self._blacklist),
             UnblacklistBidder: (REGISTRY, self._unblacklist),
-            PlaceBid: (("bidder",), self._bid),
+            PlaceBid: (BIDDERS, self._bid),
             AcceptPrice: (("bidder",), self._accept),
-            SubmitSealed: (("bidder",), self._submit_sealed),
-            WithdrawSealed: (("bidder",), self._withdraw_sealed),
-            RevealSealed: (("bidder",), self._reveal_sealed),
-            ConfirmAward: (("bidder",), self._confirm_award),
-            DeclineAward: (("bidder",), self._decline_award),
+            SubmitSealed: (BIDDERS, self._submit_sealed),
+            WithdrawSealed: (BIDDERS, self._withdraw_sealed),
+            RevealSealed: (BIDDERS, self._reveal_sealed),
+            ConfirmAward: (BIDDERS, self._confirm_award),
+            DeclineAward: (BIDDERS, self._decline_award),
+            CommitDrawSeed: (STAFF, self._commit_seed),
+            RevealDrawSeed: (STAFF, self._reveal_seed),
+            EnterScores: (COMMITTEE, self._enter_scores),
+            FinalizeEvaluation: (STAFF, self._finalize_evaluation),
+            AcceptRevival: (BIDDERS, self._accept_revival),
+            ChooseRegions: (BIDDERS, self._choose_regions),
+            ConfirmPayment: (REGISTRY, self._confirm_payment),
+            DeclareDefault: (REGISTRY, self._declare_default),
+            QualifyWinner: (STAFF, self._qualify_winner),
+            CreateReauction: (STAFF, self._create_reauction),
             FreezeLot: (STAFF, self._freeze),
             ResumeLot: (STAFF, self._resume),
             TerminateLot: (STAFF, self._terminate),
@@ -266,7 +313,11 @@ class Router:
             if lot.deadline_ns != deadline:
                 continue  # superseded (extended, frozen, closed)
             before = lot.deadline_ns
-            MECHANISMS[lot.mechanism].on_deadline(lot, deadline, self._eligible(lot), out)
+            if lot.status == SOLD:
+                self._settlement_overdue(lot, deadline, out)
+            else:
+                MECHANISMS[lot.mechanism].on_deadline(lot, deadline, self._eligible(lot), out)
+                self._settle_if_sold(lot, deadline, out)
             if lot.deadline_ns != before:
                 self._schedule(lot)
 
@@ -329,6 +380,7 @@ class Router:
             cmd.start_ns,
             cmd.end_ns,
             floor_fen=cmd.floor_fen,
+            regions={r.region: r.demand_units for r in cmd.regions},
         )
         out.append(
             LotCreated(
@@ -400,6 +452,8 @@ class Router:
             raise Reply(Reject.bidder_blacklisted)
         if cmd.bidder_id in lot.bidders:
             raise Reply(Reject.already_registered)
+        if cmd.bidder_id in lot.barred:
+            raise Reply(Reject.bidder_barred, "defaulted on an earlier auction of this lot")
         if cmd.priority_rank < 0 or not cmd.bidder_id:
             raise Reply(Reject.invalid_terms, "priority_rank >= 0 and a bidder id")
         number = len(lot.bidders) + 1
@@ -510,6 +564,7 @@ class Router:
             )
             return code
         DUTCH.accept(lot, bidder_id, bidder, now_ns, out)
+        self._settle_if_sold(lot, now_ns, out)
         return 0
 
     # ------------------------------------------------------------ reverse
@@ -548,7 +603,9 @@ class Router:
         return lot
 
     def _confirm_award(self, cmd: ConfirmAward, now_ns: int, out: list[Event]) -> None:
-        REVERSE.confirm(self._awarded(cmd.lot_id), now_ns, out)
+        lot = self._awarded(cmd.lot_id)
+        REVERSE.confirm(lot, now_ns, out)
+        self._settle_if_sold(lot, now_ns, out)
 
     def _decline_award(self, cmd: DeclineAward, now_ns: int, out: list[Event]) -> None:
         lot = self._awarded(cmd.lot_id)
@@ -561,7 +618,7 @@ class Router:
     def _sealed_party(self, lot_id: str, phase: str) -> tuple[Lot, Bidder]:
         """The sealed lot and the caller's registration, or a refusal."""
         lot = self._lot(lot_id)
-        if lot.mechanism != "sealed":
+        if lot.mechanism not in SEALED_FAMILY:
             raise Reply(Reject.wrong_mechanism)
         refused = SEALED.phase_refusal(lot, phase)
         if refused is not None:
@@ -596,6 +653,228 @@ class Router:
             out.append(CommandRejected(lot.lot_id, refused, "", bidder.code, 0))
             return refused
         return 0
+
+    # -------------------------------------------------------------- draws
+    def _commit_seed(self, cmd: CommitDrawSeed, now_ns: int, out: list[Event]) -> None:
+        """Before the submission deadline, before anyone can know who will tie."""
+        lot = self._lot(cmd.lot_id)
+        if lot.draw_seed_hash:
+            raise Reply(Reject.seed_already_committed)
+        if lot.status in FINAL or (lot.status in (OPEN, FROZEN) and lot.phase != SUBMISSION):
+            raise Reply(Reject.too_late_for_seed, lot.phase)
+        if len(cmd.seed_hash) != 64 or not _is_hex(cmd.seed_hash):
+            raise Reply(Reject.invalid_commitment, "32 bytes of hex")
+        lot.draw_seed_hash = cmd.seed_hash.lower()
+        out.append(DrawSeedCommitted(lot.lot_id, lot.draw_seed_hash))
+
+    def _reveal_seed(self, cmd: RevealDrawSeed, now_ns: int, out: list[Event]) -> None:
+        """After the submission deadline; a lot waiting for it is evaluated now."""
+        lot = self._lot(cmd.lot_id)
+        if not lot.draw_seed_hash:
+            raise Reply(Reject.no_seed_committed)
+        if lot.draw_seed:
+            raise Reply(Reject.already_revealed)
+        if lot.status in (DRAFT, PUBLISHED) or (lot.status == OPEN and lot.phase == SUBMISSION):
+            raise Reply(Reject.phase_not_accepting, "reveal the seed after the deadline")
+        if not valid_seed_hex(cmd.seed_hex) or seed_hash(cmd.seed_hex) != lot.draw_seed_hash:
+            raise Reply(Reject.seed_mismatch)
+        lot.draw_seed = cmd.seed_hex.lower()
+        out.append(DrawSeedRevealed(lot.lot_id, lot.draw_seed))
+        if lot.status == OPEN and lot.phase == DRAW:
+            (VBP if lot.mechanism == "vbp" else SEALED).evaluate(lot, now_ns, out)
+            self._after_change(lot, now_ns, out)
+
+    # --------------------------------------------------------- evaluation
+    def _enter_scores(self, cmd: EnterScores, now_ns: int, out: list[Event]) -> None:
+        """R-6.4.1: a committee member's non-price points for one valid bid."""
+        lot = self._lot(cmd.lot_id)
+        if lot.mechanism != "sealed" or lot.rules.evaluation != "scoring":
+            raise Reply(Reject.wrong_mechanism)
+        if lot.status != OPEN or lot.phase != EVALUATION:
+            raise Reply(SEALED.refuse_bid(lot) or Reject.phase_not_accepting, lot.phase)
+        member = self._ident
+        if member in lot.bidders:
+            raise Reply(Reject.not_committee_for_lot, "a member may not score a lot it bid on")
+        valid = {lot.bidders[b].code: b for b, _ in SEALED.valid_bids(lot)}
+        bidder_id = valid.get(cmd.bidder_code)
+        if bidder_id is None:
+            raise Reply(Reject.invalid_scores, "no valid bid with that code")
+        if not 0 <= cmd.points_centi <= 100 * (100 - lot.rules.price_weight_points):
+            raise Reply(Reject.invalid_scores, "points out of range")
+        marks = lot.scores.setdefault(bidder_id, {})
+        marks[member] = cmd.points_centi
+        out.append(ScoresEntered(lot.lot_id, cmd.bidder_code, len(marks)))
+
+    def _finalize_evaluation(self, cmd: FinalizeEvaluation, now_ns: int, out: list[Event]) -> None:
+        lot = self._lot(cmd.lot_id)
+        if lot.mechanism != "sealed" or lot.rules.evaluation != "scoring":
+            raise Reply(Reject.wrong_mechanism)
+        if lot.status != OPEN or lot.phase != EVALUATION:
+            raise Reply(SEALED.refuse_bid(lot) or Reject.phase_not_accepting, lot.phase)
+        members = {m for marks in lot.scores.values() for m in marks}
+        for bidder_id, _ in SEALED.valid_bids(lot):
+            if not members or set(lot.scores.get(bidder_id, {})) != members:
+                raise Reply(Reject.scores_incomplete, lot.bidders[bidder_id].code)
+        SEALED.evaluate_when_drawable(lot, now_ns, out)
+        self._after_change(lot, now_ns, out)
+
+    # ---------------------------------------------------------------- vbp
+    def _vbp_party(self, lot_id: str, phase: str) -> Lot:
+        lot = self._lot(lot_id)
+        if lot.mechanism != "vbp":
+            raise Reply(Reject.wrong_mechanism)
+        if lot.status != OPEN or lot.phase != phase:
+            raise Reply(VBP.refuse_bid(lot) or Reject.phase_not_accepting, lot.phase)
+        return lot
+
+    def _accept_revival(self, cmd: AcceptRevival, now_ns: int, out: list[Event]) -> None:
+        lot = self._vbp_party(cmd.lot_id, REVIVAL)
+        bidder_id = self._ident
+        if bidder_id not in lot.revival_candidates or bidder_id in lot.revived:
+            raise Reply(Reject.not_revival_candidate)
+        VBP.accept_revival(lot, bidder_id)
+        out.append(RevivalAccepted(lot.lot_id, lot.bidders[bidder_id].code))
+
+    def _choose_regions(self, cmd: ChooseRegions, now_ns: int, out: list[Event]) -> None:
+        lot = self._vbp_party(cmd.lot_id, REGIONS)
+        bidder_id = self._ident
+        if all(w.bidder_id != bidder_id for w in lot.winners):
+            raise Reply(Reject.not_a_winner)
+        regions = list(cmd.regions)
+        if len(set(regions)) != len(regions) or any(r not in lot.regions for r in regions):
+            raise Reply(Reject.unknown_region, "each region once, from the lot's list")
+        VBP.choose_regions(lot, bidder_id, regions)
+
+    # ---------------------------------------------------- after the hammer
+    def _after_change(self, lot: Lot, now_ns: int, out: list[Event]) -> None:
+        self._settle_if_sold(lot, now_ns, out)
+        self._schedule(lot)
+
+    def _settle_if_sold(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
+        """A new winner enters settlement when the rule set tracks it."""
+        if lot.status != SOLD or lot.settlement:
+            return
+        rules = lot.rules
+        if rules.post_qualification:
+            lot.settlement = AWAITING_QUALIFICATION
+            lot.deadline_ns = -1  # staff decide; no automatic outcome
+        elif rules.payment_window_ns:
+            lot.settlement = AWAITING_PAYMENT
+            lot.deadline_ns = at_ns + rules.payment_window_ns
+        else:
+            return
+        out.append(SettlementChanged(lot.lot_id, lot.leader_code, lot.settlement, lot.deadline_ns))
+        self._schedule(lot)
+
+    def _settlement_overdue(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
+        if lot.settlement == AWAITING_PAYMENT:
+            self._default(lot, at_ns, "payment_overdue", out)
+
+    def _pending(self, lot_id: str, state: str) -> Lot:
+        lot = self._lot(lot_id)
+        if lot.status != SOLD or lot.settlement != state:
+            raise Reply(Reject.no_settlement_pending, lot.settlement or lot.status)
+        return lot
+
+    def _confirm_payment(self, cmd: ConfirmPayment, now_ns: int, out: list[Event]) -> None:
+        lot = self._pending(cmd.lot_id, AWAITING_PAYMENT)
+        lot.settlement, lot.deadline_ns = PAID, -1
+        out.append(SettlementChanged(lot.lot_id, lot.leader_code, PAID, -1))
+
+    def _declare_default(self, cmd: DeclareDefault, now_ns: int, out: list[Event]) -> None:
+        lot = self._pending(cmd.lot_id, AWAITING_PAYMENT)
+        self._default(lot, now_ns, cmd.reason or "default", out)
+
+    def _default(self, lot: Lot, at_ns: int, reason: str, out: list[Event]) -> None:
+        """R-5.2.6 悔拍: the deposit is forfeited; the defaulter is barred from the re-auction."""
+        lot.settlement, lot.deadline_ns = DEFAULTED, -1
+        lot.barred.append(lot.leader_id)
+        out.append(SettlementChanged(lot.lot_id, lot.leader_code, DEFAULTED, -1))
+        out.append(DepositForfeited(lot.lot_id, lot.leader_code, lot.deposit_fen, reason))
+
+    def _qualify_winner(self, cmd: QualifyWinner, now_ns: int, out: list[Event]) -> None:
+        """R-1.2.4: passed -> payment (if tracked); failed -> deposit and award lost,
+        the award passing to the next rank where the mode has ranks."""
+        lot = self._pending(cmd.lot_id, AWAITING_QUALIFICATION)
+        if cmd.passed:
+            window = lot.rules.payment_window_ns
+            lot.settlement = AWAITING_PAYMENT if window else PAID
+            lot.deadline_ns = now_ns + window if window else -1
+            out.append(
+                SettlementChanged(lot.lot_id, lot.leader_code, lot.settlement, lot.deadline_ns)
+            )
+            self._schedule(lot)
+            return
+        voided_id, code = lot.leader_id, lot.leader_code
+        lot.settlement = VOIDED
+        lot.barred.append(voided_id)
+        out.append(SettlementChanged(lot.lot_id, code, VOIDED, -1))
+        out.append(DepositForfeited(lot.lot_id, code, lot.deposit_fen, "failed_qualification"))
+        passes_to = ""
+        passed: list[Event] = []
+        if lot.mechanism == "sealed":
+            passes_to = SEALED.pass_award(lot, voided_id, now_ns, passed)
+        elif lot.mechanism == "reverse":
+            lot.status, lot.phase, lot.settlement = OPEN, CONFIRMING, ""
+            REVERSE.lapse(lot, now_ns, "declined", passed)
+            passes_to = lot.leader_code if lot.status == OPEN else ""
+        out.append(AwardVoided(lot.lot_id, code, cmd.reason or "failed_qualification", passes_to))
+        out.extend(passed)
+        if not passes_to and lot.status == SOLD:
+            lot.status = UNSOLD
+            out.append(LotUnsold(lot.lot_id, "voided", now_ns, lot.price_fen, lot.reserve_fen))
+        self._after_change(lot, now_ns, out)
+
+    def _create_reauction(self, cmd: CreateReauction, now_ns: int, out: list[Event]) -> None:
+        """R-5.2.7: UNSOLD / defaulted -> second auction (start cut <= the rule's
+        share) -> UNSOLD -> sale window (变卖) at the second auction's start."""
+        parent = self._lot(cmd.parent_lot_id)
+        if cmd.lot_id in self.state.lots:
+            raise Reply(Reject.lot_exists, cmd.lot_id)
+        failed = parent.status == UNSOLD or parent.settlement in (DEFAULTED, VOIDED)
+        if not failed:
+            raise Reply(Reject.reauction_not_allowed, "the lot did not fail")
+        if any(lot.parent_lot_id == parent.lot_id for lot in self.state.lots.values()):
+            raise Reply(Reject.reauction_not_allowed, "already re-auctioned")
+        rules = parent.rules
+        if cmd.stage == "second":
+            if parent.stage or parent.mechanism not in ("english", "listing"):
+                raise Reply(Reject.reauction_not_allowed, "second auction follows a first one")
+            floor = parent.start_price_fen * (100 - rules.reauction_max_cut_pct)
+            if cmd.start_price_fen * 100 < floor or cmd.start_price_fen > parent.start_price_fen:
+                raise Reply(Reject.reauction_cut_too_deep, str(-(-floor // 100)))
+        else:
+            if parent.stage != "second" or parent.mechanism != "english":
+                raise Reply(Reject.reauction_not_allowed, "a sale window follows a second auction")
+            if cmd.start_price_fen != parent.start_price_fen:
+                raise Reply(Reject.invalid_terms, "the sale price is the second auction's start")
+            if cmd.end_ns - cmd.start_ns > rules.sale_window_ns:
+                raise Reply(Reject.invalid_terms, "longer than the sale window")
+        increment = cmd.increment_fen or parent.increment_fen
+        deposit = parent.deposit_fen if cmd.deposit_fen < 0 else cmd.deposit_fen
+        create = CreateLot(
+            cmd.origin,
+            cmd.client_seq,
+            cmd.lot_id,
+            parent.mechanism,  # type: ignore[arg-type]
+            parent.title,
+            cmd.start_price_fen,
+            increment,
+            cmd.start_ns,
+            cmd.end_ns,
+            rules,
+            deposit,
+            parent.timed_increment_fen,
+        )
+        self._create(create, now_ns, out)
+        child = self.state.lots[cmd.lot_id]
+        child.parent_lot_id, child.stage = parent.lot_id, cmd.stage
+        child.barred = list(parent.barred)
+        out.append(
+            ReauctionCreated(
+                child.lot_id, parent.lot_id, cmd.stage, cmd.start_price_fen, len(child.barred)
+            )
+        )
 
     # -------------------------------------------------------------- staff
     def _freeze(self, cmd: FreezeLot, now_ns: int, out: list[Event]) -> None:
@@ -647,7 +926,8 @@ def _kind_of(origin: str) -> str:
     kind, _, ident = origin.partition(":")
     if kind == "system" and not ident:
         return kind
-    return kind if ident and kind in ("bidder", "supplier", "purchaser", "staff", "service") else ""
+    kinds = ("bidder", "supplier", "purchaser", "committee", "staff", "service")
+    return kind if ident and kind in kinds else ""
 
 
 def _lot_of(cmd: Command) -> str:
@@ -678,6 +958,17 @@ def _terms_problem(cmd: CreateLot, now_ns: int) -> str:
             return "floor_fen must be between 0 and the start price"
     elif cmd.floor_fen:
         return "floor_fen is for Dutch lots"
+    if cmd.regions and cmd.mechanism != "vbp":
+        return "regions are for volume-based procurement lots"
+    names = [r.region for r in cmd.regions]
+    if len(set(names)) != len(names) or any(
+        not r.region or r.demand_units < 0 for r in cmd.regions
+    ):
+        return "regions must be distinct, named, with demand_units >= 0"
+    if cmd.mechanism == "vbp" and cmd.rules.evaluation != "vbp":
+        return "a vbp lot needs rules.evaluation = vbp"
+    if cmd.mechanism == "sealed" and cmd.rules.evaluation == "vbp":
+        return "evaluation vbp is for vbp lots"
     if cmd.mechanism == "listing" and cmd.end_ns - cmd.start_ns <= cmd.rules.quote_freeze_ns:
         return "listing period shorter than its quote freeze"
     return rulesets.validate(cmd.rules)

@@ -46,11 +46,30 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
     tick_ns: int = 0  # TICK: how long each price is offered
     dutch_tie_rule: Literal["earliest"] = "earliest"  # R-2.5.4 (play-off: later work)
     # Sealed tender / one-time quote (R-2.3, R-6, R-D1); ignored by the others.
-    evaluation: Literal["highest", "lowest", "closest_to_average"] = "highest"
+    evaluation: Literal["highest", "lowest", "closest_to_average", "scoring", "vbp"] = "highest"
     reveal_window_ns: int = 30 * MINUTE_NS  # typically 30-60 min
     min_valid_bids: int = 1  # 3 for government tenders
     # Reverse price competition; ignored by the others.
     confirm_window_ns: int = 72 * HOUR_NS  # the winner confirms within 72 h
+    # Comprehensive scoring: price points = lowest / price x weight.
+    price_weight_points: int = 30  # goods >= 30, services >= 10
+    evaluation_window_ns: int = 24 * HOUR_NS  # the committee scores within it
+    # Volume-based procurement; prices in the lot's unit (VBP: 0.0001 yuan).
+    vbp_round: Literal["r2_9", "r10", "r11"] = "r10"
+    vbp_max_winners: Literal["r9", "r10"] = "r10"
+    vbp_low_price_units: int = 1_000  # ¥0.10 at 0.0001 yuan per unit
+    vbp_exclude_highest: bool = False  # round 7: the highest qualifying bid may not win
+    vbp_share_pct: tuple[int, ...] = (50, 60, 70, 80)  # by winners 1, 2, 3, >= 4
+    revival_window_ns: int = 2 * HOUR_NS
+    region_window_ns: int = 2 * HOUR_NS
+    # After the hammer; 0 = not tracked by the engine.
+    post_qualification: bool = False  # winner -> pending qualification -> confirmed / void
+    qualification_window_ns: int = 5 * 24 * HOUR_NS
+    payment_window_ns: int = 0  # the balance is due within it (0 = not tracked)
+    forfeit_invalid_reveal: bool = False  # a reveal missing or not matching forfeits
+    reauction_max_cut_pct: int = 20  # the second auction's start >= 80 % of the first's
+    sale_window_ns: int = 60 * 24 * HOUR_NS  # 变卖: 60 days
+    sale_bidding_ns: int = 24 * HOUR_NS  # the first bid in the sale window starts 24 h
 
 
 JUDICIAL = RuleSet()
@@ -89,6 +108,11 @@ ONE_TIME_QUOTE = RuleSet(name="one-time-quote", evaluation="highest", min_valid_
 TENDER_LOWEST = RuleSet(name="tender-lowest", evaluation="lowest", min_valid_bids=3)
 SUZHOU_ONE_PRICE = RuleSet(name="suzhou-one-price", evaluation="closest_to_average")
 REVERSE = RuleSet(name="reverse", min_valid_bids=3, extension_window_ns=0)  # >= 3
+TENDER_SCORING = RuleSet(name="tender-scoring", evaluation="scoring", min_valid_bids=3)
+VBP_R9 = RuleSet(name="vbp-r9", evaluation="vbp", vbp_round="r2_9", vbp_max_winners="r9")
+VBP_R10 = RuleSet(name="vbp-r10", evaluation="vbp", vbp_round="r10", vbp_max_winners="r10")
+VBP_R11 = RuleSet(name="vbp-r11", evaluation="vbp", vbp_round="r11", vbp_max_winners="r10")
+JUDICIAL_SETTLED = RuleSet(name="judicial-settled", payment_window_ns=30 * 24 * HOUR_NS)
 
 PRESETS: dict[str, RuleSet] = {
     r.name: r
@@ -102,6 +126,12 @@ PRESETS: dict[str, RuleSet] = {
         ONE_TIME_QUOTE,
         TENDER_LOWEST,
         SUZHOU_ONE_PRICE,
+        REVERSE,
+        TENDER_SCORING,
+        VBP_R9,
+        VBP_R10,
+        VBP_R11,
+        JUDICIAL_SETTLED,
     )
 }
 
@@ -126,4 +156,22 @@ def validate(rules: RuleSet) -> str:
         return "confirm_window_ns must be positive"
     if rules.reveal_window_ns <= 0 or rules.min_valid_bids < 1:
         return "reveal_window_ns must be positive and min_valid_bids at least 1"
+    windows = (
+        rules.evaluation_window_ns,
+        rules.revival_window_ns,
+        rules.region_window_ns,
+        rules.qualification_window_ns,
+        rules.sale_window_ns,
+        rules.sale_bidding_ns,
+    )
+    if any(w <= 0 for w in windows) or rules.payment_window_ns < 0:
+        return "evaluation, revival, region, qualification and sale windows must be positive"
+    if not 0 <= rules.price_weight_points <= 100:
+        return "price_weight_points must be 0-100"
+    if not 0 <= rules.reauction_max_cut_pct < 100:
+        return "reauction_max_cut_pct must be 0-99"
+    if len(rules.vbp_share_pct) < 1 or any(not 0 < p <= 100 for p in rules.vbp_share_pct):
+        return "vbp_share_pct entries must be 1-100"
+    if rules.vbp_low_price_units < 0:
+        return "vbp_low_price_units must not be negative"
     return ""

@@ -30,10 +30,14 @@ decryption window, ``rules.reveal_window_ns``) -> evaluated and closed.
 from __future__ import annotations
 
 import hashlib
+from fractions import Fraction
 
 from engine.ascending import Ascending
 from engine.codes import Reject
+from engine.draw import draw_key
 from engine.messages import (
+    DepositForfeited,
+    EvaluationResult,
     Event,
     LotSold,
     LotUnsold,
@@ -41,10 +45,13 @@ from engine.messages import (
     OpeningRecord,
     PhaseChanged,
     RevealRecorded,
+    ScoreEntry,
     SealedBidReceived,
     SealedBidWithdrawn,
 )
 from engine.state import (
+    DRAW,
+    EVALUATION,
     OPEN,
     PENDING,
     PUBLISHED,
@@ -83,8 +90,17 @@ class Sealed(Ascending):
             lot.phase = REVEAL
             lot.deadline_ns = lot.end_ns = at_ns + lot.rules.reveal_window_ns
             out.append(PhaseChanged(lot.lot_id, REVEAL, at_ns, lot.end_ns))
-        else:
+        elif lot.phase == REVEAL:
             self._open_and_evaluate(lot, at_ns, out)
+        elif lot.phase == EVALUATION:
+            self.evaluate_when_drawable(lot, at_ns, out)  # missing scores count as 0
+        elif lot.phase == DRAW:
+            self.evaluate(lot, at_ns, out)  # the seed never came: submission order
+        else:
+            self.on_later_deadline(lot, at_ns, out)
+
+    def on_later_deadline(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
+        raise AssertionError(f"sealed lot in phase {lot.phase}")
 
     def refuse_phase(self, lot: Lot) -> Reject | None:
         return Reject.wrong_mechanism
@@ -137,30 +153,128 @@ class Sealed(Ascending):
 
     # -- opening ------------------------------------------------------
     def _open_and_evaluate(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
+        """The reveal window ended: publish the opening record, then evaluate
+        (or wait for the committee's scores, or for the committed seed)."""
         entries, valid = self._opening_entries(lot)
         average = _average([b.amount_fen for _, b in valid])
         method = lot.rules.evaluation
         out.append(OpeningRecord(lot.lot_id, tuple(entries), len(valid), average, method))
+        if lot.rules.forfeit_invalid_reveal and lot.deposit_fen:
+            for bidder_id, bid in lot.sealed.items():
+                if bid.invalid_reason in ("not_revealed", "reveal_mismatch"):
+                    code = lot.bidders[bidder_id].code
+                    out.append(
+                        DepositForfeited(lot.lot_id, code, lot.deposit_fen, bid.invalid_reason)
+                    )
         lot.deadline_ns = -1
         if len(valid) < lot.rules.min_valid_bids or not valid:
             lot.status = UNSOLD
-            if valid:
-                out.append(LotUnsold(lot.lot_id, "too_few_valid_bids", at_ns, 0, lot.reserve_fen))
-            else:
-                out.append(LotUnsold(lot.lot_id, "no_bids", at_ns, 0, lot.reserve_fen))
+            reason = "too_few_valid_bids" if valid else "no_bids"
+            out.append(LotUnsold(lot.lot_id, reason, at_ns, 0, lot.reserve_fen))
             return
-        bidder_id, bid = min(valid, key=lambda v: _rank(method, average, v[1]))
-        code = lot.bidders[bidder_id].code
-        lot.leader_id, lot.leader_code, lot.price_fen = bidder_id, code, bid.amount_fen
         lot.bid_count = len(valid)
+        if method == "scoring":
+            lot.phase = EVALUATION
+            lot.deadline_ns = lot.end_ns = at_ns + lot.rules.evaluation_window_ns
+            out.append(PhaseChanged(lot.lot_id, EVALUATION, at_ns, lot.end_ns))
+            return
+        self.evaluate_when_drawable(lot, at_ns, out)
+
+    def evaluate_when_drawable(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
+        """Evaluate now, unless a seed was committed and is not yet revealed:
+        then wait for it (phase ``draw``) for one more reveal window."""
+        if lot.draw_seed_hash and not lot.draw_seed and lot.phase != DRAW:
+            lot.phase = DRAW
+            lot.deadline_ns = lot.end_ns = at_ns + lot.rules.reveal_window_ns
+            out.append(PhaseChanged(lot.lot_id, DRAW, at_ns, lot.end_ns))
+            return
+        self.evaluate(lot, at_ns, out)
+
+    def tie_rule(self, lot: Lot) -> str:
+        if lot.draw_seed:
+            return "draw"
+        return "draw_seed_not_revealed" if lot.draw_seed_hash else "submission_order"
+
+    def tie_key(self, lot: Lot, bidder_id: str) -> bytes | int:
+        """Equal candidates: the committed draw when revealed, else submission order."""
+        if lot.draw_seed:
+            return draw_key(lot.draw_seed, lot.lot_id, lot.bidders[bidder_id].code)
+        return lot.sealed[bidder_id].submitted_seq
+
+    def valid_bids(self, lot: Lot) -> list[tuple[str, SealedBid]]:
+        return [(b_id, b) for b_id, b in lot.sealed.items() if b.revealed and not b.invalid_reason]
+
+    def evaluate(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
+        lot.deadline_ns = -1
+        valid = self.valid_bids(lot)
+        method = lot.rules.evaluation
+        if method == "scoring":
+            order = self._score(lot, valid, out)
+        else:
+            average = _average([b.amount_fen for _, b in valid])
+            order = sorted(
+                valid, key=lambda v: (*_rank(method, average, v[1]), self.tie_key(lot, v[0]))
+            )
+        lot.award_order = [b_id for b_id, _ in order]
+        bidder_id, bid = order[0]
         if method == "highest" and bid.amount_fen < lot.reserve_fen:
+            lot.leader_id, lot.leader_code = bidder_id, lot.bidders[bidder_id].code
+            lot.price_fen = bid.amount_fen
             lot.status = UNSOLD
             out.append(
                 LotUnsold(lot.lot_id, "below_reserve", at_ns, bid.amount_fen, lot.reserve_fen)
             )
             return
-        lot.status = SOLD
-        out.append(LotSold(lot.lot_id, code, bid.amount_fen, at_ns, lot.reserve_fen))
+        self.award(lot, bidder_id, at_ns, out)
+
+    def award(self, lot: Lot, bidder_id: str, at_ns: int, out: list[Event]) -> None:
+        code = lot.bidders[bidder_id].code
+        lot.leader_id, lot.leader_code = bidder_id, code
+        lot.price_fen = lot.sealed[bidder_id].amount_fen
+        lot.status, lot.deadline_ns = SOLD, -1
+        out.append(LotSold(lot.lot_id, code, lot.price_fen, at_ns, lot.reserve_fen))
+
+    def pass_award(self, lot: Lot, voided_id: str, at_ns: int, out: list[Event]) -> str:
+        """R-1.2.4: the award passes to the next valid rank; "" when none is left."""
+        order = lot.award_order
+        rest = order[order.index(voided_id) + 1 :] if voided_id in order else []
+        for bidder_id in rest:
+            if bidder_id not in lot.barred:
+                lot.settlement = ""
+                self.award(lot, bidder_id, at_ns, out)
+                return lot.bidders[bidder_id].code
+        return ""
+
+    def _score(
+        self, lot: Lot, valid: list[tuple[str, SealedBid]], out: list[Event]
+    ) -> list[tuple[str, SealedBid]]:
+        """R-6.4.1: price points = lowest valid price / price x weight; plus the
+        committee's mean non-price points; rank by total desc, price asc, draw."""
+        lowest = min(b.amount_fen for _, b in valid)
+        weight = lot.rules.price_weight_points
+        totals: dict[str, tuple[Fraction, Fraction, Fraction]] = {}
+        for bidder_id, bid in valid:
+            price_pts = Fraction(lowest * weight, bid.amount_fen)
+            marks = lot.scores.get(bidder_id, {})
+            other = Fraction(sum(marks.values()), 100 * len(marks)) if marks else Fraction(0)
+            totals[bidder_id] = (price_pts, other, price_pts + other)
+        order = sorted(
+            valid,
+            key=lambda v: (-totals[v[0]][2], v[1].amount_fen, self.tie_key(lot, v[0])),
+        )
+        entries = tuple(
+            ScoreEntry(
+                lot.bidders[b_id].code,
+                bid.amount_fen,
+                _milli(totals[b_id][0]),
+                _milli(totals[b_id][1]),
+                _milli(totals[b_id][2]),
+                rank,
+            )
+            for rank, (b_id, bid) in enumerate(order, start=1)
+        )
+        out.append(EvaluationResult(lot.lot_id, entries, self.tie_rule(lot)))
+        return order
 
     def _opening_entries(self, lot: Lot) -> tuple[list[OpeningEntry], list[tuple[str, SealedBid]]]:
         entries, valid = [], []
@@ -176,10 +290,15 @@ class Sealed(Ascending):
         return entries, valid
 
 
+def _milli(x: Fraction) -> int:
+    """Thousandths, rounded half up (for publication; ranking uses the exact value)."""
+    return (x.numerator * 2000 + x.denominator) // (2 * x.denominator)
+
+
 def _out_of_range(lot: Lot, amount_fen: int) -> str:
     if amount_fen <= 0:
         return "below_start"
-    if lot.rules.evaluation == "lowest":
+    if lot.rules.evaluation in ("lowest", "scoring", "vbp"):
         return "above_ceiling" if amount_fen > lot.start_price_fen else ""
     return "below_start" if amount_fen < lot.start_price_fen else ""
 
@@ -192,11 +311,11 @@ def _average(amounts: list[int]) -> int:
     return (2 * sum(amounts) + n) // (2 * n)
 
 
-def _rank(method: str, average: int, bid: SealedBid) -> tuple[int, int, int]:
-    """Smaller is better; the last element (submission order) breaks remaining ties."""
+def _rank(method: str, average: int, bid: SealedBid) -> tuple[int, int]:
+    """Smaller is better; the caller appends the tie key (draw or submission order)."""
     if method == "highest":
-        return (-bid.amount_fen, 0, bid.submitted_seq)
+        return (-bid.amount_fen, 0)
     if method == "lowest":
-        return (bid.amount_fen, 0, bid.submitted_seq)
+        return (bid.amount_fen, 0)
     below = 0 if bid.amount_fen <= average else 1  # R-D1: equal distance -> below wins
-    return (abs(bid.amount_fen - average), below, bid.submitted_seq)
+    return (abs(bid.amount_fen - average), below)

@@ -37,6 +37,18 @@ SUBMISSION = "submission"  # sealed
 REVEAL = "reveal"  # sealed: the decryption window
 QUOTING = "quoting"  # reverse
 CONFIRMING = "confirming"  # reverse: the award waits for its supplier
+DRAW = "draw"  # sealed: the evaluation waits for the committed draw seed
+EVALUATION = "evaluation"  # sealed scoring: the committee enters scores
+REVIVAL = "revival"  # vbp: rule-2 acceptances
+REGIONS = "regions"  # vbp: winners choose supply regions
+SALE = "sale"  # re-auction 变卖: waiting for the first bid of the sale window
+
+# Settlement after the hammer (Lot.settlement).
+AWAITING_QUALIFICATION = "awaiting_qualification"
+AWAITING_PAYMENT = "awaiting_payment"
+PAID = "paid"
+DEFAULTED = "defaulted"
+VOIDED = "voided"
 
 
 class Bidder(msgspec.Struct):
@@ -56,6 +68,16 @@ class SealedBid(msgspec.Struct):
     amount_fen: int = 0  # known only after a matching reveal
     revealed: bool = False
     invalid_reason: str = ""
+
+
+class Winner(msgspec.Struct, array_like=True):
+    """VBP: one winner, its price and basis, and its supply regions' units."""
+
+    bidder_id: str
+    code: str
+    price: int
+    basis: str
+    units: int = 0
 
 
 class Lot(msgspec.Struct):
@@ -86,6 +108,24 @@ class Lot(msgspec.Struct):
     tick: int = -1  # dutch: the current tick (-1 before the clock starts)
     award_rank: int = 0  # reverse: the rank currently offered the award
     sealed: dict[str, SealedBid] = msgspec.field(default_factory=dict)  # bidder id -> bid
+    # Draws (seed committed before the deadline, revealed after).
+    draw_seed_hash: str = ""
+    draw_seed: str = ""
+    # Comprehensive scoring: bidder id -> committee member -> points (hundredths).
+    scores: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    # Volume-based procurement.
+    regions: dict[str, int] = msgspec.field(default_factory=dict)  # region -> demand units
+    winners: list[Winner] = msgspec.field(default_factory=list)
+    revival_price: int = 0
+    revival_candidates: list[str] = msgspec.field(default_factory=list)  # bidder ids
+    revived: list[str] = msgspec.field(default_factory=list)  # bidder ids, in acceptance order
+    region_prefs: dict[str, list[str]] = msgspec.field(default_factory=dict)  # bidder id ->
+    # After the hammer.
+    settlement: str = ""
+    award_order: list[str] = msgspec.field(default_factory=list)  # sealed: ranked bidder ids
+    barred: list[str] = msgspec.field(default_factory=list)  # defaulters of the chain
+    parent_lot_id: str = ""
+    stage: str = ""  # "" | second | sale
 
 
 class OriginState(msgspec.Struct):
