@@ -1,11 +1,13 @@
 """The ``pubex`` command line.
 
     pubex simulate --scenario NAME --seed N --ledger DIR
-    pubex ledger verify DIR
+    pubex ledger verify DIR|EXPORT [--receipts FILE] [--against FEED]
+    pubex ledger export DIR OUT
     pubex replay DIR [--lot ID] [--until SEQ]
     pubex keygen --out FILE [--key-id ID]
     pubex admin --url WS --token TOKEN ACTION ...
     pubex terminal --key FILE --url WS [--lot LOT ...] [--receipts FILE]
+    pubex supervise [--data DIR] [--http-port N] [--config FILE]
 
 Exit codes: 0 success, 1 verification failure, 2 usage error.
 """
@@ -45,8 +47,11 @@ def _progress(total: int, label: str) -> tuple[Callable[[int], None], Callable[[
 
 def _ledger_size(path: str) -> int:
     from ledger.audit import resolve_ledger_dir
+    from ledger.export import is_export
     from ledger.store import LedgerStore
 
+    if is_export(path):
+        return 0  # known only once the file is parsed; the bar then just counts
     ledger_dir = resolve_ledger_dir(path)
     if not (ledger_dir / "data.mdb").exists():
         return 0
@@ -113,18 +118,50 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import time
+
+    from ledger.audit import public_key, resolve_ledger_dir
+    from ledger.export import ExportError, write_export
+    from ledger.store import LedgerStore
+
+    ledger_dir = resolve_ledger_dir(args.dir)
+    if not (ledger_dir / "data.mdb").exists():
+        print(f"pubex ledger export: no ledger at {args.dir}", file=sys.stderr)
+        return 2
+    try:
+        with LedgerStore.open(ledger_dir, readonly=True) as store:
+            pub = public_key(ledger_dir) or b""
+            s = write_export(store, args.out, server_pub=pub, created_ns=time.time_ns())
+    except (FileExistsError, OSError) as e:
+        print(f"pubex ledger export: {e}", file=sys.stderr)
+        return 2
+    except ExportError as e:
+        print(f"FAIL: {e}")
+        return 1
+    print(
+        f"OK: {s.entries} entries and {s.checkpoints} signed checkpoints exported to "
+        f"{args.out} ({s.bytes} bytes, head {s.last_hash.hex()})"
+    )
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.messages import LotSold, LotTerminated, LotUnsold
-    from ledger.audit import resolve_ledger_dir, timelines
+    from ledger.audit import source_exists, timelines
+    from ledger.export import ExportError
 
-    if not (resolve_ledger_dir(args.dir) / "data.mdb").exists():
-        print(f"pubex replay: no ledger at {args.dir}", file=sys.stderr)
+    if not source_exists(args.dir):
+        print(f"pubex replay: no ledger or export at {args.dir}", file=sys.stderr)
         return 2
     finals = (LotSold, LotUnsold, LotTerminated)
     keep = (lambda ev: ev.lot_id == args.lot) if args.lot else (lambda ev: type(ev) in finals)
     step, done = _progress(_ledger_size(args.dir), "replay")
     try:
         router, lines = timelines(args.dir, keep, args.until, progress=step)
+    except ExportError as e:
+        print(f"pubex replay: the export does not verify: {e}", file=sys.stderr)
+        return 1
     finally:
         done()
     if args.lot:
@@ -210,6 +247,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return run_admin(args)
 
 
+def cmd_supervise(args: argparse.Namespace) -> int:
+    from services.supervision.cli import run_supervise
+
+    return run_supervise(args)
+
+
 def cmd_terminal(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -236,16 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     lg = sub.add_parser("ledger", help="ledger tools")
     lsub = lg.add_subparsers(dest="ledger_command", required=True)
-    v = lsub.add_parser("verify", help="check the hash chain and replay the whole ledger")
+    v = lsub.add_parser(
+        "verify", help="check the hash chain and replay a whole ledger (or an export)"
+    )
     v.add_argument("dir")
     v.add_argument("--receipts", help="a bidder's receipts file (JSON lines) to check too")
     v.set_defaults(func=cmd_verify)
+    ex = lsub.add_parser("export", help="a portable, hash-chained file for supervisors")
+    ex.add_argument("dir")
+    ex.add_argument("out")
+    ex.set_defaults(func=cmd_export)
     b = lsub.add_parser("backup", help="a consistent copy of a (live) ledger")
     b.add_argument("dir")
     b.add_argument("out")
     b.set_defaults(func=cmd_backup)
 
-    r = sub.add_parser("replay", help="a lot's timeline, or every lot's result")
+    r = sub.add_parser("replay", help="a lot's timeline, or every lot's result (ledger or export)")
     r.add_argument("dir")
     r.add_argument("--lot")
     r.add_argument("--until", type=int)
@@ -283,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--lot", action="append", help="a lot to watch (repeatable)")
     te.add_argument("--receipts", help="JSON-lines receipts (default: KEY.receipts.jsonl)")
     te.set_defaults(func=cmd_terminal)
+
+    from services.supervision.cli import configure as configure_supervise
+
+    su = sub.add_parser("supervise", help="the supervision service (alerts, lot monitoring)")
+    configure_supervise(su)
+    su.set_defaults(func=cmd_supervise)
     return p
 
 

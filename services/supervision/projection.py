@@ -1,0 +1,265 @@
+"""Theory of operation: the supervision projection (a follower projection).
+
+For every ledger entry the follower hands over (inside the write txn that
+also stores the follower's position), :class:`SupervisionProjection` runs
+the pure detectors against a :class:`State` backed by that txn and stores:
+
+* ``sv_alerts``     alert id (u64, 1, 2, ... in raising order) -> Alert (JSON)
+* ``sv_alert_keys`` alert key -> alert id (what a handling record names)
+* ``sv_lot_alerts`` lot id || u64 alert id -> b"" (a lot's alerts in order)
+* ``sv_handling``   alert id || u64 seq -> Handling (JSON), once ledgered
+* ``sv_monitor``    lot id -> LotMonitor (JSON): price, bid count, bidders, end
+* ``sv_lots``, ``sv_shared``, ``sv_bidders``  the detectors' watch state (msgpack)
+* ``sv_meta``       the next alert id
+
+Because the detectors read only the store and the entry, a projection that
+was killed and restarted (the follower re-applies nothing twice and skips
+nothing) ends byte-for-byte equal to one that ran uninterrupted.  In-memory
+caches hold decoded watch objects between entries; ``load`` (start, and after
+an aborted write) drops them, so they never hold anything not yet committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, TypeAlias
+
+import lmdb
+import msgspec
+
+from persistence.service import ServiceStore
+from services.supervision.detectors import Detectors
+from services.supervision.model import (
+    Alert,
+    BidderRecord,
+    Handling,
+    LotMonitor,
+    LotWatch,
+    Sharing,
+    SupervisionConfig,
+    monitor_of,
+)
+
+Txn: TypeAlias = "lmdb.Transaction[bytes]"
+
+LOTS = b"sv_lots"
+MONITOR = b"sv_monitor"
+ALERTS = b"sv_alerts"
+ALERT_KEYS = b"sv_alert_keys"
+LOT_ALERTS = b"sv_lot_alerts"
+HANDLING = b"sv_handling"
+SHARED = b"sv_shared"
+BIDDERS = b"sv_bidders"
+META = b"sv_meta"
+NEXT_ALERT = b"next_alert_id"
+HANDLING_ACTIONS = frozenset({"acknowledge", "dismiss", "escalate"})
+CACHE_MAX = 4096
+
+_mp = msgspec.msgpack.Encoder()
+_lot_dec = msgspec.msgpack.Decoder(LotWatch)
+_share_dec = msgspec.msgpack.Decoder(Sharing)
+_bidder_dec = msgspec.msgpack.Decoder(BidderRecord)
+_json = msgspec.json.Encoder()
+_alert_dec = msgspec.json.Decoder(Alert)
+_monitor_dec = msgspec.json.Decoder(LotMonitor)
+_handling_dec = msgspec.json.Decoder(Handling)
+
+
+def u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+class _TxnState:
+    """The detectors' State over one write txn, through the projection's caches."""
+
+    __slots__ = ("p", "txn")
+
+    def __init__(self, p: SupervisionProjection, txn: Txn) -> None:
+        self.p, self.txn = p, txn
+
+    def lot(self, lot_id: str) -> LotWatch | None:
+        cache = self.p._lots
+        lot = cache.get(lot_id)
+        if lot is None:
+            raw = self.txn.get(lot_id.encode(), db=self.p._db[LOTS])
+            if raw is None:
+                return None
+            lot = cache[lot_id] = _lot_dec.decode(raw)
+        return lot
+
+    def put_lot(self, lot: LotWatch) -> None:
+        p, key = self.p, lot.lot_id.encode()
+        p._lots[lot.lot_id] = lot
+        self.txn.put(key, _mp.encode(lot), db=p._db[LOTS])
+        self.txn.put(key, _json.encode(monitor_of(lot)), db=p._db[MONITOR])
+
+    def sharing(self, kind: str, key: str) -> Sharing | None:
+        ck = f"{kind}\x00{key}"
+        share = self.p._shared.get(ck)
+        if share is None:
+            raw = self.txn.get(ck.encode(), db=self.p._db[SHARED])
+            if raw is None:
+                return None
+            share = self.p._shared[ck] = _share_dec.decode(raw)
+        return share
+
+    def put_sharing(self, kind: str, key: str, value: Sharing) -> None:
+        ck = f"{kind}\x00{key}"
+        self.p._shared[ck] = value
+        self.txn.put(ck.encode(), _mp.encode(value), db=self.p._db[SHARED])
+
+    def bidder(self, bidder_id: str) -> BidderRecord | None:
+        raw = self.txn.get(bidder_id.encode(), db=self.p._db[BIDDERS])
+        return None if raw is None else _bidder_dec.decode(raw)
+
+    def put_bidder(self, bidder_id: str, value: BidderRecord) -> None:
+        self.txn.put(bidder_id.encode(), _mp.encode(value), db=self.p._db[BIDDERS])
+
+
+class SupervisionProjection:
+    """A follower projection: alerts, handling records and lot monitoring."""
+
+    dbs = (LOTS, MONITOR, ALERTS, ALERT_KEYS, LOT_ALERTS, HANDLING, SHARED, BIDDERS, META)
+
+    def __init__(self, config: SupervisionConfig | None = None) -> None:
+        self.detectors = Detectors(config)
+        self._db: dict[bytes, Any] = {}
+        self._lots: dict[str, LotWatch] = {}
+        self._shared: dict[str, Sharing] = {}
+        self.next_alert_id = 1
+        self.raised: list[Alert] = []  # alerts of the entries applied since the last take
+
+    # -- follower protocol ------------------------------------------------------
+    def load(self, store: ServiceStore, txn: Txn) -> None:
+        self._db = {name: store.db(name) for name in self.dbs}
+        self._lots.clear()
+        self._shared.clear()
+        self.raised.clear()
+        raw = txn.get(NEXT_ALERT, db=self._db[META])
+        self.next_alert_id = 1 if raw is None else int.from_bytes(raw, "big")
+
+    def apply(self, txn: Txn, entry: Any) -> None:
+        cmd = entry.command
+        if type(cmd).__name__ == "HandleAlert":  # the engine command this service asks for
+            self._handling(txn, entry, cmd)
+            return
+        alerts = self.detectors.apply(entry, _TxnState(self, txn))
+        if alerts:
+            db = self._db
+            for a in alerts:
+                aid = self.next_alert_id
+                self.next_alert_id += 1
+                a = msgspec.structs.replace(a, alert_id=aid)
+                txn.put(u64(aid), _json.encode(a), db=db[ALERTS])
+                txn.put(a.key.encode(), u64(aid), db=db[ALERT_KEYS])
+                txn.put(a.lot_id.encode() + b"\x00" + u64(aid), b"", db=db[LOT_ALERTS])
+                self.raised.append(a)
+            txn.put(NEXT_ALERT, u64(self.next_alert_id), db=db[META])
+        if len(self._lots) > CACHE_MAX:
+            self._lots.clear()  # everything in it is already in the txn
+        if len(self._shared) > CACHE_MAX:
+            self._shared.clear()
+
+    def take_raised(self) -> list[Alert]:
+        raised, self.raised = self.raised, []
+        return raised
+
+    def _handling(self, txn: Txn, entry: Any, cmd: Any) -> None:
+        """Read side of a ledgered handling record (acknowledge / dismiss /
+        escalate), for the ``HandleAlert`` command asked of the engine."""
+        action = getattr(cmd, "action", "")
+        key = getattr(cmd, "alert_key", "")
+        refused = any(getattr(ev, "code", 0) for ev in entry.events)
+        if refused or action not in HANDLING_ACTIONS:
+            return
+        raw = txn.get(str(key).encode(), db=self._db[ALERT_KEYS])
+        if raw is None:
+            return
+        rec = Handling(
+            seq=entry.seq,
+            ts_ns=entry.ts_ns,
+            by=cmd.origin,
+            action=action,
+            note=str(getattr(cmd, "note", "")),
+        )
+        txn.put(raw + u64(entry.seq), _json.encode(rec), db=self._db[HANDLING])
+
+
+# ------------------------------------------------------------------- reads
+
+
+class SupervisionReader:
+    """Read-side queries over a supervision store (HTTP feed, tests, tools)."""
+
+    def __init__(self, store: ServiceStore) -> None:
+        self.store = store
+        for name in SupervisionProjection.dbs:
+            store.add_db(name)
+
+    def _db(self, name: bytes) -> Any:
+        return self.store.db(name)
+
+    def alerts(self, since: int = 0, limit: int = 100, lot: str | None = None) -> list[Alert]:
+        """Alerts with id > ``since``, oldest first (the feed's paging)."""
+        out: list[Alert] = []
+        with self.store.read() as txn:
+            if lot is None:
+                cur = txn.cursor(self._db(ALERTS))
+                if cur.set_range(u64(since + 1)):
+                    for _, v in cur:
+                        out.append(_alert_dec.decode(v))
+                        if len(out) >= limit:
+                            break
+                return out
+            prefix = lot.encode() + b"\x00"
+            cur = txn.cursor(self._db(LOT_ALERTS))
+            if cur.set_range(prefix + u64(since + 1)):
+                adb = self._db(ALERTS)
+                for k, _ in cur:
+                    if not k.startswith(prefix) or len(k) != len(prefix) + 8:
+                        break
+                    raw = txn.get(k[len(prefix) :], db=adb)
+                    if raw is not None:
+                        out.append(_alert_dec.decode(raw))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def alert(self, alert_id: int) -> tuple[Alert, list[Handling]] | None:
+        with self.store.read() as txn:
+            raw = txn.get(u64(alert_id), db=self._db(ALERTS))
+            if raw is None:
+                return None
+            handling: list[Handling] = []
+            cur = txn.cursor(self._db(HANDLING))
+            prefix = u64(alert_id)
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    handling.append(_handling_dec.decode(v))
+            return _alert_dec.decode(raw), handling
+
+    def monitors(self, after: str = "", limit: int = 500) -> list[LotMonitor]:
+        out: list[LotMonitor] = []
+        with self.store.read() as txn:
+            cur = txn.cursor(self._db(MONITOR))
+            start = after.encode() + b"\x00" if after else b""
+            if cur.set_range(start) if start else cur.first():
+                for _, v in cur:
+                    out.append(_monitor_dec.decode(v))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def monitor(self, lot_id: str) -> LotMonitor | None:
+        with self.store.read() as txn:
+            raw = txn.get(lot_id.encode(), db=self._db(MONITOR))
+        return None if raw is None else _monitor_dec.decode(raw)
+
+    def dump(self) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """Every (db, key, value) of the projection, for equality checks."""
+        with self.store.read() as txn:
+            for name in SupervisionProjection.dbs:
+                for k, v in txn.cursor(self._db(name)):
+                    yield name, bytes(k), bytes(v)
