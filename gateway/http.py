@@ -78,6 +78,21 @@ def build_app(gw: Gateway, ws_url: str) -> Starlette:
         ]
         return json(rows)
 
+    async def items(request: Request) -> Response:
+        return json([v.snapshot() for v in gw.views.items.items.values()])
+
+    async def item(request: Request) -> Response:
+        view = gw.views.items.items.get(request.path_params["item"])
+        if view is None:
+            return JSONResponse({"error": "unknown item"}, 404)
+        return json(view.snapshot())
+
+    async def trades(request: Request) -> Response:
+        view = gw.views.items.items.get(request.path_params["item"])
+        if view is None:
+            return JSONResponse({"error": "unknown item"}, 404)
+        return json(list(view.history))
+
     routes = [
         Route("/", index),
         Route("/config.json", config),
@@ -88,6 +103,9 @@ def build_app(gw: Gateway, ws_url: str) -> Starlette:
         Route("/api/lots", lots),
         Route("/api/lots/{lot}", lot),
         Route("/api/lots/{lot}/bids", bids),
+        Route("/api/items", items),
+        Route("/api/items/{item}", item),
+        Route("/api/items/{item}/trades", trades),
         Mount("/static", StaticFiles(directory=CONSOLE_DIR, check_dir=False), name="static"),
     ]
     return Starlette(routes=routes)

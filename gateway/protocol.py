@@ -4,10 +4,11 @@ This module is trio-free and I/O-free: terminals, simulators, Locust users and
 the server all share it.  ``docs/protocol.md`` is the reference; ``pubex
 schema`` prints the JSON Schema generated from these Structs.
 
-Client -> server frames (``ClientFrame``): ``place_bid`` (signed payload),
+Client -> server frames (``ClientFrame``): ``place_bid``, ``sealed`` and
+``order`` (signed payloads),
 ``subscribe`` / ``unsubscribe``, ``ping``, and the staff / registry commands.
-Server -> client frames: ``hello``, ``ack``, ``error``, ``snapshot``,
-``event``, ``pong``.
+Server -> client frames: ``hello``, ``ack``, ``error``, ``snapshot`` (a lot),
+``book`` (an e-mall item), ``event``, ``pong``.
 
 A bid is carried as the exact payload text plus a detached Ed25519 signature
 over its UTF-8 bytes; the payload is itself JSON (``BidPayload``) and starts
@@ -30,6 +31,7 @@ from engine.rules import RuleSet
 
 BID_DOMAIN = "pubex-bid-v1"
 SEALED_DOMAIN = "pubex-sealed-v1"
+ORDER_DOMAIN = "pubex-order-v1"
 AUTH_DOMAIN = "pubex-auth-v1"
 MAX_FRAME_BYTES = 16 * 1024
 
@@ -95,6 +97,29 @@ class SealedPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     commitment: str = ""  # submit: engine.sealed.seal_commitment(lot, amount, nonce)
     amount_fen: int = 0  # reveal
     nonce: str = ""  # reveal
+
+
+class OrderFrame(Frame, frozen=True, tag="order"):
+    """An e-mall trader's order action (place / cancel / amend / direct
+    purchase), signed and ledgered like a bid."""
+
+    payload: str  # the exact signed JSON text of an OrderPayload
+    sig: str
+
+
+class OrderPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    domain: str
+    action: Literal["place", "cancel", "amend", "purchase"]
+    item: str
+    key: str
+    client_seq: int
+    side: Literal["buy", "sell"] = "buy"  # place
+    kind: Literal["limit", "market", "ioc", "fok"] = "limit"  # place
+    # place: the limit price (0 for market); amend: the new price (0 = unchanged);
+    # purchase: the maximum price (0 = a market buy)
+    price_fen: int = 0
+    qty: int = 0  # place, purchase; amend: the new open quantity (0 = unchanged)
+    order_id: int = 0  # cancel, amend: the seq of the ack that placed the order
 
 
 class Subscribe(Frame, frozen=True, tag="subscribe"):
@@ -175,9 +200,35 @@ class ConfirmDepositFrame(StaffFrame, frozen=True, tag="confirm_deposit"):
     amount_fen: int
 
 
+ItemSession = Literal["call", "open", "halted", "closed"]
+
+
+class CreateItemFrame(StaffFrame, frozen=True, tag="create_item"):
+    """E-mall: a catalogue item and its order book; 0 = none."""
+
+    item: str
+    title: str
+    reference_fen: int = 0
+    band_fen: int = 0
+    purchase_limit_qty: int = 0
+    session: ItemSession = "call"
+
+
+class SetItemSessionFrame(StaffFrame, frozen=True, tag="set_item_session"):
+    item: str
+    session: ItemSession
+
+
+class SetPurchaseLimitFrame(StaffFrame, frozen=True, tag="set_purchase_limit"):
+    item: str
+    bidder: str  # the purchaser
+    qty: int
+
+
 ClientFrame = (
     PlaceBidFrame
     | SealedFrame
+    | OrderFrame
     | Subscribe
     | Unsubscribe
     | Ping
@@ -191,6 +242,9 @@ ClientFrame = (
     | RegisterKeyFrame
     | RegisterBidderFrame
     | ConfirmDepositFrame
+    | CreateItemFrame
+    | SetItemSessionFrame
+    | SetPurchaseLimitFrame
 )
 
 LOT_ACTIONS = (
@@ -201,8 +255,15 @@ LOT_ACTIONS = (
     FreezeLotFrame,
     ResumeLotFrame,
     TerminateLotFrame,
+    CreateItemFrame,
+    SetItemSessionFrame,
 )
-REGISTRY_ACTIONS = (RegisterKeyFrame, RegisterBidderFrame, ConfirmDepositFrame)
+REGISTRY_ACTIONS = (
+    RegisterKeyFrame,
+    RegisterBidderFrame,
+    ConfirmDepositFrame,
+    SetPurchaseLimitFrame,
+)
 
 # ------------------------------------------------------------ server frames
 
@@ -255,6 +316,31 @@ class LotSnapshot(Frame, frozen=True, tag="snapshot"):
     tick: int = -1  # Dutch: the clock's current tick (its price is price_fen)
 
 
+class TapeRow(msgspec.Struct, frozen=True, array_like=True):
+    seq: int
+    ts_ns: int
+    price_fen: int
+    qty: int
+    aggressor: str  # buy | sell | none (the opening uncross)
+
+
+class BookSnapshot(Frame, frozen=True, tag="book"):
+    """E-mall item, conflated: top of book, depth (best first), the recent tape."""
+
+    item: str
+    title: str
+    session: str
+    reference_fen: int
+    band_fen: int
+    last_price_fen: int
+    bids: list[tuple[int, int]]  # (price_fen, qty), best first
+    asks: list[tuple[int, int]]
+    tape: list[TapeRow]  # the latest trades, oldest first
+    volume: int  # quantity traded so far
+    trades: int
+    seq: int
+
+
 class EventFrame(Frame, frozen=True, tag="event"):
     lot: str
     seq: int
@@ -267,7 +353,7 @@ class Pong(Frame, frozen=True, tag="pong"):
     server_time_ns: int
 
 
-ServerFrame = Hello | Ack | Error | LotSnapshot | EventFrame | Pong
+ServerFrame = Hello | Ack | Error | LotSnapshot | BookSnapshot | EventFrame | Pong
 
 # ------------------------------------------------------------ codecs
 
@@ -275,6 +361,7 @@ _client_decoder = msgspec.json.Decoder(ClientFrame)
 _server_decoder = msgspec.json.Decoder(ServerFrame)
 _payload_decoder = msgspec.json.Decoder(BidPayload)
 _sealed_decoder = msgspec.json.Decoder(SealedPayload)
+_order_decoder = msgspec.json.Decoder(OrderPayload)
 _encoder = msgspec.json.Encoder()
 
 
@@ -352,12 +439,31 @@ def read_sealed(frame: SealedFrame) -> SealedPayload:
     return payload
 
 
+def read_order(frame: OrderFrame) -> OrderPayload:
+    """Decode an order action's payload (not yet trusted: ``verify_bid`` must follow)."""
+    try:
+        payload: OrderPayload = _order_decoder.decode(frame.payload.encode())
+    except msgspec.ValidationError as e:
+        raise FrameError(GatewayError.schema_violation, f"payload: {e}") from None
+    except msgspec.DecodeError as e:
+        raise FrameError(GatewayError.malformed_json, f"payload: {e}") from None
+    if payload.domain != ORDER_DOMAIN:
+        raise FrameError(GatewayError.bad_domain, f"payload domain must be {ORDER_DOMAIN}")
+    return payload
+
+
+def order_frame(key: SigningKey, payload: OrderPayload) -> str:
+    """A ready-to-send signed order frame (JSON text)."""
+    raw = _encoder.encode(payload)
+    return encode_text(OrderFrame(raw.decode(), key.sign(raw).signature.hex()))
+
+
 def sealed_frame(key: SigningKey, payload: SealedPayload) -> str:
     raw = _encoder.encode(payload)
     return encode_text(SealedFrame(raw.decode(), key.sign(raw).signature.hex()))
 
 
-def verify_bid(frame: PlaceBidFrame | SealedFrame, verify_key: VerifyKey) -> None:
+def verify_bid(frame: PlaceBidFrame | SealedFrame | OrderFrame, verify_key: VerifyKey) -> None:
     """The detached signature over the exact payload bytes."""
     try:
         verify_key.verify(frame.payload.encode(), bytes.fromhex(frame.sig))
@@ -378,7 +484,8 @@ def auth_params(key: SigningKey, key_id: str, ts_ms: int, nonce: str) -> dict[st
 def json_schema() -> dict[str, Any]:
     """JSON Schema of every frame both ways (``pubex schema``)."""
     schemas, components = msgspec.json.schema_components(
-        [ClientFrame, ServerFrame, BidPayload], ref_template="#/$defs/{name}"
+        [ClientFrame, ServerFrame, BidPayload, SealedPayload, OrderPayload],
+        ref_template="#/$defs/{name}",
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

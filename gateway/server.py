@@ -82,6 +82,8 @@ from engine.messages import (
 from gateway import protocol as p
 from gateway import ws
 from gateway.auth import BIDDER, STAFF, WATCHER, Authenticator, AuthError, Principal
+from gateway.emall import ITEM_EVENTS, order_command
+from gateway.emall import STAFF_COMMANDS as ITEM_STAFF_COMMANDS
 from gateway.metrics import Metrics
 from gateway.runtime import Overloaded, Runtime
 from gateway.views import Views
@@ -112,6 +114,7 @@ PUBLIC_EVENTS = (
     OpeningRecord,
     AwardOffered,
     AwardLapsed,
+    *ITEM_EVENTS,  # e-mall items: orders by id, traders by per-item code
 )
 ALL_LOTS = "*"
 
@@ -297,6 +300,8 @@ class Gateway:
             self._bid(conn, frame)  # type: ignore[arg-type]
         elif kind is p.SealedFrame:
             self._sealed(conn, frame)  # type: ignore[arg-type]
+        elif kind is p.OrderFrame:
+            self._order(conn, frame)  # type: ignore[arg-type]
         elif kind is p.Subscribe:
             self._subscribe(conn, frame.lots)  # type: ignore[union-attr]
         elif kind is p.Unsubscribe:
@@ -313,7 +318,7 @@ class Gateway:
     def _signed(
         self,
         conn: Connection,
-        frame: p.PlaceBidFrame | p.SealedFrame,
+        frame: p.PlaceBidFrame | p.SealedFrame | p.OrderFrame,
         read: Callable[[Any], Any],
     ) -> Any:
         """What every signed action passes, bids and non-bid actions alike: the
@@ -349,7 +354,7 @@ class Gateway:
     def _submit_signed(
         self,
         conn: Connection,
-        frame: p.PlaceBidFrame | p.SealedFrame,
+        frame: p.PlaceBidFrame | p.SealedFrame | p.OrderFrame,
         cmd: Command,
         client_seq: int,
         received: int,
@@ -392,6 +397,15 @@ class Gateway:
             cmd = ConfirmAward(origin, act.client_seq, act.lot)
         else:
             cmd = DeclineAward(origin, act.client_seq, act.lot)
+        self._submit_signed(conn, frame, cmd, act.client_seq, received)
+
+    def _order(self, conn: Connection, frame: p.OrderFrame) -> None:
+        """E-mall order actions: signed and ledgered exactly like bids."""
+        received = time.perf_counter_ns()
+        act = self._signed(conn, frame, p.read_order)
+        if act is None:
+            return
+        cmd = order_command(f"bidder:{conn.who.bidder_id}", act)
         self._submit_signed(conn, frame, cmd, act.client_seq, received)
 
     def _submit(
@@ -514,11 +528,11 @@ class Gateway:
             self.subscribers.setdefault(lot, set()).add(conn)
             if conn.who.role != WATCHER:
                 self.event_subscribers.setdefault(lot, set()).add(conn)
-            targets = self.views.lots if lot == ALL_LOTS else (lot,)
+            targets = self.views.all_ids() if lot == ALL_LOTS else (lot,)
             for lot_id in targets:
-                view = self.views.lots.get(lot_id)
-                if view is not None:
-                    conn.offer_snapshot(lot_id, p.encode_text(view.snapshot()))
+                snap = self.views.public_snapshot(lot_id)
+                if snap is not None:
+                    conn.offer_snapshot(lot_id, p.encode_text(snap))
 
     def _unsubscribe(self, conn: Connection, lots: list[str]) -> None:
         for lot in lots:
@@ -573,10 +587,10 @@ class Gateway:
             dirty, self.dirty = self.dirty, set()
             everyone = self.subscribers[ALL_LOTS]
             for lot in dirty:
-                view = self.views.lots.get(lot)
-                if view is None:
+                snap = self.views.public_snapshot(lot)
+                if snap is None:
                     continue
-                text = p.encode_text(view.snapshot())
+                text = p.encode_text(snap)
                 for conn in self.subscribers.get(lot, set()) | everyone:
                     if conn.offer_snapshot(lot, text):
                         self.metrics.snapshots_dropped.inc()
@@ -633,4 +647,5 @@ _STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
     p.ConfirmDepositFrame: lambda o, f: ConfirmDeposit(
         o, f.client_seq, f.lot, f.bidder, f.amount_fen
     ),
+    **ITEM_STAFF_COMMANDS,
 }

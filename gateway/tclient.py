@@ -28,6 +28,7 @@ class Client:
         self.events: list[p.ServerFrame] = []
         self._waiters: dict[int, trio.Event] = {}
         self.snapshots: dict[str, p.LotSnapshot] = {}
+        self.books: dict[str, p.BookSnapshot] = {}  # e-mall items, conflated
         self.changed = trio.Event()
         self.closed = False
 
@@ -79,6 +80,8 @@ class Client:
             self.anonymous_errors.append(frame)
         elif isinstance(frame, p.LotSnapshot):
             self.snapshots[frame.lot] = frame
+        elif isinstance(frame, p.BookSnapshot):
+            self.books[frame.item] = frame
         else:
             self.events.append(frame)
         self.changed.set()

@@ -36,7 +36,8 @@ from engine.messages import (
     SealedBidWithdrawn,
     decode_events,
 )
-from gateway.protocol import LotSnapshot
+from gateway.emall import ItemViews
+from gateway.protocol import BookSnapshot, LotSnapshot
 from ledger.record import decode_body
 from ledger.store import LedgerStore
 
@@ -100,6 +101,7 @@ class LotView(msgspec.Struct):
 class Views:
     def __init__(self) -> None:
         self.lots: dict[str, LotView] = {}
+        self.items = ItemViews()  # e-mall items (gateway.emall)
 
     def load(self, store: LedgerStore) -> None:
         """Build the views from the committed ledger (start-up)."""
@@ -111,9 +113,20 @@ class Views:
         """Fold one committed entry's events in; returns the lots that changed."""
         touched: set[str] = set()
         for ev in events:
-            if ev.lot_id and self._fold(seq, ts_ns, ev):
+            if ev.lot_id and (self._fold(seq, ts_ns, ev) or self.items.fold(seq, ts_ns, ev)):
                 touched.add(ev.lot_id)
         return touched
+
+    def public_snapshot(self, lot_id: str) -> LotSnapshot | BookSnapshot | None:
+        """The conflated frame of a lot or an e-mall item (None when unknown)."""
+        view = self.lots.get(lot_id)
+        if view is not None:
+            return view.snapshot()
+        item = self.items.items.get(lot_id)
+        return item.snapshot() if item is not None else None
+
+    def all_ids(self) -> list[str]:
+        return [*self.lots, *self.items.items]
 
     def _fold(self, seq: int, ts_ns: int, ev: Event) -> bool:
         kind = type(ev)

@@ -108,9 +108,7 @@ def test_cancel_amend_and_self_trade_prevention() -> None:
     assert reject_code(m.cmd(CancelOrder, "bidder:b", item_id="I1", order_id=a1)) == (
         Reject.book_unknown_order
     )
-    amended = one(
-        m.cmd(AmendOrder, "bidder:a", item_id="I1", order_id=a1, qty=2), OrderAmended
-    )
+    amended = one(m.cmd(AmendOrder, "bidder:a", item_id="I1", order_id=a1, qty=2), OrderAmended)
     assert amended.kept_priority and amended.qty == 2
     out = order(m, "a", "buy", 1000, 1)  # would trade with a's own offer
     assert one(out, OrderCancelled).reason == "self_trade"
@@ -237,7 +235,13 @@ def flow(seed: int, n: int) -> list[Command]:
     for i, item in enumerate(items):
         cmds.append(
             CreateItem(
-                STAFF, nxt(STAFF), item, f"item {i}", 1000, 60 if i == 1 else 0, 5 if i else 0,
+                STAFF,
+                nxt(STAFF),
+                item,
+                f"item {i}",
+                1000,
+                60 if i == 1 else 0,
+                5 if i else 0,
                 "call" if i == 2 else "open",
             )
         )

@@ -59,10 +59,15 @@ TAGS = [
     "register_key",
     "register_bidder",
     "confirm_deposit",
+    "order",
+    "create_item",
+    "set_item_session",
+    "set_purchase_limit",
     "hello",
     "ack",
     "error",
     "snapshot",
+    "book",
     "event",
     "pong",
 ]
@@ -193,7 +198,7 @@ class Conn:
                 frame = p.decode_server(await self.sock.receive())
                 if isinstance(frame, p.Pong) and frame.t == t:
                     return got
-                if not isinstance(frame, p.LotSnapshot):
+                if not isinstance(frame, p.LotSnapshot | p.BookSnapshot):
                     got.append(frame)
 
 

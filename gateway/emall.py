@@ -1,0 +1,204 @@
+"""Theory of operation: the e-mall on the wire and in the public views.
+
+* ``order_command`` turns a verified ``order`` frame's payload into the engine
+  command (place / cancel / amend / direct purchase); ``STAFF_COMMANDS`` does
+  the same for the staff and registry frames (create item, session, limit).
+* ``ItemViews`` is the public projection of every item, folded from durable
+  events only (like ``gateway.views`` for lots): per order its side, price and
+  open quantity, so the aggregated depth per price level is exact after each
+  committed entry; the last trade, volume, a bounded trade tape and a bounded
+  price history (for the console's chart).  No owner is ever known here --
+  events carry per-item trader codes and order ids only.
+* ``ItemView.snapshot()`` is the conflated ``book`` frame watchers receive:
+  session, reference, last price, the best ``DEPTH`` levels a side and the
+  latest ``TAPE`` trades.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from engine.messages import (
+    AmendOrder,
+    AuctionUncrossed,
+    CancelOrder,
+    Command,
+    CreateItem,
+    DirectPurchase,
+    Event,
+    ItemCreated,
+    ItemSessionChanged,
+    OrderAmended,
+    OrderCancelled,
+    OrderFilled,
+    OrderPlaced,
+    PlaceOrder,
+    PurchaseLimitSet,
+    SetItemSession,
+    SetPurchaseLimit,
+)
+from gateway import protocol as p
+
+DEPTH = 10  # price levels a side in a book snapshot
+TAPE = 30  # trades in a book snapshot
+MAX_TRADES_KEPT = 5_000  # per item, for the history API and the console chart
+
+ITEM_EVENTS = (
+    ItemCreated,
+    ItemSessionChanged,
+    PurchaseLimitSet,
+    OrderPlaced,
+    OrderFilled,
+    OrderCancelled,
+    OrderAmended,
+    AuctionUncrossed,
+)
+
+
+def order_command(origin: str, act: p.OrderPayload) -> Command:
+    if act.action == "place":
+        return PlaceOrder(
+            origin, act.client_seq, act.item, act.side, act.kind, act.price_fen, act.qty
+        )
+    if act.action == "cancel":
+        return CancelOrder(origin, act.client_seq, act.item, act.order_id)
+    if act.action == "amend":
+        return AmendOrder(origin, act.client_seq, act.item, act.order_id, act.price_fen, act.qty)
+    return DirectPurchase(origin, act.client_seq, act.item, act.qty, act.price_fen)
+
+
+STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
+    p.CreateItemFrame: lambda o, f: CreateItem(
+        o,
+        f.client_seq,
+        f.item,
+        f.title,
+        f.reference_fen,
+        f.band_fen,
+        f.purchase_limit_qty,
+        f.session,
+    ),
+    p.SetItemSessionFrame: lambda o, f: SetItemSession(o, f.client_seq, f.item, f.session),
+    p.SetPurchaseLimitFrame: lambda o, f: SetPurchaseLimit(
+        o, f.client_seq, f.item, f.bidder, f.qty
+    ),
+}
+
+
+class ItemView(msgspec.Struct):
+    item: str
+    title: str = ""
+    session: str = "call"
+    reference_fen: int = 0
+    band_fen: int = 0
+    last_price_fen: int = 0
+    volume: int = 0
+    trades: int = 0
+    seq: int = 0
+    orders: dict[int, list[Any]] = msgspec.field(default_factory=dict)  # id -> [side, px, qty]
+    bids: dict[int, int] = msgspec.field(default_factory=dict)  # price -> open qty
+    asks: dict[int, int] = msgspec.field(default_factory=dict)
+    history: deque[p.TapeRow] = msgspec.field(default_factory=lambda: deque(maxlen=MAX_TRADES_KEPT))
+
+    def snapshot(self) -> p.BookSnapshot:
+        bids = sorted(self.bids.items(), reverse=True)[:DEPTH]
+        asks = sorted(self.asks.items())[:DEPTH]
+        tape = list(self.history)[-TAPE:]
+        return p.BookSnapshot(
+            self.item,
+            self.title,
+            self.session,
+            self.reference_fen,
+            self.band_fen,
+            self.last_price_fen,
+            bids,
+            asks,
+            tape,
+            self.volume,
+            self.trades,
+            self.seq,
+        )
+
+    def depth(self, n: int = DEPTH) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        return sorted(self.bids.items(), reverse=True)[:n], sorted(self.asks.items())[:n]
+
+    # ------------------------------------------------------------ folding
+    def _level(self, side: str, price: int, delta: int) -> None:
+        if not price:
+            return  # a market order never rests
+        levels = self.bids if side == "buy" else self.asks
+        qty = levels.get(price, 0) + delta
+        if qty > 0:
+            levels[price] = qty
+        else:
+            levels.pop(price, None)
+
+    def _take(self, order_id: int, qty: int) -> None:
+        o = self.orders.get(order_id)
+        if o is None:
+            return
+        o[2] -= qty
+        self._level(o[0], o[1], -qty)
+        if o[2] <= 0:
+            del self.orders[order_id]
+
+    def fold(self, seq: int, ts_ns: int, ev: Event) -> None:
+        self.seq = seq
+        kind = type(ev)
+        if kind is OrderPlaced:
+            assert isinstance(ev, OrderPlaced)
+            # Rests at its price until its fills and any unfilled cancel (in the
+            # same entry) take the quantity off again.
+            self.orders[ev.order_id] = [ev.side, ev.price_fen, ev.qty]
+            self._level(ev.side, ev.price_fen, ev.qty)
+        elif kind is OrderFilled:
+            assert isinstance(ev, OrderFilled)
+            self._take(ev.maker_id, ev.qty)
+            self._take(ev.taker_id, ev.qty)
+            self.last_price_fen = ev.price_fen
+            self.volume += ev.qty
+            self.trades += 1
+            self.history.append(p.TapeRow(seq, ts_ns, ev.price_fen, ev.qty, ev.aggressor))
+        elif kind is OrderCancelled:
+            assert isinstance(ev, OrderCancelled)
+            o = self.orders.get(ev.order_id)
+            if o is not None:
+                self._take(ev.order_id, o[2])
+        elif kind is OrderAmended:
+            assert isinstance(ev, OrderAmended)
+            o = self.orders.get(ev.order_id)
+            if o is not None:
+                self._level(o[0], o[1], -o[2])
+                o[1], o[2] = ev.price_fen, ev.qty
+                self._level(o[0], o[1], o[2])
+        elif kind is ItemSessionChanged:
+            assert isinstance(ev, ItemSessionChanged)
+            self.session = ev.session
+
+
+class ItemViews:
+    def __init__(self) -> None:
+        self.items: dict[str, ItemView] = {}
+
+    def fold(self, seq: int, ts_ns: int, ev: Event) -> bool:
+        """True when ``ev`` changed an item's public view."""
+        if type(ev) is ItemCreated:
+            assert isinstance(ev, ItemCreated)
+            self.items[ev.lot_id] = ItemView(
+                ev.lot_id,
+                ev.title,
+                ev.session,
+                ev.reference_fen,
+                ev.band_fen,
+                seq=seq,
+            )
+            return True
+        view = self.items.get(ev.lot_id)
+        if view is None or not isinstance(ev, ITEM_EVENTS):
+            return False
+        view.fold(seq, ts_ns, ev)
+        return True

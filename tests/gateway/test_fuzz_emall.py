@@ -1,0 +1,148 @@
+"""Fuzzing the e-mall frames (``order``, ``create_item``, ``set_item_session``,
+``set_purchase_limit``) over real connections, with the machinery of
+``test_fuzz``: every frame gets exactly its predicted typed answer; a watcher's
+storm never reaches the engine; a trader's storm leaves the views' depth equal
+to the engine's book."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import protocol as p
+from gateway import ws
+from tests.gateway.conftest import (
+    Bidder,
+    connect_staff,
+    next_staff_seq,
+    register_bidder_key,
+    signed_query,
+    staff_ok,
+)
+from tests.gateway.test_fuzz import Conn, _ping, frames_strategy, predict
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def _order(b: Bidder, cs: int, rng: random.Random) -> dict[str, Any]:
+    action = rng.choice(["place", "place", "place", "cancel", "amend", "purchase"])
+    payload = p.OrderPayload(
+        p.ORDER_DOMAIN,
+        action,  # type: ignore[arg-type]
+        "E1",
+        b.key_id,
+        cs,
+        side=rng.choice(["buy", "sell"]),
+        kind=rng.choice(["limit", "limit", "ioc", "fok"]),
+        price_fen=rng.randint(990, 1010),
+        qty=rng.randint(1, 5),
+        order_id=rng.randint(1, 40),
+    )
+    return json.loads(p.order_frame(b.key, payload))
+
+
+def _bases(b: Bidder, cs: int, rng: random.Random) -> list[dict[str, Any]]:
+    return [
+        _order(b, cs, rng),
+        {"type": "subscribe", "lots": ["E1"]},
+        {"type": "create_item", "client_seq": 1, "item": "E2", "title": "t", "band_fen": 5},
+        {"type": "set_item_session", "client_seq": 2, "item": "E1", "session": "halted"},
+        {"type": "set_purchase_limit", "client_seq": 3, "item": "E1", "bidder": "b", "qty": 2},
+    ]
+
+
+async def _setup(nursery, server) -> Bidder:
+    staff = await connect_staff(nursery, server)
+    b = await register_bidder_key(staff, "trader-0")
+    await staff_ok(staff, p.CreateItemFrame(next_staff_seq(), "E1", "item", 1_000, 0, 0, "open"))
+    return b
+
+
+async def test_fuzz_emall_watcher(nursery, server):
+    b = await _setup(nursery, server)
+    gw = server.gateway
+    sock = await ws.connect(nursery, server.ws_url)
+    assert isinstance(p.decode_server(await sock.receive()), p.Hello)
+    conn = Conn(sock)
+    state_before = gw.rt.router.state_hash()
+    token = trio.lowlevel.current_trio_token()
+    rng = random.Random(3)
+    bases = _bases(b, 1, rng)
+
+    @settings(
+        max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(frames_strategy(bases))
+    def check(frames):
+        got = trio.from_thread.run(conn.exchange, frames, trio_token=token)
+        observed = [e for e in (predict(f, "watcher") for f in frames) if e != "sub"]
+        actual = []
+        for frame in got:
+            if isinstance(frame, p.Error):
+                if frame.name != "rate_limited":
+                    actual.append(f"error:{frame.name}")
+            elif isinstance(frame, p.Pong):
+                actual.append(f"pong:{frame.t}")
+            else:
+                actual.append(f"unexpected:{type(frame).__name__}")
+        assert actual == observed, (frames, observed, actual)
+
+    await trio.to_thread.run_sync(check)
+    assert await _ping(conn)
+    assert gw.rt.router.state_hash() == state_before
+
+
+async def test_fuzz_emall_trader(nursery, server):
+    b = await _setup(nursery, server)
+    gw = server.gateway
+    sock = await ws.connect(nursery, f"{server.ws_url}?{signed_query(b.key, b.key_id)}")
+    assert isinstance(p.decode_server(await sock.receive()), p.Hello)
+    conn = Conn(sock)
+    token = trio.lowlevel.current_trio_token()
+    rng = random.Random(4)
+
+    @settings(
+        max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(st.data())
+    def check(data):
+        frames = data.draw(frames_strategy(_bases(b, b.next_seq(), rng)))
+        expected = [predict(f, "bidder") for f in frames]
+        n_replies = sum(1 for e in expected if e != "sub" and not e.startswith("pong"))
+        got = trio.from_thread.run(conn.exchange, frames, trio_token=token)
+
+        def is_reply(f) -> bool:
+            if isinstance(f, p.Error) and f.message == "too many subscriptions":
+                return False
+            return isinstance(f, p.Ack | p.Error)
+
+        replies = [f for f in got if is_reply(f)]
+
+        async def rest():
+            with trio.fail_after(10):
+                while len(replies) < n_replies:
+                    frame = p.decode_server(await sock.receive())
+                    if is_reply(frame):
+                        replies.append(frame)
+
+        trio.from_thread.run(rest, trio_token=token)
+        assert len(replies) == n_replies, (frames, expected, replies)
+        for f in replies:
+            if isinstance(f, p.Error):
+                assert f.name == p.error_name(f.code)
+
+    await trio.to_thread.run_sync(check)
+    assert await _ping(conn)
+    # everything durable is in the views: their depth equals the engine's book
+    with trio.fail_after(10):
+        while gw.rt.durable_seq < gw.rt.router.applied:
+            await trio.sleep(0.01)
+    book = gw.rt.router.state.items["E1"].book.depth(1000)
+    bids, asks = gw.views.items.items["E1"].depth(1000)
+    assert (bids, asks) == (book.bids, book.asks)
