@@ -1,4 +1,4 @@
-"""Supervisor tools over a ledger: full verification and lot timelines.
+"""Supervisor tools over a ledger or an export: full verification and lot timelines.
 
 ``verify_ledger`` = hash chain + full replay from genesis (every entry must
 re-produce its recorded events) + every stored snapshot's state hash against
@@ -9,7 +9,8 @@ each lot, in public terms (bidder codes only).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -22,6 +23,7 @@ from engine.messages import (
     PlaceBid,
 )
 from engine.router import Router
+from ledger.export import ExportError, ExportReader, is_export
 from ledger.journal import decode_snapshot
 from ledger.record import EntryBody
 from ledger.replay import ReplayDivergence, replay
@@ -47,7 +49,27 @@ def resolve_ledger_dir(path: str | Path) -> Path:
     return p / "ledger" if (p / "ledger" / "data.mdb").exists() else p
 
 
-def _public_key(ledger_dir: Path) -> bytes | None:
+Source = LedgerStore | ExportReader
+
+
+def source_exists(path: str | Path) -> bool:
+    """A ledger directory (or a data directory holding one), or an export file."""
+    return is_export(path) or (resolve_ledger_dir(path) / "data.mdb").exists()
+
+
+@contextmanager
+def open_source(path: str | Path) -> Iterator[Source]:
+    """Open a ledger read-only, or an export (never as LMDB: a supervisor's
+    file may be forged, and only the export parser is made for that)."""
+    if is_export(path):
+        yield ExportReader(path)
+        return
+    with LedgerStore.open(resolve_ledger_dir(path), readonly=True) as store:
+        yield store
+
+
+def public_key(ledger_dir: Path) -> bytes | None:
+    """The server's public key kept beside the ledger (or its data directory)."""
     for candidate in (ledger_dir / "server.pub", ledger_dir.parent / "server.pub"):
         if candidate.exists():
             return bytes.fromhex(candidate.read_text().strip())
@@ -55,6 +77,8 @@ def _public_key(ledger_dir: Path) -> bytes | None:
 
 
 def verify_ledger(path: str | Path, progress: Progress | None = None) -> VerifyResult:
+    if is_export(path):
+        return _verify_export(ExportReader(path), progress)
     ledger_dir = resolve_ledger_dir(path)
     if not (ledger_dir / "data.mdb").exists():
         return VerifyResult(False, 0, reason=f"no ledger at {ledger_dir}")
@@ -79,7 +103,7 @@ def verify_ledger(path: str | Path, progress: Progress | None = None) -> VerifyR
             return VerifyResult(False, chain.count, "", e.seq, e.why)
         if bad_snapshot:
             return VerifyResult(False, chain.count, "", bad_snapshot[0], "snapshot_mismatch")
-        key = _public_key(ledger_dir)
+        key = public_key(ledger_dir)
         checks = verify_checkpoints(store, key) if key is not None else []
         for c in checks:
             if not c.ok:
@@ -87,6 +111,30 @@ def verify_ledger(path: str | Path, progress: Progress | None = None) -> VerifyR
         return VerifyResult(
             True, chain.count, router.state_hash(), None, "", len(snapshots), len(checks)
         )
+
+
+def _verify_export(reader: ExportReader, progress: Progress | None) -> VerifyResult:
+    """The parser checks the chain, the embedded checkpoints and the trailer
+    (a first pass, so a bad file is refused before any replay); then replay."""
+    try:
+        summary = reader.validate()
+    except ExportError as e:
+        return VerifyResult(False, 0, "", e.seq, f"export {e}")
+    router = Router()
+
+    def step(body: EntryBody, cmd: AnyCommand, events: list[Event]) -> None:
+        if progress is not None:
+            progress(body.seq)
+
+    try:
+        replay(router, reader, on_entry=step)
+    except ExportError as e:  # the file changed under us between the passes
+        return VerifyResult(False, summary.entries, "", e.seq, f"export {e}")
+    except ReplayDivergence as e:
+        return VerifyResult(False, summary.entries, "", e.seq, e.why)
+    return VerifyResult(
+        True, summary.entries, router.state_hash(), None, "", 0, summary.checkpoints
+    )
 
 
 def _snapshots(store: LedgerStore) -> list[tuple[int, bytes]]:
@@ -137,8 +185,8 @@ def timelines(
         if progress is not None:
             progress(body.seq)
 
-    with LedgerStore.open(resolve_ledger_dir(path), readonly=True) as store:
-        router = replay(Router(), store, until_seq=until_seq, on_entry=collect)
+    with open_source(path) as source:
+        router = replay(Router(), source, until_seq=until_seq, on_entry=collect)
     return router, lines
 
 
@@ -154,10 +202,14 @@ def verify_receipts(path: str | Path, receipts_file: str | Path) -> list[Receipt
     proof) against the server's public key and the ledger: the signature holds,
     the proof chains the entry to the receipt's entry, and the ledger still has
     both entries with those hashes -- so a rewritten or truncated ledger shows."""
-    ledger_dir = resolve_ledger_dir(path)
-    key = _public_key(ledger_dir)
     checks: list[ReceiptCheck] = []
-    with LedgerStore.open(ledger_dir, readonly=True) as store:
+    with open_source(path) as store:
+        # An export's own key is fine here: receipts signed by the real server
+        # fail under any other key.
+        if isinstance(store, ExportReader):
+            key = store.server_pub() or None
+        else:
+            key = public_key(resolve_ledger_dir(path))
         lines = Path(receipts_file).read_text().splitlines()
         for n, line in enumerate(lines, 1):
             if line.strip():
@@ -165,7 +217,7 @@ def verify_receipts(path: str | Path, receipts_file: str | Path) -> list[Receipt
     return checks
 
 
-def _check_receipt(store: LedgerStore, key: bytes | None, n: int, line: str) -> ReceiptCheck:
+def _check_receipt(store: Source, key: bytes | None, n: int, line: str) -> ReceiptCheck:
     from nacl.signing import VerifyKey
 
     from ledger.checkpoint import BadCheckpoint, verify_receipt

@@ -11,7 +11,10 @@ its sequence number.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import msgspec
 
 from engine.messages import AnyCommand, Event, decode_command, encode_events
 from engine.router import Router
@@ -20,6 +23,14 @@ from ledger.record import EntryBody, decode_body
 from ledger.store import LedgerStore
 
 OnEntry = Callable[[EntryBody, AnyCommand, list[Event]], None]
+
+
+class EntrySource(Protocol):
+    """What replay reads: a LedgerStore, or an export's reader."""
+
+    def iter_entries(
+        self, from_seq: int = 1, until_seq: int | None = None
+    ) -> Iterator[tuple[int, bytes, bytes, bytes]]: ...
 
 
 class ReplayDivergence(RuntimeError):
@@ -31,7 +42,7 @@ class ReplayDivergence(RuntimeError):
 
 def replay(
     router: Router,
-    store: LedgerStore,
+    store: EntrySource,
     *,
     from_seq: int = 1,
     until_seq: int | None = None,
@@ -42,7 +53,10 @@ def replay(
         body = decode_body(raw)
         if body.seq != seq or router.applied != seq - 1:
             raise ReplayDivergence(seq, "sequence out of order")
-        cmd = decode_command(body.command)
+        try:
+            cmd = decode_command(body.command)
+        except msgspec.DecodeError as e:  # a chained but forged entry: refuse, never crash
+            raise ReplayDivergence(seq, f"undecodable command: {e}") from e
         events = router.apply(cmd, body.ts_ns)
         if check_events and encode_events(events) != body.events:
             raise ReplayDivergence(seq, "events differ from the recorded ones")

@@ -41,3 +41,45 @@ def raw_env(path: Path) -> tuple[lmdb.Environment, object]:
     """Open the ledger env directly (the tamperer's view) and its entries db."""
     env = lmdb.open(str(path), max_dbs=8)
     return env, env.open_db(b"entries")
+
+
+def signed_ledger(data: Path, bids: int = 80, checkpoint_every: int = 10) -> Path:
+    """A data dir written by the trio Runtime (server key, signed checkpoints
+    every ``checkpoint_every`` entries): one English lot with ``bids`` bids."""
+    import time
+
+    import trio
+
+    from engine.messages import ConfirmDeposit, CreateLot, PlaceBid, PublishLot, RegisterBidder
+    from gateway.runtime import Runtime
+
+    async def main() -> None:
+        rt = Runtime.open(
+            data,
+            journal_options={
+                "checkpoint_every_entries": checkpoint_every,
+                "snapshot_every_entries": 25,
+            },
+        )
+        try:
+            with trio.fail_after(60):
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(rt.run)
+                    now = time.time_ns()
+                    staff = [
+                        CreateLot("staff:t", 1, "R-1", "english", "r", 1000, 10, now, now + 10**15),
+                        PublishLot("staff:t", 2, "R-1"),
+                        RegisterBidder("staff:t", 3, "R-1", "b"),
+                        ConfirmDeposit("staff:t", 4, "R-1", "b", 0),
+                    ]
+                    for cmd in staff:
+                        assert (await rt.call(cmd)).error is None
+                    for i in range(bids):
+                        out = await rt.call(PlaceBid("bidder:b", i + 1, "R-1", 1000 + 10 * i))
+                        assert out.error is None
+                    nursery.cancel_scope.cancel()
+        finally:
+            rt.store.close()
+
+    trio.run(main)
+    return data
