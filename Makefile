@@ -113,8 +113,21 @@ lint: venv
 bench: $(STAMP_RUN)
 	$(VENV_PY) -m bench core
 
-load:
-	@echo "load scenarios arrive with issue 7"
+# One bounded Locust run against `pubex serve` on 127.0.0.1 (bench/locust/run.py): reports
+# under bench/reports/; non-zero exit when the scenario's failure or p99 bounds break.
+#   make load SCENARIO=hot-land|storm|judicial-day|watchers [USERS=N] [DURATION=S]
+SCENARIO ?= hot-land
+USERS ?=
+DURATION ?=
+STAMP_LOAD := $(VENV)/.installed-load
+
+$(STAMP_LOAD): pyproject.toml | $(VENV_PY)
+	$(PIP) install --quiet -e '.[load]'
+	@touch $@
+
+load: $(STAMP_LOAD)
+	$(VENV_PY) -m bench.locust.run --scenario $(SCENARIO) \
+	  $(if $(USERS),--users $(USERS),) $(if $(DURATION),--duration $(DURATION),)
 
 # --- housekeeping ------------------------------------------------------------------------
 # Never touches ./var (the ledger) nor bench/reports; distclean also drops the venv.

@@ -326,9 +326,7 @@ def run(args: argparse.Namespace) -> int:
     reports.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = reports / f"{args.scenario}-{stamp}"
-    provisioned = spec.get("bidders", args.users)
-    if args.scenario == "watchers":
-        provisioned = min(spec["bidders"], args.users)
+    provisioned = min(spec.get("bidders", args.users), args.users)  # watchers: its bidders
     with tempfile.TemporaryDirectory(prefix="pubex-load-") as tmp:
         config = Path(tmp) / "load.toml"
         overrides = {"net": {"host": "127.0.0.1"}, **spec.get("server", {})}
@@ -360,6 +358,7 @@ def run(args: argparse.Namespace) -> int:
                 "--only-summary", "--loglevel", "WARNING",
             ]  # fmt: skip
             env = {**os.environ, "PUBEX_LOAD_PLAN": str(base) + "-plan.json"}
+            env["PUBEX_LOAD_LATENCY_BOUNDS"] = "1" if args.latency_bounds else "0"
             rc = subprocess.run(argv, env=env, cwd=REPO, timeout=args.duration + 180).returncode
             wall = time.monotonic() - started
             after = server.metrics()
@@ -373,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
     if rc != 0:
         broken.append(f"locust exited {rc} (a Locust bound broke, see its output)")
     limit = spec["bounds"].get("server_ack_p99_us")
-    if limit is not None:
+    if limit is not None and args.latency_bounds:
         buckets = [(float(b), c) for b, c in srv["ack_buckets_us"]]
         within = share_within(buckets, srv["replies"], limit)
         if within < 0.99:
@@ -400,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spawn-rate", type=float, default=0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--reports", default=str(REPO / "bench" / "reports"))
+    ap.add_argument(
+        "--no-latency-bounds",
+        dest="latency_bounds",
+        action="store_false",
+        help="check only failures (the test suite never asserts a speed)",
+    )
     return run(ap.parse_args(argv))
 
 
