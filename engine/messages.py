@@ -107,6 +107,7 @@ class RegisterBidder(Command, frozen=True, tag="register_bidder"):
     lot_id: str
     bidder_id: str
     priority_rank: int = 0  # R-5.2.3(d): 1 is the highest rank; 0 = no priority right
+    sme: bool = False  # R-3.2.4: a small or micro firm (price deduction in reverse ranking)
 
 
 class ConfirmDeposit(Command, frozen=True, tag="confirm_deposit"):
@@ -654,6 +655,30 @@ class AwardVoided(Event, frozen=True, tag="award_voided"):
     bidder_code: str
     reason: str
     passes_to: str  # the next bidder code offered the award, or ""
+
+
+class ShareOffer(msgspec.Struct, frozen=True, array_like=True):
+    bidder_code: str
+    share_pct: int
+    rank: int
+    price_fen: int  # its quote: the contract price
+
+
+class SharesOffered(Event, frozen=True, tag="shares_offered"):
+    """R-3.3.5 / R-3.3.6: a confirmation round of the multi-winner split."""
+
+    offers: tuple[ShareOffer, ...]
+    until_ns: int
+
+
+class ShareConfirmed(Event, frozen=True, tag="share_confirmed"):
+    bidder_code: str
+    share_pct: int
+
+
+class SharesAwarded(Event, frozen=True, tag="shares_awarded"):
+    awards: tuple[ShareOffer, ...]
+    unplaced_pct: int  # shares no remaining rank took (0 when all placed)
 
 
 class ReauctionCreated(Event, frozen=True, tag="reauction_created"):

@@ -16,7 +16,16 @@ sold, or unsold.
 * R-3.2.3 the offered supplier confirms within ``rules.confirm_window_ns``
   (72 h) -> sold at its quote; declining, or letting the window pass, hands
   the award to the next rank.  When no rank is left it ends unsold.
-(The multi-winner share split of §3.3 is later work.)
+* R-3.2.4 small and micro firms rank by their quote less
+  ``rules.sme_deduction_pct`` % (compared exactly: quote x (100 - d)), but
+  contract at the quote itself.
+* R-3.3.5 / R-3.3.6 multi-winner (``rules.reverse_winners`` = k > 1): the
+  first k ranks are offered the shares of ``rules.reverse_shares[k - 1]``
+  (70/30, 50/30/20, ...) at their own quotes, all in one confirmation round;
+  a declined or lapsed share goes, in the next round, to the next rank not
+  yet offered, until every share is confirmed or no rank is left (the rest
+  is reported unplaced).  Then ``SharesAwarded`` and ``LotSold`` (rank 1 of
+  the confirmed).
 """
 
 from __future__ import annotations
@@ -25,7 +34,18 @@ from typing import Literal
 
 from engine.ascending import Ascending
 from engine.codes import Reject
-from engine.messages import AwardLapsed, AwardOffered, BidAccepted, Event, LotSold, LotUnsold
+from engine.messages import (
+    AwardLapsed,
+    AwardOffered,
+    BidAccepted,
+    Event,
+    LotSold,
+    LotUnsold,
+    ShareConfirmed,
+    ShareOffer,
+    SharesAwarded,
+    SharesOffered,
+)
 from engine.state import CONFIRMING, OPEN, PENDING, PUBLISHED, QUOTING, SOLD, UNSOLD, Bidder, Lot
 
 
@@ -44,6 +64,8 @@ class Reverse(Ascending):
             return
         elif lot.phase == QUOTING:
             self._close_quoting(lot, at_ns, out)
+        elif self.multi(lot):
+            self.shares_due(lot, at_ns, out)
         else:
             self.lapse(lot, at_ns, "not_confirmed", out)
 
@@ -88,8 +110,18 @@ class Reverse(Ascending):
 
     # -- award --------------------------------------------------------
     def ranking(self, lot: Lot) -> list[tuple[str, Bidder]]:
+        """Lowest (SME-deducted, R-3.2.4) quote first; equal -> the earlier (R-3.2.5)."""
         quoted = [(b_id, b) for b_id, b in lot.bidders.items() if b.best_seq]
-        return sorted(quoted, key=lambda item: (item[1].best_fen, item[1].best_seq))
+        d = lot.rules.sme_deduction_pct
+
+        def key(item: tuple[str, Bidder]) -> tuple[int, int]:
+            b = item[1]
+            return (b.best_fen * (100 - d if b.sme else 100), b.best_seq)
+
+        return sorted(quoted, key=key)
+
+    def multi(self, lot: Lot) -> bool:
+        return lot.rules.reverse_winners > 1
 
     def _close_quoting(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
         ranked = self.ranking(lot)
@@ -101,6 +133,12 @@ class Reverse(Ascending):
                 out.append(LotUnsold(lot.lot_id, "no_bids", at_ns, 0, 0))
             return
         lot.phase = CONFIRMING
+        if self.multi(lot):
+            shares = lot.rules.reverse_shares[min(lot.rules.reverse_winners, len(ranked)) - 1]
+            offers = {ranked[i][0]: pct for i, pct in enumerate(shares)}
+            lot.next_rank = len(shares) + 1
+            self._offer_shares(lot, offers, at_ns, out)
+            return
         self._offer(lot, 1, at_ns, out)
 
     def _offer(self, lot: Lot, rank: int, at_ns: int, out: list[Event]) -> None:
@@ -130,3 +168,90 @@ class Reverse(Ascending):
     def confirm(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
         lot.status, lot.deadline_ns = SOLD, -1
         out.append(LotSold(lot.lot_id, lot.leader_code, lot.price_fen, at_ns, 0))
+
+    # -- multi-winner (R-3.3.5, R-3.3.6) -------------------------------
+    def _offer_shares(self, lot: Lot, offers: dict[str, int], at_ns: int, out: list[Event]) -> None:
+        lot.shares_offered = offers
+        lot.deadline_ns = lot.end_ns = at_ns + lot.rules.confirm_window_ns
+        rank_of = {b_id: r for r, (b_id, _) in enumerate(self.ranking(lot), start=1)}
+        out.append(
+            SharesOffered(
+                lot.lot_id,
+                tuple(
+                    ShareOffer(lot.bidders[b].code, pct, rank_of[b], lot.bidders[b].best_fen)
+                    for b, pct in offers.items()
+                ),
+                lot.end_ns,
+            )
+        )
+
+    def confirm_share(self, lot: Lot, bidder_id: str, at_ns: int, out: list[Event]) -> None:
+        pct = lot.shares_offered.pop(bidder_id)
+        lot.shares_confirmed[bidder_id] = pct
+        out.append(ShareConfirmed(lot.lot_id, lot.bidders[bidder_id].code, pct))
+        if not lot.shares_offered:
+            self._next_round(lot, at_ns, out)
+
+    def decline_share(self, lot: Lot, bidder_id: str, at_ns: int, out: list[Event]) -> None:
+        lot.shares_pending.append(lot.shares_offered.pop(bidder_id))
+        self._lapse_share(lot, bidder_id, "declined", out)
+        if not lot.shares_offered:
+            self._next_round(lot, at_ns, out)
+
+    def shares_due(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
+        """The round's window ended: unconfirmed shares lapse and pass on."""
+        for bidder_id, pct in lot.shares_offered.items():
+            lot.shares_pending.append(pct)
+            self._lapse_share(lot, bidder_id, "not_confirmed", out)
+        lot.shares_offered = {}
+        self._next_round(lot, at_ns, out)
+
+    def _lapse_share(
+        self,
+        lot: Lot,
+        bidder_id: str,
+        reason: Literal["declined", "not_confirmed"],
+        out: list[Event],
+    ) -> None:
+        bidder = lot.bidders[bidder_id]
+        bidder.award_lapsed = True
+        rank = next(r for r, (b, _) in enumerate(self.ranking(lot), start=1) if b == bidder_id)
+        out.append(AwardLapsed(lot.lot_id, bidder.code, rank, reason))
+
+    def _next_round(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
+        """The lapsed shares go to the next ranks not yet offered (R-3.3.6)."""
+        ranked = self.ranking(lot)
+        offers: dict[str, int] = {}
+        for pct in lot.shares_pending:
+            placed = False
+            while lot.next_rank <= len(ranked) and not placed:
+                bidder_id = ranked[lot.next_rank - 1][0]
+                lot.next_rank += 1
+                if bidder_id not in offers:
+                    offers[bidder_id] = pct
+                    placed = True
+            if not placed:
+                lot.shares_unplaced += pct
+        lot.shares_pending = []
+        if offers:
+            self._offer_shares(lot, offers, at_ns, out)
+        else:
+            self._finish_shares(lot, lot.shares_unplaced, at_ns, out)
+
+    def _finish_shares(self, lot: Lot, unplaced: int, at_ns: int, out: list[Event]) -> None:
+        lot.deadline_ns = -1
+        confirmed = lot.shares_confirmed
+        if not confirmed:
+            lot.status = UNSOLD
+            out.append(LotUnsold(lot.lot_id, "all_declined", at_ns, lot.price_fen, 0))
+            return
+        ranked = [(b_id, b) for b_id, b in self.ranking(lot) if b_id in confirmed]
+        awards = tuple(
+            ShareOffer(b.code, confirmed[b_id], rank, b.best_fen)
+            for rank, (b_id, b) in enumerate(ranked, start=1)
+        )
+        out.append(SharesAwarded(lot.lot_id, awards, 100 - sum(confirmed.values())))
+        first_id, first = ranked[0]
+        lot.leader_id, lot.leader_code, lot.price_fen = first_id, first.code, first.best_fen
+        lot.status = SOLD
+        out.append(LotSold(lot.lot_id, first.code, first.best_fen, at_ns, 0))

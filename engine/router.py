@@ -458,7 +458,7 @@ class Router:
             raise Reply(Reject.invalid_terms, "priority_rank >= 0 and a bidder id")
         number = len(lot.bidders) + 1
         code = f"P{number:04d}" if cmd.priority_rank else f"{number:04d}"
-        lot.bidders[cmd.bidder_id] = Bidder(code, cmd.priority_rank)
+        lot.bidders[cmd.bidder_id] = Bidder(code, cmd.priority_rank, sme=cmd.sme)
         out.append(BidderRegistered(lot.lot_id, code, cmd.priority_rank))
 
     def _confirm_deposit(self, cmd: ConfirmDeposit, now_ns: int, out: list[Event]) -> None:
@@ -598,19 +598,30 @@ class Router:
             refused = None
         if refused is not None or lot.phase != CONFIRMING:
             raise Reply(refused or Reject.phase_not_accepting)
-        if lot.leader_id != self._ident:
+        offered = self._ident in lot.shares_offered if REVERSE.multi(lot) else None
+        if offered is False or (offered is None and lot.leader_id != self._ident):
             raise Reply(Reject.not_awarded)
         return lot
 
     def _confirm_award(self, cmd: ConfirmAward, now_ns: int, out: list[Event]) -> None:
         lot = self._awarded(cmd.lot_id)
-        REVERSE.confirm(lot, now_ns, out)
+        before = lot.deadline_ns
+        if REVERSE.multi(lot):
+            REVERSE.confirm_share(lot, self._ident, now_ns, out)
+        else:
+            REVERSE.confirm(lot, now_ns, out)
         self._settle_if_sold(lot, now_ns, out)
+        if lot.deadline_ns != before:
+            self._schedule(lot)
 
     def _decline_award(self, cmd: DeclineAward, now_ns: int, out: list[Event]) -> None:
         lot = self._awarded(cmd.lot_id)
         before = lot.deadline_ns
-        REVERSE.lapse(lot, now_ns, "declined", out)
+        if REVERSE.multi(lot):
+            REVERSE.decline_share(lot, self._ident, now_ns, out)
+        else:
+            REVERSE.lapse(lot, now_ns, "declined", out)
+        self._settle_if_sold(lot, now_ns, out)
         if lot.deadline_ns != before:
             self._schedule(lot)
 
@@ -814,7 +825,7 @@ class Router:
         passed: list[Event] = []
         if lot.mechanism == "sealed":
             passes_to = SEALED.pass_award(lot, voided_id, now_ns, passed)
-        elif lot.mechanism == "reverse":
+        elif lot.mechanism == "reverse" and not REVERSE.multi(lot):
             lot.status, lot.phase, lot.settlement = OPEN, CONFIRMING, ""
             REVERSE.lapse(lot, now_ns, "declined", passed)
             passes_to = lot.leader_code if lot.status == OPEN else ""

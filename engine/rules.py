@@ -51,6 +51,16 @@ class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
     min_valid_bids: int = 1  # 3 for government tenders
     # Reverse price competition; ignored by the others.
     confirm_window_ns: int = 72 * HOUR_NS  # the winner confirms within 72 h
+    reverse_winners: int = 1  # tradedSupplierCount (1 = the single-award path)
+    reverse_shares: tuple[tuple[int, ...], ...] = (  # by number of winners
+        (100,),
+        (70, 30),
+        (50, 30, 20),
+        (40, 30, 20, 10),
+        (30, 25, 20, 15, 10),
+        (25, 21, 19, 15, 12, 8),
+    )
+    sme_deduction_pct: int = 0  # small/micro firms rank at quote x (1 - d %)
     # Comprehensive scoring: price points = lowest / price x weight.
     price_weight_points: int = 30  # goods >= 30, services >= 10
     evaluation_window_ns: int = 24 * HOUR_NS  # the committee scores within it
@@ -112,6 +122,9 @@ TENDER_SCORING = RuleSet(name="tender-scoring", evaluation="scoring", min_valid_
 VBP_R9 = RuleSet(name="vbp-r9", evaluation="vbp", vbp_round="r2_9", vbp_max_winners="r9")
 VBP_R10 = RuleSet(name="vbp-r10", evaluation="vbp", vbp_round="r10", vbp_max_winners="r10")
 VBP_R11 = RuleSet(name="vbp-r11", evaluation="vbp", vbp_round="r11", vbp_max_winners="r10")
+REVERSE_MULTI = RuleSet(
+    name="reverse-multi", min_valid_bids=3, extension_window_ns=0, reverse_winners=3
+)
 JUDICIAL_SETTLED = RuleSet(name="judicial-settled", payment_window_ns=30 * 24 * HOUR_NS)
 
 PRESETS: dict[str, RuleSet] = {
@@ -132,6 +145,7 @@ PRESETS: dict[str, RuleSet] = {
         VBP_R10,
         VBP_R11,
         JUDICIAL_SETTLED,
+        REVERSE_MULTI,
     )
 }
 
@@ -166,6 +180,12 @@ def validate(rules: RuleSet) -> str:
     )
     if any(w <= 0 for w in windows) or rules.payment_window_ns < 0:
         return "evaluation, revival, region, qualification and sale windows must be positive"
+    if not 1 <= rules.reverse_winners <= len(rules.reverse_shares):
+        return "reverse_winners must index reverse_shares"
+    if any(sum(row) != 100 or len(row) != n for n, row in enumerate(rules.reverse_shares, 1)):
+        return "each reverse_shares row n has n shares summing to 100"
+    if not 0 <= rules.sme_deduction_pct < 100:
+        return "sme_deduction_pct must be 0-99"
     if not 0 <= rules.price_weight_points <= 100:
         return "price_weight_points must be 0-100"
     if not 0 <= rules.reauction_max_cut_pct < 100:

@@ -59,6 +59,7 @@ class Bidder(msgspec.Struct):
     best_fen: int = 0  # reverse: this supplier's lowest quote
     best_seq: int = 0  # reverse: the applied count of that quote (ties: earlier wins)
     award_lapsed: bool = False  # reverse: declined or let the award lapse
+    sme: bool = False  # small / micro firm
 
 
 class SealedBid(msgspec.Struct):
@@ -126,6 +127,12 @@ class Lot(msgspec.Struct):
     barred: list[str] = msgspec.field(default_factory=list)  # defaulters of the chain
     parent_lot_id: str = ""
     stage: str = ""  # "" | second | sale
+    # Multi-winner reverse: bidder id -> share % offered / confirmed.
+    shares_offered: dict[str, int] = msgspec.field(default_factory=dict)
+    shares_confirmed: dict[str, int] = msgspec.field(default_factory=dict)
+    shares_pending: list[int] = msgspec.field(default_factory=list)  # lapsed, to re-offer
+    shares_unplaced: int = 0  # % no remaining rank could take
+    next_rank: int = 0  # the next rank a lapsed share goes to (1-based)
 
 
 class OriginState(msgspec.Struct):

@@ -14,13 +14,26 @@ from engine.messages import (
     DeclineAward,
     LotSold,
     LotUnsold,
+    RegisterBidder,
+    ShareConfirmed,
+    SharesAwarded,
+    SharesOffered,
     decode_command,
     encode_command,
 )
 from engine.router import Router
-from engine.rules import HOUR_NS, REVERSE, RuleSet
+from engine.rules import HOUR_NS, REVERSE, REVERSE_MULTI, RuleSet
 from engine.state import SOLD, UNSOLD
-from tests.engine.helpers import END, STAFF, START, Market, bidder_origin, one, reject_code
+from tests.engine.helpers import (
+    END,
+    SERVICE,
+    STAFF,
+    START,
+    Market,
+    bidder_origin,
+    one,
+    reject_code,
+)
 
 CEILING, DEC = 100_000, 1_000
 CONFIRM = REVERSE.confirm_window_ns
@@ -157,3 +170,99 @@ def test_property_award_goes_to_the_lowest_then_earliest(quotes):
     codes = {b: x.code for b, x in m.lot("R1").bidders.items()}
     offered = one(out, AwardOffered)
     assert (offered.bidder_code, offered.price_fen) == (codes[winner], accepted[winner][0])
+
+
+# ---------------------------------------------------------------- R-3.3.5-6
+def quote_all(m: Market, quotes: list[tuple[str, int]]) -> list:  # type: ignore[type-arg]
+    for s, amount in quotes:
+        m.bid("R1", s, amount)
+    return m.tick(END)
+
+
+def test_R_3_2_4_sme_deduction_ranks_by_the_deducted_quote_contracts_at_the_quote():
+    rules = RuleSet(name="r", min_valid_bids=3, extension_window_ns=0, sme_deduction_pct=10)
+    m = Market()
+    m.cmd(
+        CreateLot,
+        STAFF,
+        None,
+        lot_id="R1",
+        mechanism="reverse",
+        title="desks",
+        start_price_fen=CEILING,
+        increment_fen=DEC,
+        start_ns=START,
+        end_ns=END,
+        rules=rules,
+    )
+    m.publish("R1")
+    m.register("R1", "a")
+    m.cmd(RegisterBidder, SERVICE, None, lot_id="R1", bidder_id="s", sme=True)
+    m.confirm_deposit("R1", "s")
+    m.register("R1", "b")
+    m.tick(START)
+    # s quotes 90,000 (ranks as 81,000); a undercuts to 85,000; b to 84,000 -- s still first
+    out = quote_all(m, [("s", 90_000), ("a", 85_000), ("b", 84_000)])
+    offered = one(out, AwardOffered)
+    assert (offered.bidder_code, offered.price_fen) == ("0002", 90_000)
+
+
+def test_R_3_3_5_multi_winner_split_and_R_3_3_6_declined_share_re_offered():
+    m = reverse_market("abcde", REVERSE_MULTI)
+    out = quote_all(m, [("a", 99_000), ("b", 98_000), ("c", 97_000), ("d", 96_000), ("e", 95_000)])
+    offers = one(out, SharesOffered)
+    assert [(o.bidder_code, o.share_pct, o.rank) for o in offers.offers] == [
+        ("0005", 50, 1),
+        ("0004", 30, 2),
+        ("0003", 20, 3),
+    ]
+    assert reject_code(confirm(m, "b")) == Reject.not_awarded  # rank 4: not offered yet
+    one(confirm(m, "e"), ShareConfirmed)
+    one(decline(m, "d"), AwardLapsed)
+    out = m.tick(offers.until_ns)  # c lets its 20 % lapse: round 2 offers 30 + 20 to b, a
+    second = one(out, SharesOffered)
+    assert [(o.bidder_code, o.share_pct, o.rank) for o in second.offers] == [
+        ("0002", 30, 4),
+        ("0001", 20, 5),
+    ]
+    confirm(m, "b")
+    out = decline(m, "a")  # nobody left for the last 20 %
+    awarded = one(out, SharesAwarded)
+    assert [(a.bidder_code, a.share_pct, a.price_fen) for a in awarded.awards] == [
+        ("0005", 50, 95_000),
+        ("0002", 30, 98_000),
+    ]
+    assert awarded.unplaced_pct == 20
+    assert one(out, LotSold).bidder_code == "0005" and m.lot("R1").status == SOLD
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(st.integers(1, 30), min_size=3, max_size=6, unique=True),
+    st.integers(2, 6),
+    st.lists(st.sampled_from(["confirm", "decline", "silent"]), min_size=6, max_size=6),
+)
+def test_property_shares_placed_plus_unplaced_always_100(steps, winners, answers):
+    rules = RuleSet(name="m", min_valid_bids=3, extension_window_ns=0, reverse_winners=winners)
+    m = reverse_market("abcdef"[: len(steps)], rules)
+    quotes = [(s, CEILING - k * DEC) for s, k in zip("abcdef", steps, strict=False)]
+    for s, amount in sorted(quotes, key=lambda q: -q[1]):
+        m.bid("R1", s, amount)
+    m.tick(END)
+    answer = dict(zip("abcdef", answers, strict=False))
+    for _ in range(8):
+        lot = m.lot("R1")
+        if lot.status != "open":
+            break
+        for b in list(lot.shares_offered):
+            if answer[b] == "confirm":
+                confirm(m, b)
+            elif answer[b] == "decline":
+                decline(m, b)
+        if m.lot("R1").status == "open":
+            m.tick(m.lot("R1").deadline_ns)
+    lot = m.lot("R1")
+    assert lot.status in (SOLD, UNSOLD)
+    assert sum(lot.shares_confirmed.values()) + lot.shares_unplaced == 100
+    expected = [b for b in "abcdef"[: len(steps)] if answer[b] == "confirm"]
+    assert set(lot.shares_confirmed) <= set(expected)
