@@ -9,6 +9,7 @@ fields are appended with defaults, like the engine's messages.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -122,7 +123,7 @@ def make_alert(
     seq: int,
     ts_ns: int,
     subject: str,
-    evidence: list[int] | tuple[int, ...] | set[int],
+    evidence: Iterable[int],
     subjects: list[str] | tuple[str, ...] = (),
     detail: str = "",
     cap: int = 64,

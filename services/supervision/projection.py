@@ -21,7 +21,7 @@ an aborted write) drops them, so they never hold anything not yet committed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeAlias
 
 import lmdb
@@ -119,7 +119,17 @@ class _TxnState:
 class SupervisionProjection:
     """A follower projection: alerts, handling records and lot monitoring."""
 
-    dbs = (LOTS, MONITOR, ALERTS, ALERT_KEYS, LOT_ALERTS, HANDLING, SHARED, BIDDERS, META)
+    dbs: Sequence[bytes] = (
+        LOTS,
+        MONITOR,
+        ALERTS,
+        ALERT_KEYS,
+        LOT_ALERTS,
+        HANDLING,
+        SHARED,
+        BIDDERS,
+        META,
+    )
 
     def __init__(self, config: SupervisionConfig | None = None) -> None:
         self.detectors = Detectors(config)

@@ -5,6 +5,7 @@ follower runs the supervision projection over it into its own store."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ START_FEN = 100_000
 
 
 @pytest.fixture
-def market(tmp_path: Path):  # type: ignore[no-untyped-def]
+def market(tmp_path: Path) -> Iterator[Market]:
     m = Market(tmp_path / "ledger")
     yield m
     m.close()
