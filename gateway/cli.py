@@ -165,8 +165,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     finally:
         done()
     if args.lot:
-        if args.lot not in router.state.lots:
-            print(f"pubex replay: no lot {args.lot!r} in the ledger", file=sys.stderr)
+        if args.lot not in router.state.lots and args.lot not in router.state.items:
+            print(f"pubex replay: no lot or item {args.lot!r} in the ledger", file=sys.stderr)
             return 2
         for line in lines:
             print(f"{fmt_ns(line.ts_ns)}  #{line.seq:<8} {line.what}")
@@ -174,6 +174,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     result = {line.lot_id: line.what for line in lines}
     for lot in router.state.lots.values():
         print(f"{lot.lot_id} {lot.mechanism} {lot.status} {result.get(lot.lot_id, '-')}")
+    for item in router.state.items.values():  # e-mall items: session, last price, resting
+        book = item.book
+        print(f"{item.item_id} emall {book.session} last={book.last_price} resting={len(book)}")
     return 0
 
 
@@ -296,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="a lot's timeline, or every lot's result (ledger or export)")
     r.add_argument("dir")
-    r.add_argument("--lot")
+    r.add_argument("--lot", help="a lot's or an e-mall item's timeline")
     r.add_argument("--until", type=int)
     r.set_defaults(func=cmd_replay)
 

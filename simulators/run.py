@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from engine.messages import Command, CommandRetried, Event, LotExtended
+from engine.messages import Command, CommandRetried, Event, LotExtended, OrderFilled
 from simulators.harness import Harness
 from simulators.scenarios import SCENARIOS
 
@@ -24,6 +24,9 @@ def simulate(scenario: str, seed: int, ledger_dir: str | Path) -> dict[str, obje
                 counts["extensions"] += 1
             elif type(ev) is CommandRetried:
                 counts["retries_answered"] += 1
+            elif type(ev) is OrderFilled:  # e-mall trades
+                counts["trades"] += 1
+                counts["traded_qty"] += ev.qty
 
     sim.listeners.append(count)
     SCENARIOS[scenario](sim).setup()
@@ -38,6 +41,9 @@ def simulate(scenario: str, seed: int, ledger_dir: str | Path) -> dict[str, obje
         "refused_by_code": dict(sorted(sim.refused.items())),
         "extensions": counts["extensions"],
         "retries_answered": counts["retries_answered"],
+        "items": len(sim.router.state.items),
+        "trades": counts["trades"],
+        "traded_qty": counts["traded_qty"],
         "state_hash": sim.router.state_hash(),
         "wall_s": round(time.perf_counter() - started, 3),
     }
@@ -56,6 +62,13 @@ def format_summary(s: dict[str, object]) -> str:
         "lots: " + ", ".join(f"{k} {v}" for k, v in lots.items()),
         f"bids accepted: {s['bids_accepted']}; extensions: {s['extensions']}; "
         f"retries answered with their original outcome: {s['retries_answered']}",
+        *(
+            [
+                f"e-mall items: {s['items']}; trades: {s['trades']}; quantity traded: {s['traded_qty']}"
+            ]
+            if s.get("items")
+            else []
+        ),
         f"refused ({sum(refused.values())}): " + ", ".join(f"{k} {v}" for k, v in refused.items()),
         f"state hash: {s['state_hash']}",
     ]

@@ -522,3 +522,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
 }
 # Seeded bidder agents (simulators/agents.py): definitions shared with the live Locust runs.
 SCENARIOS.update({name: agent_scenario(name, b) for name, b in AGENT_DEFINITIONS.items()})  # type: ignore[misc]
+
+from simulators.emall_day import EmallDay  # noqa: E402 (it needs nothing from here)
+
+SCENARIOS["emall-day"] = EmallDay  # type: ignore[assignment]
