@@ -9,6 +9,8 @@
 // uPlot (installed from npm by `make console-deps`) is imported lazily; without it the
 // detail panel shows a notice instead of the chart.
 
+import { onBook, showEmall } from "./emall.js";
+
 const UPLOT_URL = "/static/vendor/uplot/dist/uPlot.esm.js";
 const WAN_FROM_FEN = 10_000_000 * 100; // lots starting at >= 1,000万元 (land-sized) show 万元
 const TIME_SYNC_MS = 60_000;
@@ -32,6 +34,23 @@ const PHASE = {
   quote_frozen: ["报价截止", "Quotes closed"],
   wait: ["等待限时竞价", "Waiting"],
   timed: ["限时竞价", "Timed bidding"],
+  descending: ["降价中", "Clock falling"],
+  submission: ["投标中（密封）", "Sealed submission"],
+  reveal: ["解密中", "Decryption window"],
+  draw: ["待抽签", "Awaiting draw seed"],
+  evaluation: ["评审中", "Committee scoring"],
+  quoting: ["报价中", "Quoting"],
+  confirming: ["待确认", "Awaiting confirmation"],
+  revival: ["复活确认", "Revival offers"],
+  regions: ["选择供应地区", "Choosing regions"],
+  sale: ["变卖期", "Sale window"],
+};
+const SETTLEMENT = {
+  awaiting_qualification: ["资格后审中", "Post-qualification"],
+  awaiting_payment: ["待付款", "Awaiting payment"],
+  paid: ["已付款", "Paid"],
+  defaulted: ["悔拍（保证金没收）", "Defaulted, deposit forfeited"],
+  voided: ["成交无效", "Award voided"],
 };
 const ACTIONS = {
   freeze_lot: ["暂停", "Freeze"],
@@ -426,10 +445,34 @@ function updateDetail() {
   setText($("d-inc"), moneyText(lot.increment_fen, wan));
   setText($("d-bidders"), String(lot.bidders));
   setText($("d-reserve"), lot.has_reserve ? "有（保密）Yes, sealed" : "无 None");
+  renderRanking(lot, wan);
   tickDetail(serverNowMs());
   $("btn-freeze").disabled = !(lot.status === "open" || lot.status === "published");
   $("btn-resume").disabled = lot.status !== "frozen";
   $("btn-terminate").disabled = FINAL.has(lot.status) || lot.status === "draft";
+}
+
+// Sealed, reverse and procurement lots: only a count until the opening, then the
+// published ranking (opening record, scores, VBP winners, shares) and settlement.
+function renderRanking(lot, wan) {
+  const box = $("d-ranking");
+  if (!box) return;
+  const rows = lot.ranking || [];
+  const settle = SETTLEMENT[lot.settlement];
+  box.hidden = !rows.length && !settle;
+  const key = JSON.stringify([rows, lot.settlement]);
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  const body = $("d-ranking-rows");
+  body.replaceChildren();
+  rows.forEach(([code, amount, note], i) => {
+    const tr = el("tr");
+    tr.append(el("td", "num", String(i + 1)), el("td", "num", code));
+    tr.append(el("td", "num r", lot.mechanism === "vbp" ? String(amount) : moneyText(amount, wan)));
+    tr.append(el("td", "", note));
+    body.append(tr);
+  });
+  setText($("d-settlement"), settle ? `${settle[0]} ${settle[1]}` : "");
 }
 
 function tickDetail(nowMs) {
@@ -637,6 +680,7 @@ setInterval(() => send({ type: "ping", t: Date.now() }), PING_MS);
 function onFrame(f) {
   switch (f.type) {
     case "snapshot": return onSnapshot(f);
+    case "book": return onBook(f); // e-mall items (emall.js)
     case "event": return onEvent(f);
     case "hello": return onHello(f);
     case "ack": return onReply(f, true);
@@ -766,6 +810,7 @@ function askReason(type) {
   staffCommand(type, lot, text);
 }
 
+$("tab-emall").addEventListener("click", () => showEmall(document.body.dataset.view !== "emall"));
 $("btn-freeze").addEventListener("click", () => askReason("freeze_lot"));
 $("btn-resume").addEventListener("click", () => askReason("resume_lot"));
 $("btn-terminate").addEventListener("click", () => askReason("terminate_lot"));

@@ -184,6 +184,23 @@ class Bidder(Conn):
             time.sleep(0.1)
         raise AssertionError(f"bid on {lot} kept being rate limited")
 
+    def order(self, item: str, side: str, price: int, qty: int, kind: str = "limit") -> None:
+        self.seq += 1
+        payload = p.OrderPayload(
+            p.ORDER_DOMAIN,
+            "place",
+            item,
+            self.key_id,
+            self.seq,
+            side,
+            kind,
+            price,
+            qty,  # type: ignore[arg-type]
+        )
+        self.ws.send(p.order_frame(self.key, payload))
+        reply = self.wait({self.seq})[self.seq]
+        assert reply["type"] == "ack", reply
+
 
 @dataclass
 class Market:
@@ -355,3 +372,33 @@ def test_console_live(server: Server, market: Market, page: Any) -> None:
     pg.wait_for_timeout(1200)  # let the bid flashes fade
     SCREENSHOT.parent.mkdir(exist_ok=True)
     pg.screenshot(path=str(SCREENSHOT))
+
+    # The e-mall view: an item in its opening call, orders from two traders, the open
+    # uncross and a taker; the ladder, the tape and the price chart show them.
+    staff = Staff(server.ws_url)
+    staff.seq = time.time_ns() // 1000  # above the page's (Date.now()) on this staff origin
+    staff.run(
+        [
+            p.CreateItemFrame(staff.next(), "E-PAPER", "A4 复印纸 80g", 2_500, 500, 0, "call"),
+        ]
+    )
+    sellers, buyers = market.bidders[0], market.bidders[1]
+    for who, side, price, qty in (
+        (sellers, "sell", 2_450, 30),
+        (sellers, "sell", 2_520, 40),
+        (buyers, "buy", 2_480, 12),
+        (buyers, "buy", 2_400, 25),
+    ):
+        who.order("E-PAPER", side, price, qty)
+    staff.run([p.SetItemSessionFrame(staff.next(), "E-PAPER", "open")])
+    buyers.order("E-PAPER", "buy", 2_460, 8, kind="ioc")
+    staff.close()
+    tid("tab-emall").click()
+    expect(tid("emall")).to_be_visible(timeout=TIMEOUT)
+    expect(tid("item-E-PAPER")).to_be_visible(timeout=TIMEOUT)
+    expect(tid("book-volume")).to_have_text("20", timeout=TIMEOUT)
+    expect(tid("level-ask-2450")).to_contain_text("10", timeout=TIMEOUT)
+    expect(tid("level-bid-2400")).to_contain_text("25", timeout=TIMEOUT)
+    expect(tid("tape").locator("tr")).to_have_count(2, timeout=TIMEOUT)
+    expect(pg.locator("#e-chart canvas")).to_have_count(1, timeout=TIMEOUT)
+    pg.screenshot(path=str(SCREENSHOT.with_name("console-emall.png")))
