@@ -34,8 +34,11 @@ order), untimed, in this process; the final resting books are compared as
 aggregated (price, quantity) levels per side.  Disagreements are reported
 with the first differing level.
 
-No "durable" figure here (the book is in-memory; the durable pipeline is
-``bench core``).  Timing never fails the run.
+Next to the in-memory rate, ``bench.book_durable`` (worker ``pubex-durable``)
+drives the same stream as engine commands on one e-mall item through
+``Router.apply`` (``router_ops_per_s``) and through the production runtime with
+the fsync'd, group-committed ledger (``durable_ops_per_s``).  Timing never
+fails the run.
 """
 
 from __future__ import annotations
@@ -381,6 +384,10 @@ def restrict(ops: list[Op], name: str) -> list[Op]:
 
 
 def worker(name: str, n: int, seed: int) -> dict[str, Any]:
+    if name == "pubex-durable":
+        from bench import book_durable
+
+        return {"name": name, **book_durable.run(generate(n, seed), 3 if n <= 50_000 else 1)}
     try:
         probe = make_adapter(name)
         if hasattr(probe, "close"):
@@ -511,7 +518,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(worker(args.worker, n, args.seed)), flush=True)
         os._exit(0)  # fastlob leaves a non-daemon expiry thread behind
     ops = generate(n, args.seed)
-    runs = {name: run_worker(name, n, args.seed) for name in ("pubex", *PEERS)}
+    runs = {name: run_worker(name, n, args.seed) for name in ("pubex", *PEERS, "pubex-durable")}
+    through = runs["pubex-durable"]
     pubex = runs["pubex"]
     if "ops_per_s" not in pubex:
         print(f"pubex worker failed: {pubex}", file=sys.stderr)
@@ -553,7 +561,9 @@ def main(argv: list[str]) -> int:
         "ratio_to_fastest_peer": ratio,
         "target": TARGET_RATIO,
         "agreement": agreement,
-        "durable": "not measured (in-memory book; see bench core)",
+        "router_ops_per_s": through.get("router_ops_per_s"),
+        "durable_ops_per_s": through.get("durable_ops_per_s"),
+        "durable": {k: v for k, v in through.items() if k != "name"},
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
@@ -575,6 +585,15 @@ def main(argv: list[str]) -> int:
             print(f"  {name:<16} {v}")
     if fastest:
         print(f"  ratio to fastest peer ({fastest}): {ratio} (target >= {TARGET_RATIO})")
+    if "durable_ops_per_s" in through:
+        print(
+            f"  through the engine: Router.apply {through['router_ops_per_s']:,} ops/s; "
+            f"durable (runtime + fsync'd ledger, group commit, mean batch "
+            f"{through['durable_mean_batch']}) {through['durable_ops_per_s']:,} ops/s "
+            f"({through['durable_ops']} commands)"
+        )
+    else:
+        print(f"  durable run failed: {through}")
     for name, a in agreement.items():
         print(f"  final book vs {name}: {'agree' if a['agree'] else 'DISAGREE ' + json.dumps(a)}")
     return 0
