@@ -64,6 +64,9 @@ class RegisterKey(Command, frozen=True, tag="register_key"):
     key_id: str
     bidder_id: str
     public_key_hex: str
+    # The market role the key signs as (its origin kind): bidder, supplier,
+    # purchaser or committee (an evaluation-committee member).
+    role: str = "bidder"
 
 
 class RegionDemand(msgspec.Struct, frozen=True, array_like=True):

@@ -146,6 +146,7 @@ MECHANISMS: dict[str, Ascending] = {
 SEALED_FAMILY = ("sealed", "vbp")
 BIDDERS = ("bidder", "supplier")
 COMMITTEE = ("committee",)
+SIGNING_ROLES = ("bidder", "supplier", "purchaser", "committee")
 STAFF = ("staff",)
 REGISTRY = ("staff", "service")
 SYSTEM = ("system",)
@@ -349,7 +350,11 @@ class Router:
             raise Reply(Reject.invalid_terms, "public_key_hex must be 32 bytes of hex")
         if cmd.key_id in self.state.keys:
             raise Reply(Reject.key_exists, cmd.key_id)
-        self.state.keys[cmd.key_id] = KeyRecord(cmd.bidder_id, cmd.public_key_hex.lower())
+        if cmd.role not in SIGNING_ROLES:
+            raise Reply(Reject.invalid_terms, f"role must be one of {', '.join(SIGNING_ROLES)}")
+        self.state.keys[cmd.key_id] = KeyRecord(
+            cmd.bidder_id, cmd.public_key_hex.lower(), cmd.role
+        )
         out.append(KeyRegistered("", cmd.key_id))
 
     def _tick(self, cmd: Tick | SuspendOverdue, now_ns: int, out: list[Event]) -> None:

@@ -144,6 +144,7 @@ class OriginState(msgspec.Struct):
 class KeyRecord(msgspec.Struct):
     bidder_id: str
     public_key_hex: str
+    role: str = "bidder"  # the origin kind its signatures act as
 
 
 class EngineState(msgspec.Struct):

@@ -68,6 +68,7 @@ class Vbp(Sealed):
             lot.deadline_ns = lot.end_ns = at_ns + rules.revival_window_ns
             codes = tuple(q.code for q in others)
             out.append(RevivalOffered(lot.lot_id, price, codes, lot.end_ns))
+            out.append(PhaseChanged(lot.lot_id, REVIVAL, at_ns, lot.end_ns))
             return
         self._award_winners(lot, at_ns, out)
 

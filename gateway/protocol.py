@@ -27,6 +27,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from engine.codes import Reject
+from engine.messages import RegionDemand
 from engine.rules import RuleSet
 
 BID_DOMAIN = "pubex-bid-v1"
@@ -90,13 +91,25 @@ class SealedFrame(Frame, frozen=True, tag="sealed"):
 
 class SealedPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     domain: str
-    action: Literal["submit", "withdraw", "reveal", "confirm_award", "decline_award"]
+    action: Literal[
+        "submit",
+        "withdraw",
+        "reveal",
+        "confirm_award",
+        "decline_award",
+        "accept_revival",
+        "choose_regions",
+        "enter_scores",
+    ]
     lot: str
     key: str
     client_seq: int
     commitment: str = ""  # submit: engine.sealed.seal_commitment(lot, amount, nonce)
     amount_fen: int = 0  # reveal
     nonce: str = ""  # reveal
+    regions: tuple[str, ...] = ()  # choose_regions (VBP): best first
+    bidder_code: str = ""  # enter_scores (committee key): the bid being scored
+    points_centi: int = 0  # enter_scores: non-price points, in hundredths
 
 
 class OrderFrame(Frame, frozen=True, tag="order"):
@@ -140,7 +153,7 @@ class StaffFrame(Frame, frozen=True):
 
 class CreateLotFrame(StaffFrame, frozen=True, tag="create_lot"):
     lot: str
-    mechanism: Literal["english", "listing", "dutch", "sealed", "reverse"]
+    mechanism: Literal["english", "listing", "dutch", "sealed", "reverse", "vbp"]
     title: str
     start_price_fen: int
     increment_fen: int
@@ -150,6 +163,7 @@ class CreateLotFrame(StaffFrame, frozen=True, tag="create_lot"):
     deposit_fen: int = 0
     timed_increment_fen: int = 0
     floor_fen: int = 0  # Dutch: the public floor (increment_fen is the step down)
+    regions: tuple[RegionDemand, ...] = ()  # VBP: [region, demand_units] pairs
 
 
 class PublishLotFrame(StaffFrame, frozen=True, tag="publish_lot"):
@@ -186,18 +200,60 @@ class RegisterKeyFrame(StaffFrame, frozen=True, tag="register_key"):
     key: str
     bidder: str
     public_key_hex: str
+    role: Literal["bidder", "supplier", "purchaser", "committee"] = "bidder"
 
 
 class RegisterBidderFrame(StaffFrame, frozen=True, tag="register_bidder"):
     lot: str
     bidder: str
     priority_rank: int = 0
+    sme: bool = False  # a small or micro firm (reverse competitions' price deduction)
 
 
 class ConfirmDepositFrame(StaffFrame, frozen=True, tag="confirm_deposit"):
     lot: str
     bidder: str
     amount_fen: int
+
+
+class CommitDrawSeedFrame(StaffFrame, frozen=True, tag="commit_draw_seed"):
+    lot: str
+    seed_hash: str  # hex BLAKE2b-256 of the secret seed (engine.draw.seed_hash)
+
+
+class RevealDrawSeedFrame(StaffFrame, frozen=True, tag="reveal_draw_seed"):
+    lot: str
+    seed_hex: str
+
+
+class FinalizeEvaluationFrame(StaffFrame, frozen=True, tag="finalize_evaluation"):
+    lot: str
+
+
+class ConfirmPaymentFrame(StaffFrame, frozen=True, tag="confirm_payment"):
+    lot: str
+
+
+class DeclareDefaultFrame(StaffFrame, frozen=True, tag="declare_default"):
+    lot: str
+    reason: str
+
+
+class QualifyWinnerFrame(StaffFrame, frozen=True, tag="qualify_winner"):
+    lot: str
+    passed: bool
+    reason: str = ""
+
+
+class CreateReauctionFrame(StaffFrame, frozen=True, tag="create_reauction"):
+    lot: str
+    parent_lot: str
+    stage: Literal["second", "sale"]
+    start_price_fen: int
+    start_ns: int
+    end_ns: int
+    increment_fen: int = 0  # 0 = the parent's
+    deposit_fen: int = -1  # -1 = the parent's
 
 
 ItemSession = Literal["call", "open", "halted", "closed"]
@@ -245,6 +301,13 @@ ClientFrame = (
     | CreateItemFrame
     | SetItemSessionFrame
     | SetPurchaseLimitFrame
+    | CommitDrawSeedFrame
+    | RevealDrawSeedFrame
+    | FinalizeEvaluationFrame
+    | ConfirmPaymentFrame
+    | DeclareDefaultFrame
+    | QualifyWinnerFrame
+    | CreateReauctionFrame
 )
 
 LOT_ACTIONS = (
@@ -257,12 +320,19 @@ LOT_ACTIONS = (
     TerminateLotFrame,
     CreateItemFrame,
     SetItemSessionFrame,
+    CommitDrawSeedFrame,
+    RevealDrawSeedFrame,
+    FinalizeEvaluationFrame,
+    QualifyWinnerFrame,
+    CreateReauctionFrame,
 )
 REGISTRY_ACTIONS = (
     RegisterKeyFrame,
     RegisterBidderFrame,
     ConfirmDepositFrame,
     SetPurchaseLimitFrame,
+    ConfirmPaymentFrame,
+    DeclareDefaultFrame,
 )
 
 # ------------------------------------------------------------ server frames
@@ -294,6 +364,12 @@ class Error(Frame, frozen=True, tag="error"):
     seq: int = 0  # the ledger seq of an engine refusal (refusals are ledgered too)
 
 
+class RankRow(msgspec.Struct, frozen=True, array_like=True):
+    bidder_code: str
+    amount: int  # fen, or the lot's unit price (VBP)
+    note: str  # valid / the invalidity reason / score / share / basis
+
+
 class LotSnapshot(Frame, frozen=True, tag="snapshot"):
     lot: str
     title: str
@@ -314,6 +390,10 @@ class LotSnapshot(Frame, frozen=True, tag="snapshot"):
     result: str
     seq: int
     tick: int = -1  # Dutch: the clock's current tick (its price is price_fen)
+    # Sealed / reverse / VBP after the opening: the published ranking, best first
+    # (empty before the opening: sealed lots show only their count until then).
+    ranking: list[RankRow] = []
+    settlement: str = ""  # after the hammer: awaiting_payment, paid, defaulted, ...
 
 
 class TapeRow(msgspec.Struct, frozen=True, array_like=True):

@@ -44,10 +44,8 @@ from engine.messages import (
     Command,
     CommandRejected,
     CommandRetried,
-    ConfirmAward,
     ConfirmDeposit,
     CreateLot,
-    DeclineAward,
     DepositConfirmed,
     Event,
     FreezeLot,
@@ -71,13 +69,10 @@ from engine.messages import (
     ReserveEntered,
     ResumeLot,
     RevealRecorded,
-    RevealSealed,
     SealedBidReceived,
     SealedBidWithdrawn,
     SetReserve,
-    SubmitSealed,
     TerminateLot,
-    WithdrawSealed,
 )
 from gateway import protocol as p
 from gateway import ws
@@ -85,6 +80,9 @@ from gateway.auth import BIDDER, STAFF, WATCHER, Authenticator, AuthError, Princ
 from gateway.emall import ITEM_EVENTS, order_command
 from gateway.emall import STAFF_COMMANDS as ITEM_STAFF_COMMANDS
 from gateway.metrics import Metrics
+from gateway.procurement import PUBLIC_EVENTS as PROCUREMENT_EVENTS
+from gateway.procurement import STAFF_COMMANDS as PROCUREMENT_STAFF_COMMANDS
+from gateway.procurement import signed_command
 from gateway.runtime import Overloaded, Runtime
 from gateway.views import Views
 from ledger.checkpoint import Receipt, sign_receipt
@@ -115,6 +113,7 @@ PUBLIC_EVENTS = (
     AwardOffered,
     AwardLapsed,
     *ITEM_EVENTS,  # e-mall items: orders by id, traders by per-item code
+    *PROCUREMENT_EVENTS,  # draws, evaluation, VBP, shares, settlement: codes only
 )
 ALL_LOTS = "*"
 
@@ -351,6 +350,12 @@ class Gateway:
             return None
         return payload
 
+    def _origin(self, conn: Connection) -> str:
+        """``<role>:<bidder id>``: the role the signing key was registered for."""
+        record = self.rt.router.state.keys.get(conn.who.identity)
+        role = record.role if record is not None else "bidder"
+        return f"{role}:{conn.who.bidder_id}"
+
     def _submit_signed(
         self,
         conn: Connection,
@@ -371,7 +376,7 @@ class Gateway:
         bid = self._signed(conn, frame, p.read_bid)
         if bid is None:
             return
-        origin = f"bidder:{conn.who.bidder_id}"
+        origin = self._origin(conn)
         cmd: Command
         if bid.tick >= 0:
             cmd = AcceptPrice(origin, bid.client_seq, bid.lot, bid.tick)
@@ -385,18 +390,7 @@ class Gateway:
         act = self._signed(conn, frame, p.read_sealed)
         if act is None:
             return
-        origin = f"bidder:{conn.who.bidder_id}"
-        cmd: Command
-        if act.action == "submit":
-            cmd = SubmitSealed(origin, act.client_seq, act.lot, act.commitment)
-        elif act.action == "withdraw":
-            cmd = WithdrawSealed(origin, act.client_seq, act.lot)
-        elif act.action == "reveal":
-            cmd = RevealSealed(origin, act.client_seq, act.lot, act.amount_fen, act.nonce)
-        elif act.action == "confirm_award":
-            cmd = ConfirmAward(origin, act.client_seq, act.lot)
-        else:
-            cmd = DeclineAward(origin, act.client_seq, act.lot)
+        cmd = signed_command(self._origin(conn), act)
         self._submit_signed(conn, frame, cmd, act.client_seq, received)
 
     def _order(self, conn: Connection, frame: p.OrderFrame) -> None:
@@ -405,7 +399,7 @@ class Gateway:
         act = self._signed(conn, frame, p.read_order)
         if act is None:
             return
-        cmd = order_command(f"bidder:{conn.who.bidder_id}", act)
+        cmd = order_command(self._origin(conn), act)
         self._submit_signed(conn, frame, cmd, act.client_seq, received)
 
     def _submit(
@@ -629,6 +623,7 @@ _STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
         deposit_fen=f.deposit_fen,
         timed_increment_fen=f.timed_increment_fen,
         floor_fen=f.floor_fen,
+        regions=f.regions,
     ),
     p.PublishLotFrame: lambda o, f: PublishLot(o, f.client_seq, f.lot),
     p.SetReserveFrame: lambda o, f: SetReserve(o, f.client_seq, f.lot, f.reserve_fen),
@@ -639,13 +634,14 @@ _STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
     p.ResumeLotFrame: lambda o, f: ResumeLot(o, f.client_seq, f.lot, f.reason),
     p.TerminateLotFrame: lambda o, f: TerminateLot(o, f.client_seq, f.lot, f.reason),
     p.RegisterKeyFrame: lambda o, f: RegisterKey(
-        o, f.client_seq, f.key, f.bidder, f.public_key_hex
+        o, f.client_seq, f.key, f.bidder, f.public_key_hex, f.role
     ),
     p.RegisterBidderFrame: lambda o, f: RegisterBidder(
-        o, f.client_seq, f.lot, f.bidder, f.priority_rank
+        o, f.client_seq, f.lot, f.bidder, f.priority_rank, f.sme
     ),
     p.ConfirmDepositFrame: lambda o, f: ConfirmDeposit(
         o, f.client_seq, f.lot, f.bidder, f.amount_fen
     ),
     **ITEM_STAFF_COMMANDS,
+    **PROCUREMENT_STAFF_COMMANDS,
 }

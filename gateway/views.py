@@ -17,8 +17,10 @@ import msgspec
 
 from engine.messages import (
     AwardOffered,
+    AwardVoided,
     BidAccepted,
     BidderRegistered,
+    EvaluationResult,
     Event,
     LotCreated,
     LotExtended,
@@ -29,15 +31,21 @@ from engine.messages import (
     LotSold,
     LotTerminated,
     LotUnsold,
+    OpeningRecord,
     PhaseChanged,
     PriceTicked,
     ReserveEntered,
     SealedBidReceived,
     SealedBidWithdrawn,
+    SettlementChanged,
+    SharesAwarded,
+    SharesOffered,
+    VbpAwarded,
+    VolumeAllocated,
     decode_events,
 )
 from gateway.emall import ItemViews
-from gateway.protocol import BookSnapshot, LotSnapshot
+from gateway.protocol import BookSnapshot, LotSnapshot, RankRow
 from ledger.record import decode_body
 from ledger.store import LedgerStore
 
@@ -73,6 +81,8 @@ class LotView(msgspec.Struct):
     seq: int = 0
     tick: int = -1
     bids: list[BidRow] = msgspec.field(default_factory=list)
+    ranking: list[RankRow] = msgspec.field(default_factory=list)
+    settlement: str = ""
 
     def snapshot(self) -> LotSnapshot:
         return LotSnapshot(
@@ -95,6 +105,8 @@ class LotView(msgspec.Struct):
             self.result,
             self.seq,
             self.tick,
+            list(self.ranking),
+            self.settlement,
         )
 
 
@@ -235,6 +247,53 @@ def _reserve(v: LotView, ts_ns: int, seq: int, ev: ReserveEntered) -> None:
     v.has_reserve = True
 
 
+def _opening(v: LotView, ts_ns: int, seq: int, ev: OpeningRecord) -> None:
+    """R-6.3.3: every bid, valid ones first in the method's order."""
+    sign = -1 if ev.method == "highest" else 1
+    rows = sorted(ev.entries, key=lambda e: (not e.valid, sign * e.amount_fen))
+    v.ranking = [RankRow(e.bidder_code, e.amount_fen, e.reason or "valid") for e in rows]
+
+
+def _evaluated(v: LotView, ts_ns: int, seq: int, ev: EvaluationResult) -> None:
+    v.ranking = [
+        RankRow(e.bidder_code, e.price_fen, f"#{e.rank} {e.total_points_milli / 1000:.3f} pts")
+        for e in ev.entries
+    ]
+
+
+def _vbp(v: LotView, ts_ns: int, seq: int, ev: VbpAwarded) -> None:
+    v.ranking = [RankRow(w.bidder_code, w.price, f"#{w.rank} {w.basis}") for w in ev.winners]
+
+
+def _volume(v: LotView, ts_ns: int, seq: int, ev: VolumeAllocated) -> None:
+    units: dict[str, int] = {}
+    for a in ev.allocations:
+        units[a.bidder_code] = units.get(a.bidder_code, 0) + a.units
+    v.ranking = [
+        RankRow(r.bidder_code, r.amount, f"{r.note}, {units.get(r.bidder_code, 0)} units")
+        for r in v.ranking
+    ]
+
+
+def _shares(v: LotView, ts_ns: int, seq: int, ev: SharesAwarded) -> None:
+    v.ranking = [RankRow(a.bidder_code, a.price_fen, f"{a.share_pct}%") for a in ev.awards]
+
+
+def _offered(v: LotView, ts_ns: int, seq: int, ev: SharesOffered) -> None:
+    v.phase, v.end_ns = "confirming", ev.until_ns
+    v.ranking = [
+        RankRow(o.bidder_code, o.price_fen, f"#{o.rank} offered {o.share_pct}%") for o in ev.offers
+    ]
+
+
+def _settlement(v: LotView, ts_ns: int, seq: int, ev: SettlementChanged) -> None:
+    v.settlement = ev.state
+
+
+def _voided(v: LotView, ts_ns: int, seq: int, ev: AwardVoided) -> None:
+    v.result = f"award to {ev.bidder_code} voided: {ev.reason}"
+
+
 _FOLDS = {
     BidAccepted: _bid,
     LotExtended: _extended,
@@ -252,4 +311,12 @@ _FOLDS = {
     SealedBidReceived: _sealed_in,
     SealedBidWithdrawn: _sealed_out,
     AwardOffered: _award,
+    OpeningRecord: _opening,
+    EvaluationResult: _evaluated,
+    VbpAwarded: _vbp,
+    VolumeAllocated: _volume,
+    SharesAwarded: _shares,
+    SharesOffered: _offered,
+    SettlementChanged: _settlement,
+    AwardVoided: _voided,
 }
