@@ -89,7 +89,7 @@ class Harness:
         for ev in events:
             if type(ev) is CommandRejected:
                 self.refused[Reject(ev.code).name] += 1
-        if cmd.origin.startswith("bidder:"):
+        if cmd.origin.startswith(("bidder:", "supplier:")):
             self.accepted += sum(1 for ev in events if ev.__class__.__name__ == "BidAccepted")
         for listener in self.listeners:
             listener(cmd, events)

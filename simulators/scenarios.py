@@ -526,3 +526,8 @@ SCENARIOS.update({name: agent_scenario(name, b) for name, b in AGENT_DEFINITIONS
 from simulators.emall_day import EmallDay  # noqa: E402 (it needs nothing from here)
 
 SCENARIOS["emall-day"] = EmallDay  # type: ignore[assignment]
+
+from simulators.procurement_days import EmallReverse, VbpDay  # noqa: E402
+
+SCENARIOS["vbp"] = VbpDay  # type: ignore[assignment]
+SCENARIOS["emall-reverse"] = EmallReverse  # type: ignore[assignment]

@@ -109,7 +109,13 @@ def test_schema_is_json_schema_of_both_directions():
 
 
 @pytest.mark.parametrize(
-    ("scenario", "expected_refusal"), [("dutch", "stale_tick"), ("tender", "reveal_mismatch")]
+    ("scenario", "expected_refusal"),
+    [
+        ("dutch", "stale_tick"),
+        ("tender", "reveal_mismatch"),
+        ("vbp", "not_revival_candidate"),
+        ("emall-reverse", "quote_not_below_best"),
+    ],
 )
 def test_simulate_mode_scenarios_are_deterministic_and_verify(tmp_path, scenario, expected_refusal):
     hashes = []
