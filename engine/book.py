@@ -66,7 +66,7 @@ structure suitable for a state hash.
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from collections import deque
 from enum import IntEnum
 from typing import Any, Literal
@@ -642,7 +642,7 @@ class Book:
                     px.pop()
                     self._best_bid = px[-1] if px else NO_BID
                 else:
-                    px.remove(p)
+                    del px[bisect_left(px, p)]  # O(log n) search, not a scan
         else:
             lvl = self._asks[p]
             del lvl[o.oid]
@@ -653,7 +653,7 @@ class Book:
                     px.pop()
                     self._best_ask = -px[-1] if px else NO_ASK
                 else:
-                    px.remove(-p)
+                    del px[bisect_left(px, -p)]
 
     def _match_buy(
         self, oid: int, owner: str, limit: int, qty: int, ev: list[BookEvent], now_ns: int
