@@ -186,6 +186,13 @@ COMMANDS = [
     "register_bidder",
     "confirm_deposit",
     "subscribe",
+    "sealed",
+    "commit_draw_seed",
+    "finalize_evaluation",
+    "qualify_winner",
+    "confirm_payment",
+    "declare_default",
+    "create_reauction",
 ]
 ROLES = ["bidder", "staff", "supervisor", "watcher"]
 STATES = ["open", "frozen", "closed"]
@@ -195,7 +202,7 @@ MATRIX_COUNT = {"tried": 0}
 def _expected_allowed(role: str, cmd: str) -> bool:
     if cmd == "subscribe":
         return True
-    if cmd == "place_bid":
+    if cmd in ("place_bid", "sealed"):
         return role == "bidder"
     return role == "staff"
 
@@ -271,7 +278,7 @@ async def test_authorisation_matrix(nursery, server):
                     mismatches.append((role, cmd, state, got))
     MATRIX_COUNT["tried"] = tried
     print(f"authorisation matrix: {tried} combinations, {len(mismatches)} mismatches")
-    assert tried == len(ROLES) * len(COMMANDS) * len(STATES) == 144
+    assert tried == len(ROLES) * len(COMMANDS) * len(STATES) == 228
     assert mismatches == []
 
 
@@ -282,6 +289,11 @@ def _frame_text(cmd: str, cs: int, lot: str, owner: Bidder, role: str, state: st
         return p.bid_frame(owner.key, owner.key_id, lot, 10_000, cs if role == "bidder" else 1)
     if cmd == "subscribe":
         return p.encode_text(p.Subscribe([lot]))
+    if cmd == "sealed":  # the owner's own signed non-bid action, sent by whichever role
+        payload = p.SealedPayload(
+            p.SEALED_DOMAIN, "accept_revival", lot, owner.key_id, cs if role == "bidder" else 1
+        )
+        return p.sealed_frame(owner.key, payload)
     frame = {
         "create_lot": lambda: p.CreateLotFrame(
             cs, f"new-{role}-{state}-{n}", "english", "t", 10_000, 100, now, now + 7200 * SECOND
@@ -297,6 +309,14 @@ def _frame_text(cmd: str, cs: int, lot: str, owner: Bidder, role: str, state: st
         ),
         "register_bidder": lambda: p.RegisterBidderFrame(cs, lot, f"rb-{role}-{n}"),
         "confirm_deposit": lambda: p.ConfirmDepositFrame(cs, lot, owner.bidder_id, 0),
+        "commit_draw_seed": lambda: p.CommitDrawSeedFrame(cs, lot, "ab" * 32),
+        "finalize_evaluation": lambda: p.FinalizeEvaluationFrame(cs, lot),
+        "qualify_winner": lambda: p.QualifyWinnerFrame(cs, lot, True),
+        "confirm_payment": lambda: p.ConfirmPaymentFrame(cs, lot),
+        "declare_default": lambda: p.DeclareDefaultFrame(cs, lot, "x"),
+        "create_reauction": lambda: p.CreateReauctionFrame(
+            cs, f"re-{role}-{state}-{n}", lot, "second", 9_000, now, now + 7200 * SECOND
+        ),
     }[cmd]()
     return p.encode_text(frame)
 

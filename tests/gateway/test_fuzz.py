@@ -63,6 +63,14 @@ TAGS = [
     "create_item",
     "set_item_session",
     "set_purchase_limit",
+    "sealed",
+    "commit_draw_seed",
+    "reveal_draw_seed",
+    "finalize_evaluation",
+    "confirm_payment",
+    "declare_default",
+    "qualify_winner",
+    "create_reauction",
     "hello",
     "ack",
     "error",
@@ -112,6 +120,40 @@ def _valid_frames(b: Bidder) -> list[dict[str, Any]]:
         },
         {"type": "register_bidder", "client_seq": 9, "lot": "F1", "bidder": "b"},
         {"type": "confirm_deposit", "client_seq": 10, "lot": "F1", "bidder": "b", "amount_fen": 0},
+        *_issue4_frames(b),
+    ]
+
+
+def _issue4_frames(b: Bidder) -> list[dict[str, Any]]:
+    """Draws, evaluation, VBP and settlement: signed actions and staff frames."""
+    signed = [
+        json.loads(
+            p.sealed_frame(b.key, p.SealedPayload(p.SEALED_DOMAIN, action, "F1", b.key_id, 1, **kw))
+        )  # type: ignore[arg-type]
+        for action, kw in (
+            ("accept_revival", {}),
+            ("choose_regions", {"regions": ("beijing", "hebei")}),
+            ("enter_scores", {"bidder_code": "0001", "points_centi": 5_000}),
+        )
+    ]
+    return [
+        *signed,
+        {"type": "commit_draw_seed", "client_seq": 11, "lot": "F1", "seed_hash": "ab" * 32},
+        {"type": "reveal_draw_seed", "client_seq": 12, "lot": "F1", "seed_hex": "cd" * 16},
+        {"type": "finalize_evaluation", "client_seq": 13, "lot": "F1"},
+        {"type": "confirm_payment", "client_seq": 14, "lot": "F1"},
+        {"type": "declare_default", "client_seq": 15, "lot": "F1", "reason": "r"},
+        {"type": "qualify_winner", "client_seq": 16, "lot": "F1", "passed": False, "reason": "r"},
+        {
+            "type": "create_reauction",
+            "client_seq": 17,
+            "lot": "F2",
+            "parent_lot": "F1",
+            "stage": "second",
+            "start_price_fen": 80,
+            "start_ns": 0,
+            "end_ns": 10,
+        },
     ]
 
 
