@@ -104,9 +104,9 @@ def rule1(
             picks.append(Pick(q.code, q.price, basis))
         else:
             others.append(q)
-    if rnd == "r2_9" and exclude_highest and len(picks) > 1:
-        # Round 7: the highest of the qualifying bids may not win.
-        top = max(p.price for p in picks)
+    top = max((p.price for p in picks), default=0)
+    if rnd == "r2_9" and exclude_highest and top > picks[0].price:
+        # Round 7: the highest of the qualifying bids may not win (unless all are equal).
         dropped = [p for p in picks if p.price == top]
         picks = [p for p in picks if p.price != top]
         by_code = {q.code: q for q in order}

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine.codes import Reject
 from engine.draw import draw_key, seed_hash
 from engine.messages import (
@@ -185,3 +190,30 @@ def test_scoring_with_draw_replay_and_snapshot_equivalence():
     for cmd, at in m.log[tail_from:]:
         half.apply(cmd, at)
     assert replayed.state_hash() == half.state_hash() == m.router.state_hash()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from("abcd"), st.integers(100_000, 1_000_000), min_size=3),
+    st.lists(st.integers(0, 7_000), min_size=8, max_size=8),
+)
+def test_property_scoring_award_is_the_one_the_rules_name(prices, points):
+    m = tender(TENDER_SCORING)
+    bids(m, prices)
+    codes = {b: m.lot("T1").bidders[b].code for b in prices}
+    marks = {b: (points[2 * i], points[2 * i + 1]) for i, b in enumerate(sorted(prices))}
+    for b in prices:
+        for member, pts in zip(("m1", "m2"), marks[b], strict=True):
+            score(m, member, codes[b], pts)
+    out = m.cmd(FinalizeEvaluation, STAFF, None, lot_id="T1")
+    low = min(prices.values())
+
+    def total(b: str) -> Fraction:
+        return Fraction(low * 30, prices[b]) + Fraction(sum(marks[b]), 200)
+
+    best = max(total(b) for b in prices)
+    tied = [b for b in prices if total(b) == best]
+    cheapest = min(prices[b] for b in tied)
+    expected = [b for b in tied if prices[b] == cheapest]
+    order = sorted(expected, key=lambda b: m.lot("T1").sealed[b].submitted_seq)
+    assert one(out, LotSold).bidder_code == codes[order[0]]

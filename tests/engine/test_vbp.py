@@ -265,3 +265,40 @@ def test_vbp_replay_and_snapshot_equivalence():
         half.apply(cmd, at)
     assert replayed.state_hash() == half.state_hash() == m.router.state_hash()
     assert m.lot("V1").status == SOLD
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from("abcdefghij"), st.integers(500, 120_000), max_size=10),
+    st.sampled_from(
+        [
+            VBP_R9,
+            RuleSet(
+                name="r7",
+                evaluation="vbp",
+                vbp_round="r2_9",
+                vbp_max_winners="r9",
+                vbp_exclude_highest=True,
+            ),
+        ]
+    ),
+)
+def test_property_rounds_2_9_award_is_the_one_the_rules_name(quotes, rules):
+    """Brute force, written independently: who qualifies, capped in price order."""
+    m = vbp_market(rules, firms="abcdefghij")
+    out = quote_round(m, quotes)
+    valid = {f: q for f, q in quotes.items() if q <= CEILING}
+    code = {f: m.lot("V1").bidders[f].code for f in quotes}
+    if not valid:
+        assert one(out, LotUnsold).reason == "no_bids"
+        return
+    low = min(valid.values())
+    ok = [f for f, q in valid.items() if 5 * q <= 9 * low or q <= 1_000 or 2 * q <= CEILING]
+    if rules.vbp_exclude_highest and ok and max(valid[f] for f in ok) > low:
+        top = max(valid[f] for f in ok)
+        ok = [f for f in ok if valid[f] != top]
+    order = sorted(ok, key=lambda f: (valid[f], m.lot("V1").sealed[f].submitted_seq))
+    expected = [code[f] for f in order[: vbp.max_winners("r9", len(valid))]]
+    awarded = one(m.events, VbpAwarded)
+    assert [w.bidder_code for w in awarded.winners] == expected
+    assert awarded.share_pct == vbp.share_pct(len(expected), rules.vbp_share_pct)
