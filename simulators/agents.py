@@ -50,7 +50,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -648,8 +648,3 @@ class AgentScenario:
 
 def agent_scenario(name: str, build: Callable[[int], ScenarioDef]) -> type[AgentScenario]:
     return type(name, (AgentScenario,), {"build": staticmethod(build)})
-
-
-def scaled_for_live(definition: ScenarioDef, **overrides: Any) -> ScenarioDef:
-    """A definition with its lots' fields replaced (live runs compress time)."""
-    return replace(definition, lots=tuple(replace(lot, **overrides) for lot in definition.lots))
