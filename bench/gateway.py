@@ -94,7 +94,7 @@ DEPOSIT_FEN = 10_000
 DAY_NS = 86_400 * 1_000_000_000
 # Each phase bids on its own lots with its own client_seq range, so the load
 # processes need not know how far an earlier phase went.
-PHASES = {"warm": 1, "closed": 2, "open": 3, "hot": 4}
+PHASES = {"warm": 1, "closed": 2, "open": 3, "hot": 4, "sweep": 5}
 SEQ_BASE = 1_000_000
 HOT_LOT = "GHOT"
 
@@ -425,8 +425,11 @@ def load_open(args: argparse.Namespace) -> dict[str, Any]:
     per = -(-n // k)
     keys = [bench_key(i) for i in range(k)]
     conns = [bidder_connect(args.url, i, keys[i]) for i in range(k)]
+    off = args.offset  # bids already sent on these lots by earlier runs of the phase
     for i, c in enumerate(conns):
-        c.frames = [ws_frame(bid_text(keys[i], i, args.phase, j).encode()) for j in range(per)]
+        c.frames = [
+            ws_frame(bid_text(keys[i], i, args.phase, off + j).encode()) for j in range(per)
+        ]
     ep = Epoll(conns)
     interval = 1e9 / rate
     lat: list[int] = []
@@ -473,9 +476,11 @@ def load_open(args: argparse.Namespace) -> dict[str, Any]:
         "rate": rate,
         "wall_s": round((end - start) / 1e9, 3),
         "p50_us": us(pct(lat, 50)),
+        "p90_us": us(pct(lat, 90)),
         "p99_us": us(pct(lat, 99)),
         "p999_us": us(pct(lat, 99.9)),
         "max_us": us(lat[-1]) if lat else 0,
+        "acked": acked,
         "send_lag_p99_us": us(pct(send_lag, 99)),
         "missing": n - acked,
         "bad": bad,
@@ -710,7 +715,7 @@ def run_load(mode: str, url: str, server_pid: int, **kw: Any) -> dict[str, Any]:
     return result
 
 
-def pubex_setup(url: str, k: int) -> None:
+def pubex_setup(url: str, k: int, phases: Sequence[str] = ("warm", "closed", "open")) -> None:
     """Staff: K+1 keys and bidders; per phase one English lot per connection, plus
     the hot lot; registrations and deposits; all pipelined on one connection."""
     import trio
@@ -729,7 +734,7 @@ def pubex_setup(url: str, k: int) -> None:
             for i in range(k + 1):
                 vk = bench_key(i).verify_key.encode().hex()
                 frames.append(p.RegisterKeyFrame(seq(), key_id(i), bidder_id(i), vk))
-            lots = [(lot_id(ph, i), i) for ph in ("warm", "closed", "open") for i in range(k)]
+            lots = [(lot_id(ph, i), i) for ph in phases for i in range(k)]
             lots.append((HOT_LOT, k))
             for lot, i in lots:
                 frames.append(
@@ -782,6 +787,51 @@ def scrape(http_url: str) -> dict[str, float]:
     return out
 
 
+SWEEP_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def ack_sweep(
+    srv: Server, max_rate: float, fractions: Sequence[float], step_s: float, conns: int
+) -> list[dict[str, Any]]:
+    """Open-loop ack latency under rising offered load: one fixed-schedule run of
+    ``step_s`` seconds per fraction of ``max_rate`` (the closed-loop acks/s of the same
+    run), each on the ``sweep`` lots, continuing their rising bids where the last
+    step stopped.  Latency from each bid's scheduled send time to its ack."""
+    steps: list[dict[str, Any]] = []
+    offset = 0
+    for f in fractions:
+        rate = max(20.0, max_rate * f)
+        log(f"sweep: {f:.0%} of {max_rate:,.0f}/s = {rate:,.0f}/s for {step_s} s")
+        ol = run_load(
+            "open",
+            srv.url,
+            srv.pid,
+            conns=conns,
+            rate=rate,
+            duration=step_s,
+            phase="sweep",
+            offset=offset,
+        )
+        offset += -(-ol["msgs"] // conns)
+        steps.append(
+            {
+                "fraction": f,
+                "offered_per_s": round(rate),
+                "completed_per_s": round(ol["acked"] / ol["wall_s"]) if ol["wall_s"] else 0,
+                "bids": ol["msgs"],
+                "p50_us": ol["p50_us"],
+                "p90_us": ol["p90_us"],
+                "p99_us": ol["p99_us"],
+                "p999_us": ol["p999_us"],
+                "max_us": ol["max_us"],
+                "missing_acks": ol["missing"],
+                "bad": ol["bad"],
+                "send_lag_p99_us": ol["send_lag_p99_us"],
+            }
+        )
+    return steps
+
+
 def closed_pair(url: str, pid: int, k: int, w: int, warm_s: float, run_s: float, **kw: Any) -> Any:
     run_load("closed", url, pid, conns=k, window=w, duration=warm_s, phase="warm", **kw)
     return run_load("closed", url, pid, conns=k, window=w, duration=run_s, phase="closed", **kw)
@@ -796,6 +846,8 @@ def run(
     watchers: int | None = None,
     watch_rate: float = 100.0,
     open_fraction: float = 0.5,
+    sweep: Sequence[float] = (),
+    sweep_s: float | None = None,
 ) -> dict[str, Any]:
     raise_nofile()
     warm_s = 0.5 if quick else 1.0
@@ -833,7 +885,7 @@ def run(
         srv = Server(argv, "pubex serve")
         try:
             log("pubex: setup (keys, lots, registrations, deposits)")
-            pubex_setup(srv.url, k)
+            pubex_setup(srv.url, k, ("warm", "closed", "open", *(("sweep",) if sweep else ())))
             # Enough fresh frames per connection for the timed run at up to ~3x the
             # verify-echo rate (the run stops early if a connection runs out).
             per_conn = int(max(r["raw_echo_verify_per_s"], 1000) * 1.5 * closed_s / k) + 50
@@ -911,6 +963,11 @@ def run(
                     "server_cpu_us_per_msg_open_loop": ol["server_cpu_us_per_msg"],
                 }
             )
+            if sweep:
+                step_s = sweep_s if sweep_s is not None else (1.0 if quick else 3.0)
+                r["ack_sweep_max_per_s"] = acks
+                r["ack_sweep_step_s"] = step_s
+                r["ack_sweep"] = ack_sweep(srv, acks, sweep, step_s, k)
             log(f"pubex: {watchers} watchers on one lot, bids at {watch_rate:g}/s for {watch_s} s")
             wr = run_load(
                 "watch",
@@ -1075,6 +1132,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--watchers", type=int, help="watcher connections (default 1000)")
     ap.add_argument("--watch-rate", type=float, default=100.0, help="hot-lot bids/s")
     ap.add_argument("--open-fraction", type=float, default=0.5)
+    ap.add_argument(
+        "--sweep",
+        nargs="?",
+        const=",".join(map(str, SWEEP_FRACTIONS)),
+        default="",
+        help="also an open-loop ack sweep at these fractions of acks/s (key ack_sweep)",
+    )
+    ap.add_argument("--sweep-s", type=float, help="seconds per sweep step (default 3, quick 1)")
     args = ap.parse_args(argv)
     t0 = perf_ns()
     result = run(
@@ -1085,6 +1150,8 @@ def main(argv: list[str]) -> int:
         watchers=args.watchers,
         watch_rate=args.watch_rate,
         open_fraction=args.open_fraction,
+        sweep=[float(x) for x in args.sweep.split(",") if x],
+        sweep_s=args.sweep_s,
     )
     result["elapsed_s"] = round((perf_ns() - t0) / 1e9, 2)
     if args.json:
@@ -1112,6 +1179,7 @@ def _sub_main(argv: list[str]) -> int:
     ld.add_argument("--duration", type=float, default=5.0)
     ld.add_argument("--phase", choices=tuple(PHASES), default="closed")
     ld.add_argument("--per-conn", type=int, default=1000)
+    ld.add_argument("--offset", type=int, default=0, help="open: bids already sent per lot")
     ld.add_argument("--rate", type=float, default=100.0)
     ld.add_argument("--watchers", type=int, default=1000)
     ld.add_argument("--drain-s", type=float, default=3.0)
