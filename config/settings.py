@@ -72,6 +72,11 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     supervisor_tokens: dict[str, str] = msgspec.field(
         default_factory=lambda: {"dev-supervisor-token": "supervisor-01"}
     )
+    # token -> service id: companions that submit registry commands (origin
+    # "service:<id>"; the registry frames only).
+    service_tokens: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"dev-registry-token": "registry"}
+    )
     # Browser Origins allowed on the WebSocket port besides the console's own.
     allowed_origins: list[str] = msgspec.field(default_factory=list)
     handshake_window_s: Positive = 30

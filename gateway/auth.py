@@ -14,6 +14,8 @@ the upgrade request and a failure is an HTTP status:
   so a captured upgrade request cannot be replayed.  Else 401.
 * Staff and supervisors: a token from the config (query ``token`` or the
   console's ``pubex_token`` cookie).  Unknown token: 401.
+* Services (the registry): a token from ``service_tokens``; the connection's
+  role is ``service`` and its commands' origin ``service:<id>``.
 * No credentials: a public watcher (read-only), if watchers are allowed.
 
 The client IP and a device fingerprint (a hash of the user agent and the
@@ -36,6 +38,7 @@ from engine.state import EngineState
 from gateway.protocol import auth_message
 
 BIDDER, STAFF, SUPERVISOR, WATCHER = "bidder", "staff", "supervisor", "watcher"
+SERVICE = "service"
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -85,8 +88,10 @@ class Authenticator:
         allowed_origins: set[str],
         window_s: float = 30.0,
         watchers_allowed: bool = True,
+        service_tokens: dict[str, str] | None = None,
     ) -> None:
         self.staff_tokens = staff_tokens
+        self.service_tokens = service_tokens or {}
         self.supervisor_tokens = supervisor_tokens
         self.allowed_origins = allowed_origins
         self.window_s = window_s
@@ -111,6 +116,8 @@ class Authenticator:
                 return Principal(STAFF, self.staff_tokens[token], "", ip, fingerprint)
             if token in self.supervisor_tokens:
                 return Principal(SUPERVISOR, self.supervisor_tokens[token], "", ip, fingerprint)
+            if token in self.service_tokens:
+                return Principal(SERVICE, self.service_tokens[token], "", ip, fingerprint)
             raise AuthError(401, "unknown token")
         if not self.watchers_allowed:
             raise AuthError(401, "credentials required")

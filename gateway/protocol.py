@@ -216,6 +216,18 @@ class ConfirmDepositFrame(StaffFrame, frozen=True, tag="confirm_deposit"):
     amount_fen: int
 
 
+class BlacklistFrame(StaffFrame, frozen=True, tag="blacklist_bidder"):
+    """Registry: the credit blacklist (R-0.3(d)); a listed subject cannot register or bid."""
+
+    bidder: str
+    reason: str
+
+
+class UnblacklistFrame(StaffFrame, frozen=True, tag="unblacklist_bidder"):
+    bidder: str
+    reason: str
+
+
 class CommitDrawSeedFrame(StaffFrame, frozen=True, tag="commit_draw_seed"):
     lot: str
     seed_hash: str  # hex BLAKE2b-256 of the secret seed (engine.draw.seed_hash)
@@ -308,6 +320,8 @@ ClientFrame = (
     | DeclareDefaultFrame
     | QualifyWinnerFrame
     | CreateReauctionFrame
+    | BlacklistFrame
+    | UnblacklistFrame
 )
 
 LOT_ACTIONS = (
@@ -333,6 +347,8 @@ REGISTRY_ACTIONS = (
     SetPurchaseLimitFrame,
     ConfirmPaymentFrame,
     DeclareDefaultFrame,
+    BlacklistFrame,
+    UnblacklistFrame,
 )
 
 # ------------------------------------------------------------ server frames

@@ -89,6 +89,7 @@ async def serve(
                 allowed_origins=set(settings.auth.allowed_origins),
                 window_s=settings.auth.handshake_window_s,
                 watchers_allowed=settings.auth.watchers_allowed,
+                service_tokens=dict(settings.auth.service_tokens),
             )
             gw = Gateway(rt, auth, metrics, settings.limits)
             ws_bound = await nursery.start(

@@ -40,6 +40,7 @@ from engine.messages import (
     AwardOffered,
     BidAccepted,
     BidderRegistered,
+    BlacklistBidder,
     ChangeIncrement,
     Command,
     CommandRejected,
@@ -73,10 +74,11 @@ from engine.messages import (
     SealedBidWithdrawn,
     SetReserve,
     TerminateLot,
+    UnblacklistBidder,
 )
 from gateway import protocol as p
 from gateway import ws
-from gateway.auth import BIDDER, STAFF, WATCHER, Authenticator, AuthError, Principal
+from gateway.auth import BIDDER, SERVICE, STAFF, WATCHER, Authenticator, AuthError, Principal
 from gateway.emall import ITEM_EVENTS, order_command
 from gateway.emall import STAFF_COMMANDS as ITEM_STAFF_COMMANDS
 from gateway.metrics import Metrics
@@ -500,7 +502,9 @@ class Gateway:
     def _staff(self, conn: Connection, frame: p.ClientFrame) -> None:
         who = conn.who
         client_seq = getattr(frame, "client_seq", 0)
-        if who.role != STAFF:
+        # a service (the registry) may send the registry frames only, as service:<id>
+        service = who.role == SERVICE and isinstance(frame, p.REGISTRY_ACTIONS)
+        if who.role != STAFF and not service:
             self._refuse(
                 conn,
                 client_seq,
@@ -508,7 +512,7 @@ class Gateway:
                 f"{who.role} cannot {type(frame).__name__}",
             )
             return
-        cmd = _STAFF_COMMANDS[type(frame)](f"staff:{who.identity}", frame)
+        cmd = _STAFF_COMMANDS[type(frame)](f"{who.role}:{who.identity}", frame)
         meta = encode_envelope(Envelope(who.role, who.identity, who.ip, who.fingerprint))
         self._submit(conn, cmd, client_seq, meta, time.perf_counter_ns())
 
@@ -642,6 +646,8 @@ _STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
     p.ConfirmDepositFrame: lambda o, f: ConfirmDeposit(
         o, f.client_seq, f.lot, f.bidder, f.amount_fen
     ),
+    p.BlacklistFrame: lambda o, f: BlacklistBidder(o, f.client_seq, f.bidder, f.reason),
+    p.UnblacklistFrame: lambda o, f: UnblacklistBidder(o, f.client_seq, f.bidder, f.reason),
     **ITEM_STAFF_COMMANDS,
     **PROCUREMENT_STAFF_COMMANDS,
 }

@@ -1,0 +1,118 @@
+"""``pubex registry provision``: keys, registrations and confirmed deposits in
+one go, for load tests.
+
+The scenario is ``bench.locust.provision.english_lots`` (``--lots`` English
+lots, ``--bidders`` bidders round robin over them, keys derived from
+``--seed``).  The lots are created and published over a staff socket (lots
+are staff business: ``bench.locust.provision.send_ops``); the keys,
+registrations and deposits are registry writes -- stored in the registry's
+outbox with their client_seqs first, then sent pipelined as
+``service:<id>`` (:class:`services.registry.writer.Submitter`), so a run
+that dies half-way and is started again with the same ``--data`` resends
+only what the engine has not applied.  The bidders' private keys go to
+``--keys-out`` (JSON lines) for the load clients.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.locust.provision import english_lots, send_ops, staff_connect
+from gateway import protocol as p
+from persistence.service import ServiceStore
+from services.registry.service import NAME, Registry
+from services.registry.writer import Result, frame_dict
+from simulators import agents as ag
+
+NS = 1_000_000_000
+REGISTRY_OPS = {
+    "register_key": p.RegisterKeyFrame,
+    "register_bidder": p.RegisterBidderFrame,
+    "confirm_deposit": p.ConfirmDepositFrame,
+}
+
+
+async def _send_registry(reg: Registry, ws_url: str, token: str, frames: list[Any]) -> list[Result]:
+    async with trio.open_nursery() as nursery:
+        sub = reg.connect(ws_url, token)
+        await nursery.start(sub.run)
+        if not sub.connected:
+            raise ConnectionError(f"registry connection failed: {sub.last_error}")
+        seqs = reg.outbox.add(frames)
+        sub.wake()
+        results = [await sub.wait(cs, 120.0) for cs in seqs]
+        nursery.cancel_scope.cancel()
+    return results
+
+
+def provision(
+    data_dir: Path,
+    ws_url: str,
+    *,
+    bidders: int,
+    lots: int,
+    token: str,
+    staff_token: str,
+    seed: int = 1,
+    prefix: str = "R",
+    duration_s: float = 3600.0,
+    window_s: float = 300.0,
+    open_in_s: float = 5.0,
+    keys_out: Path | None = None,
+    origin: str = "service:registry",
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    definition = english_lots(
+        prefix,
+        lots,
+        bidders,
+        seed=seed,
+        duration_ns=int(duration_s * NS),
+        window_ns=int(window_s * NS),
+    )
+    sock, hello = staff_connect(ws_url, staff_token)
+    try:
+        t0 = hello.server_time_ns + int(open_in_s * NS)
+        ops = list(ag.provisioning(definition, t0))
+        lot_ops = [o for o in ops if o.op not in REGISTRY_OPS]
+        send_ops(sock, lot_ops, first_seq=time.time_ns() // 1000)  # like `pubex admin`
+    finally:
+        sock.close()
+    frames = [
+        (frame_dict(REGISTRY_OPS[o.op](0, **o.args)), f"provision {o.op}")
+        for o in ops
+        if o.op in REGISTRY_OPS
+    ]
+    with ServiceStore.open(data_dir / NAME) as store:
+        reg = Registry(store, None, origin=origin)
+        results = trio.run(_send_registry, reg, ws_url, token, frames)
+    refused = [r for r in results if r.state != "accepted"]
+    if keys_out is not None:
+        with keys_out.open("w") as out:
+            for a in definition.agents:
+                key = ag.agent_key(seed, a.key_id)
+                row = {
+                    "bidder": a.bidder,
+                    "key_id": a.key_id,
+                    "lot": a.lot,
+                    "device": a.device,
+                    "private_key_hex": bytes(key).hex(),
+                    "public_key_hex": key.verify_key.encode().hex(),
+                }
+                out.write(json.dumps(row) + "\n")
+    return {
+        "lots": [s.lot for s in definition.lots],
+        "open_at_ns": t0,
+        "bidders": len(definition.agents),
+        "staff_commands": len(lot_ops),
+        "registry_commands": len(frames),
+        "accepted": len(results) - len(refused),
+        "refused": [f"{r.purpose}: {r.state} {r.name}".strip() for r in refused],
+        "retried": sum(1 for r in results if r.retried),
+        "seconds": round(time.perf_counter() - started, 3),
+    }

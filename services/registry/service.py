@@ -1,0 +1,403 @@
+"""``pubex registry``: the registry service as its own process.
+
+Follows ``DATA/ledger`` read-only with the shared follower (its projection and
+position in ``DATA/registry``, its own LMDB store), submits its writes through
+the gateway as a service (``--ws URL --token T``; without them it is
+read-only), and serves staff on its own HTTP port (hypercorn + Starlette in
+the same trio.run).  JSON in and out:
+
+* ``GET  /api/subjects?after=ID&limit=N``, ``GET /api/subjects/{id}`` (keys)
+* ``POST /api/keys`` ``{key, bidder, public_key_hex, role}``       -> RegisterKey
+* ``GET  /api/lots/{lot}`` (deposit terms, outcome, registrations)
+* ``POST /api/registrations`` ``{lot, bidder, priority_rank, sme}`` -> RegisterBidder
+* ``GET  /api/deposits?lot=LOT``, ``GET /api/deposit-steps?since=N``
+* ``POST /api/deposits`` ``{lot, bidder, amount_fen}`` (paid)       -> ConfirmDeposit
+* ``POST /api/payments`` ``{lot}`` / ``POST /api/defaults`` ``{lot, reason}``
+* ``GET  /api/blacklist``, ``POST /api/blacklist`` ``{bidder, reason}``,
+  ``POST /api/blacklist/remove`` ``{bidder, reason}``
+* ``GET/POST /api/experts``, ``GET /api/experts/{id}``, ``POST /api/relations``
+* ``POST /api/draws`` (DrawCriteria) -> committed; ``POST /api/draws/{id}/reveal``;
+  ``GET /api/draws/{id}``; ``GET /api/draws/{id}/rerun``
+* ``GET  /api/intents?since=N`` (the outbox), ``GET /metrics``, ``GET /healthz``
+
+A write answers 200 (accepted, with its ledger seq), 409 (refused by the
+engine, with the code), or 202 (stored and still pending: it will be sent,
+exactly once, even across restarts).  Prints ``listening http=URL`` once
+caught up and bound.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import protocol as p
+from ledger.store import LedgerStore
+from persistence.service import ServiceStore
+from services.follower import Follower, FollowerMetrics
+from services.registry.experts import DrawError, ExpertBook, public, rerun
+from services.registry.model import DrawCriteria, Expert, Relation
+from services.registry.projection import DEFAULT_ORIGIN, RegistryProjection, RegistryReader
+from services.registry.writer import Outbox, Submitter, frame_dict
+
+NAME = "registry"
+MAX_PAGE = 1000
+WRITE_WAIT_S = 10.0
+
+
+class Registry:
+    """The registry's parts over one store (the service, the CLI and tests)."""
+
+    def __init__(
+        self,
+        store: ServiceStore,
+        ledger: LedgerStore | None,
+        *,
+        origin: str = DEFAULT_ORIGIN,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.store = store
+        self.origin = origin
+        self.projection = RegistryProjection(origin)
+        self.metrics = metrics_registry or CollectorRegistry()
+        self.follower: Follower | None = None
+        if ledger is not None:
+            self.follower = Follower(
+                NAME,
+                ledger,
+                store,
+                [self.projection],
+                metrics=FollowerMetrics(self.metrics, NAME),
+            )
+        self.reader = RegistryReader(store)
+        self.experts = ExpertBook(store)
+        self.outbox = Outbox(store, self.reader)
+        self.submitter: Submitter | None = None
+        self.steps = Counter(
+            "pubex_registry_deposit_steps",
+            "Deposit state changes applied by this process, by state",
+            ["state"],
+            registry=self.metrics,
+        )
+        self.pending = Gauge(
+            "pubex_registry_intents_pending",
+            "Registry writes stored and not yet in the ledger",
+            registry=self.metrics,
+        )
+
+    def connect(self, ws_url: str, token: str) -> Submitter:
+        self.submitter = Submitter(self.outbox, ws_url, token, identity=self.origin)
+        return self.submitter
+
+    async def write(self, frames: list[tuple[p.StaffFrame, str]]) -> list[Any]:
+        sub = self.submitter
+        if sub is None:
+            raise PermissionError("read-only: start the registry with --ws URL --token T")
+        seqs = self.outbox.add([(frame_dict(f), purpose) for f, purpose in frames])
+        sub.wake()
+        return [await sub.wait(cs, WRITE_WAIT_S) for cs in seqs]
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status, media_type="application/json")
+
+
+def _int(request: Request, name: str, default: int, hi: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return min(value, hi) if hi is not None else value
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class KeyBody(_Body):
+    key: str
+    bidder: str
+    public_key_hex: str
+    role: str = "bidder"
+
+
+class RegistrationBody(_Body):
+    lot: str
+    bidder: str
+    priority_rank: int = 0
+    sme: bool = False
+
+
+class DepositBody(_Body):
+    lot: str
+    bidder: str
+    amount_fen: int
+
+
+class LotBody(_Body):
+    lot: str
+    reason: str = ""
+
+
+class BlacklistBody(_Body):
+    bidder: str
+    reason: str
+
+
+def build_app(reg: Registry) -> Starlette:
+    reader, book = reg.reader, reg.experts
+
+    async def body(request: Request, kind: Any) -> Any:
+        return msgspec.json.decode(await request.body(), type=kind)
+
+    async def write(frames: list[tuple[p.StaffFrame, str]]) -> Response:
+        try:
+            results = await reg.write(frames)
+        except PermissionError as e:
+            return _json({"error": str(e)}, 503)
+        states = {r.state for r in results}
+        status = 200 if states == {"accepted"} else 202 if "pending" in states else 409
+        return _json({"results": results}, status)
+
+    def handler(fn: Any) -> Any:
+        async def wrapped(request: Request) -> Response:
+            try:
+                out: Response = await fn(request)
+                return out
+            except (ValueError, msgspec.ValidationError, msgspec.DecodeError, DrawError) as e:
+                return _json({"error": str(e)}, 400)
+
+        return wrapped
+
+    async def subjects(request: Request) -> Response:
+        limit = max(1, _int(request, "limit", 500, MAX_PAGE))
+        rows = reader.subjects(request.query_params.get("after", ""), limit)
+        return _json({"subjects": rows, "next": rows[-1].subject_id if rows else ""})
+
+    async def subject(request: Request) -> Response:
+        found = reader.subject(request.path_params["sid"])
+        if found is None:
+            return _json({"error": "unknown subject"}, 404)
+        return _json({"subject": found[0], "keys": found[1]})
+
+    async def keys(request: Request) -> Response:
+        b = await body(request, KeyBody)
+        frame = p.RegisterKeyFrame(0, b.key, b.bidder, b.public_key_hex, b.role)
+        return await write([(frame, f"key {b.key}")])
+
+    async def lot(request: Request) -> Response:
+        lot_id = request.path_params["lot"]
+        info = reader.lot(lot_id)
+        if info is None:
+            return _json({"error": "unknown lot"}, 404)
+        return _json({"lot": info, "registrations": reader.registrations(lot_id)})
+
+    async def registrations(request: Request) -> Response:
+        b = await body(request, RegistrationBody)
+        frame = p.RegisterBidderFrame(0, b.lot, b.bidder, b.priority_rank, b.sme)
+        return await write([(frame, f"register {b.lot}/{b.bidder}")])
+
+    async def deposits(request: Request) -> Response:
+        if request.method == "POST":
+            b = await body(request, DepositBody)
+            frame = p.ConfirmDepositFrame(0, b.lot, b.bidder, b.amount_fen)
+            return await write([(frame, f"deposit {b.lot}/{b.bidder}")])
+        lot_id = request.query_params.get("lot", "")
+        if not lot_id:
+            raise ValueError("lot is required")
+        return _json({"deposits": reader.registrations(lot_id)})
+
+    async def steps(request: Request) -> Response:
+        since = _int(request, "since", 0)
+        rows = reader.steps(since, max(1, _int(request, "limit", 500, MAX_PAGE)))
+        return _json({"steps": rows, "next": rows[-1].step_no if rows else since})
+
+    async def payments(request: Request) -> Response:
+        b = await body(request, LotBody)
+        return await write([(p.ConfirmPaymentFrame(0, b.lot), f"paid {b.lot}")])
+
+    async def defaults(request: Request) -> Response:
+        b = await body(request, LotBody)
+        frame = p.DeclareDefaultFrame(0, b.lot, b.reason or "default")
+        return await write([(frame, f"default {b.lot}")])
+
+    async def blacklist(request: Request) -> Response:
+        if request.method == "POST":
+            b = await body(request, BlacklistBody)
+            frame = p.BlacklistFrame(0, b.bidder, b.reason)
+            return await write([(frame, f"blacklist {b.bidder}")])
+        return _json({"blacklist": reader.blacklist()})
+
+    async def unblacklist(request: Request) -> Response:
+        b = await body(request, BlacklistBody)
+        frame = p.UnblacklistFrame(0, b.bidder, b.reason)
+        return await write([(frame, f"unblacklist {b.bidder}")])
+
+    async def experts(request: Request) -> Response:
+        if request.method == "POST":
+            raw = msgspec.json.decode(await request.body())
+            items = raw if isinstance(raw, list) else [raw]
+            rows = msgspec.convert(items, list[Expert])
+            book.put_experts(rows)
+            return _json({"stored": len(rows)})
+        return _json({"experts": book.experts()})
+
+    async def expert(request: Request) -> Response:
+        eid = request.path_params["eid"]
+        e = book.expert(eid)
+        if e is None:
+            return _json({"error": "unknown expert"}, 404)
+        return _json({"expert": e, "relations": book.relations(eid)})
+
+    async def relations(request: Request) -> Response:
+        raw = msgspec.json.decode(await request.body())
+        rows = msgspec.convert(raw if isinstance(raw, list) else [raw], list[Relation])
+        book.add_relations(rows)
+        return _json({"stored": len(rows)})
+
+    async def draws(request: Request) -> Response:
+        if request.method == "POST":
+            c = await body(request, DrawCriteria)
+            if not c.at_ns:
+                c = msgspec.structs.replace(c, at_ns=time.time_ns())
+            d = book.commit(c, reader.lot_bidders(c.lot_id))
+            return _json({"draw": public(d)})
+        return _json({"draws": [public(d) for d in book.draws()]})
+
+    async def draw(request: Request) -> Response:
+        d = book.draw(request.path_params["did"])
+        if d is None:
+            return _json({"error": "unknown draw"}, 404)
+        return _json({"draw": public(d)})
+
+    async def reveal(request: Request) -> Response:
+        d = book.reveal(request.path_params["did"], time.time_ns())
+        return _json({"draw": d})
+
+    async def rerun_draw(request: Request) -> Response:
+        d = book.draw(request.path_params["did"])
+        if d is None:
+            return _json({"error": "unknown draw"}, 404)
+        again = rerun(d)
+        return _json({"drawn": again, "matches": again == d.drawn})
+
+    async def intents(request: Request) -> Response:
+        rows = reg.outbox.intents(_int(request, "since", 0), _int(request, "limit", 500, MAX_PAGE))
+        return _json({"intents": rows})
+
+    async def metrics(request: Request) -> Response:
+        if reg.follower is not None:
+            reg.follower.refresh_tail()
+        reg.pending.set(len(reg.outbox.pending()))
+        return Response(generate_latest(reg.metrics), media_type="text/plain; version=0.0.4")
+
+    async def healthz(request: Request) -> Response:
+        stats = msgspec.structs.asdict(reg.follower.statistics()) if reg.follower else {}
+        sub = reg.submitter
+        writer = {
+            "writes": sub is not None,
+            "connected": bool(sub and sub.connected),
+            "last_error": sub.last_error if sub else "",
+        }
+        return _json({"ok": True, **stats, **writer})
+
+    get, post, both = ["GET"], ["POST"], ["GET", "POST"]
+    routes = [
+        ("/api/subjects", subjects, get),
+        ("/api/subjects/{sid}", subject, get),
+        ("/api/keys", keys, post),
+        ("/api/lots/{lot}", lot, get),
+        ("/api/registrations", registrations, post),
+        ("/api/deposits", deposits, both),
+        ("/api/deposit-steps", steps, get),
+        ("/api/payments", payments, post),
+        ("/api/defaults", defaults, post),
+        ("/api/blacklist", blacklist, both),
+        ("/api/blacklist/remove", unblacklist, post),
+        ("/api/experts", experts, both),
+        ("/api/experts/{eid}", expert, get),
+        ("/api/relations", relations, post),
+        ("/api/draws", draws, both),
+        ("/api/draws/{did}", draw, get),
+        ("/api/draws/{did}/reveal", reveal, post),
+        ("/api/draws/{did}/rerun", rerun_draw, get),
+        ("/api/intents", intents, get),
+        ("/metrics", metrics, get),
+        ("/healthz", healthz, get),
+    ]
+    return Starlette(routes=[Route(path, handler(fn), methods=m) for path, fn, m in routes])
+
+
+async def _wait_for_ledger(ledger_dir: Path) -> None:
+    while not (ledger_dir / "data.mdb").exists():
+        await trio.sleep(0.2)
+
+
+async def _count_steps(reg: Registry) -> None:
+    while True:
+        for s in reg.projection.take_steps():
+            reg.steps.labels(s.state).inc()
+        if reg.submitter is not None:
+            reg.submitter.changed()
+        await trio.sleep(0.2)
+
+
+async def serve_registry(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int = 0,
+    ws_url: str = "",
+    token: str = "",
+    origin: str = DEFAULT_ORIGIN,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    from gateway.http import serve_http
+
+    ledger_dir = data_dir / "ledger"
+    await _wait_for_ledger(ledger_dir)
+    ledger = LedgerStore.open(ledger_dir, readonly=True)
+    try:
+        store = ServiceStore.open(data_dir / NAME)
+    except BaseException:
+        ledger.close()
+        raise
+    try:
+        reg = Registry(store, ledger, origin=origin)
+        assert reg.follower is not None
+        app = build_app(reg)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            # caught up first: the writer then knows which intents the ledger holds
+            await nursery.start(reg.follower.run)
+            if ws_url:
+                await nursery.start(reg.connect(ws_url, token).run)
+            port = await nursery.start(serve_http, app, host, http_port, shutdown)
+            nursery.start_soon(_count_steps, reg)
+            nursery.start_soon(_on_signals, shutdown, nursery.cancel_scope)
+            url = f"http://{host}:{port}/"
+            task_status.started(url)
+            print(f"listening http={url}", flush=True)
+    finally:
+        store.close()
+        ledger.close()
+
+
+async def _on_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            shutdown.set()
+            scope.cancel()
+            return
