@@ -89,6 +89,8 @@ class Reject(IntEnum):
     no_settlement_pending = 534
     reauction_not_allowed = 535
     reauction_cut_too_deep = 536
+    complaint_exists = 537
+    unknown_complaint = 538
 
     # 6xx e-mall order book (engine.book.BookReject: the same numbers and names)
     book_invalid = 601

@@ -117,6 +117,9 @@ class ConfirmDeposit(Command, frozen=True, tag="confirm_deposit"):
     lot_id: str
     bidder_id: str
     amount_fen: int
+    # The paying account (bank account or payment-system id), for supervision's
+    # W-F1 (deposits of several bidders from one account); never in public events.
+    payer_account: str = ""
 
 
 class BlacklistBidder(Command, frozen=True, tag="blacklist_bidder"):
@@ -333,6 +336,32 @@ class DirectPurchase(Command, frozen=True, tag="direct_purchase"):
     max_price_fen: int = 0
 
 
+# -- supervision records (issue 6)
+
+
+class HandleAlert(Command, frozen=True, tag="handle_alert"):
+    """Staff's or a supervisor's decision on a supervision alert, ledgered."""
+
+    lot_id: str  # "" for a platform-wide alert
+    alert_key: str  # the supervision service's stable key of the alert
+    action: Literal["acknowledge", "dismiss", "escalate"]
+    note: str = ""
+
+
+class FileComplaint(Command, frozen=True, tag="file_complaint"):
+    """A 质疑 / 投诉 by a market participant about a lot."""
+
+    lot_id: str
+    complaint_id: str
+    text: str
+
+
+class AnswerComplaint(Command, frozen=True, tag="answer_complaint"):
+    complaint_id: str
+    step: Literal["accept", "answer", "reject", "escalate"]
+    text: str = ""
+
+
 AnyCommand = (
     Tick
     | SuspendOverdue
@@ -373,6 +402,9 @@ AnyCommand = (
     | CancelOrder
     | AmendOrder
     | DirectPurchase
+    | HandleAlert
+    | FileComplaint
+    | AnswerComplaint
 )
 
 # ------------------------------------------------------------------ events
@@ -751,6 +783,23 @@ class AuctionUncrossed(Event, frozen=True, tag="auction_uncrossed"):
     qty: int
 
 
+class AlertHandled(Event, frozen=True, tag="alert_handled"):
+    alert_key: str
+    action: str
+
+
+class ComplaintFiled(Event, frozen=True, tag="complaint_filed"):
+    """Public: that a complaint exists (its text stays with the supervisors)."""
+
+    complaint_id: str
+    by_kind: str  # bidder | supplier | purchaser
+
+
+class ComplaintHandled(Event, frozen=True, tag="complaint_handled"):
+    complaint_id: str
+    step: str
+
+
 AnyEvent = (
     CommandRejected
     | CommandRetried
@@ -799,6 +848,12 @@ AnyEvent = (
     | OrderCancelled
     | OrderAmended
     | AuctionUncrossed
+    | SharesOffered
+    | ShareConfirmed
+    | SharesAwarded
+    | AlertHandled
+    | ComplaintFiled
+    | ComplaintHandled
 )
 
 # One codec per process, reused (msgspec's advice: never build them per call).

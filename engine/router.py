@@ -37,6 +37,8 @@ from engine.listing import Listing
 from engine.messages import (
     AcceptPrice,
     AcceptRevival,
+    AlertHandled,
+    AnswerComplaint,
     AwardVoided,
     BidderRegistered,
     BlacklistBidder,
@@ -47,6 +49,8 @@ from engine.messages import (
     CommandRejected,
     CommandRetried,
     CommitDrawSeed,
+    ComplaintFiled,
+    ComplaintHandled,
     ConfirmAward,
     ConfirmDeposit,
     ConfirmPayment,
@@ -60,8 +64,10 @@ from engine.messages import (
     DrawSeedRevealed,
     EnterScores,
     Event,
+    FileComplaint,
     FinalizeEvaluation,
     FreezeLot,
+    HandleAlert,
     IncrementChanged,
     KeyRegistered,
     LotCreated,
@@ -117,6 +123,7 @@ from engine.state import (
     UNSOLD,
     VOIDED,
     Bidder,
+    Complaint,
     EngineState,
     KeyRecord,
     Lot,
@@ -147,6 +154,8 @@ SEALED_FAMILY = ("sealed", "vbp")
 BIDDERS = ("bidder", "supplier")
 COMMITTEE = ("committee",)
 SIGNING_ROLES = ("bidder", "supplier", "purchaser", "committee")
+SUPERVISION = ("staff", "supervisor")
+PARTICIPANTS = ("bidder", "supplier", "purchaser")
 STAFF = ("staff",)
 REGISTRY = ("staff", "service")
 SYSTEM = ("system",)
@@ -199,6 +208,9 @@ class Router:
             DeclareDefault: (REGISTRY, self._declare_default),
             QualifyWinner: (STAFF, self._qualify_winner),
             CreateReauction: (STAFF, self._create_reauction),
+            HandleAlert: (SUPERVISION, self._handle_alert),
+            FileComplaint: (PARTICIPANTS, self._file_complaint),
+            AnswerComplaint: (SUPERVISION, self._answer_complaint),
             FreezeLot: (STAFF, self._freeze),
             ResumeLot: (STAFF, self._resume),
             TerminateLot: (STAFF, self._terminate),
@@ -352,9 +364,7 @@ class Router:
             raise Reply(Reject.key_exists, cmd.key_id)
         if cmd.role not in SIGNING_ROLES:
             raise Reply(Reject.invalid_terms, f"role must be one of {', '.join(SIGNING_ROLES)}")
-        self.state.keys[cmd.key_id] = KeyRecord(
-            cmd.bidder_id, cmd.public_key_hex.lower(), cmd.role
-        )
+        self.state.keys[cmd.key_id] = KeyRecord(cmd.bidder_id, cmd.public_key_hex.lower(), cmd.role)
         out.append(KeyRegistered("", cmd.key_id))
 
     def _tick(self, cmd: Tick | SuspendOverdue, now_ns: int, out: list[Event]) -> None:
@@ -892,6 +902,36 @@ class Router:
             )
         )
 
+    # --------------------------------------------------------- supervision
+    def _handle_alert(self, cmd: HandleAlert, now_ns: int, out: list[Event]) -> None:
+        """A ledgered decision on a supervision alert (the service keys alerts)."""
+        if cmd.lot_id:
+            self._lot(cmd.lot_id)
+        if not 0 < len(cmd.alert_key) <= 128 or len(cmd.note) > 2_000:
+            raise Reply(Reject.invalid_terms, "alert_key 1-128 chars, note <= 2000")
+        if cmd.action not in ("acknowledge", "dismiss", "escalate"):
+            raise Reply(Reject.invalid_terms, "action: acknowledge | dismiss | escalate")
+        out.append(AlertHandled(cmd.lot_id, cmd.alert_key, cmd.action))
+
+    def _file_complaint(self, cmd: FileComplaint, now_ns: int, out: list[Event]) -> None:
+        """质疑 / 投诉: filed by a participant; supervisors see the text in the ledger."""
+        self._lot(cmd.lot_id)
+        if not 0 < len(cmd.complaint_id) <= 64 or not 0 < len(cmd.text) <= 10_000:
+            raise Reply(Reject.invalid_terms, "complaint_id 1-64 chars, text 1-10000")
+        if cmd.complaint_id in self.state.complaints:
+            raise Reply(Reject.complaint_exists, cmd.complaint_id)
+        self.state.complaints[cmd.complaint_id] = Complaint(cmd.lot_id, cmd.origin)
+        out.append(ComplaintFiled(cmd.lot_id, cmd.complaint_id, _kind_of(cmd.origin)))
+
+    def _answer_complaint(self, cmd: AnswerComplaint, now_ns: int, out: list[Event]) -> None:
+        complaint = self.state.complaints.get(cmd.complaint_id)
+        if complaint is None:
+            raise Reply(Reject.unknown_complaint, cmd.complaint_id)
+        if cmd.step not in ("accept", "answer", "reject", "escalate") or len(cmd.text) > 10_000:
+            raise Reply(Reject.invalid_terms, "step: accept | answer | reject | escalate")
+        complaint.status = cmd.step
+        out.append(ComplaintHandled(complaint.lot_id, cmd.complaint_id, cmd.step))
+
     # -------------------------------------------------------------- staff
     def _freeze(self, cmd: FreezeLot, now_ns: int, out: list[Event]) -> None:
         lot = self._lot(cmd.lot_id)
@@ -942,7 +982,7 @@ def _kind_of(origin: str) -> str:
     kind, _, ident = origin.partition(":")
     if kind == "system" and not ident:
         return kind
-    kinds = ("bidder", "supplier", "purchaser", "committee", "staff", "service")
+    kinds = ("bidder", "supplier", "purchaser", "committee", "staff", "service", "supervisor")
     return kind if ident and kind in kinds else ""
 
 

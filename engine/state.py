@@ -147,6 +147,12 @@ class KeyRecord(msgspec.Struct):
     role: str = "bidder"  # the origin kind its signatures act as
 
 
+class Complaint(msgspec.Struct, array_like=True):
+    lot_id: str
+    origin: str
+    status: str = "filed"  # filed | accept | answer | reject | escalate (the last step)
+
+
 class EngineState(msgspec.Struct):
     now_ns: int = 0
     applied: int = 0  # commands applied == the ledger sequence number of the last one
@@ -154,6 +160,7 @@ class EngineState(msgspec.Struct):
     origins: dict[str, OriginState] = msgspec.field(default_factory=dict)
     blacklist: dict[str, str] = msgspec.field(default_factory=dict)
     keys: dict[str, KeyRecord] = msgspec.field(default_factory=dict)  # key id -> bidder
+    complaints: dict[str, Complaint] = msgspec.field(default_factory=dict)
     items: dict[str, Item] = msgspec.field(default_factory=dict)  # e-mall catalogue
 
 

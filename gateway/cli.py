@@ -8,8 +8,7 @@
     pubex admin --url WS --token TOKEN ACTION ...
     pubex terminal --key FILE --url WS [--lot LOT ...] [--receipts FILE]
     pubex supervise [--data DIR] [--http-port N] [--config FILE]
-    pubex registry [--data DIR] [--http-port N] [--ws URL --token T]
-    pubex registry provision --bidders N --lots M --ws URL --token T
+    pubex disclose [--data DIR] [--http-port N]
 
 Exit codes: 0 success, 1 verification failure, 2 usage error.
 """
@@ -90,7 +89,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"{result.snapshots_checked} snapshots and {result.checkpoints_checked} signed "
         "checkpoints checked"
     )
+    if args.against and _verify_against(args.dir, args.against):
+        return 1
     return _verify_receipts(args.dir, args.receipts) if args.receipts else 0
+
+
+def _verify_against(path: str, feed_at: str) -> int:
+    """Compare the (chain-verified) copy with the published checkpoints."""
+    from ledger.audit import open_source, public_key, resolve_ledger_dir
+    from ledger.export import ExportReader
+    from ledger.published import check_against, fetch_feed, parse_feed
+    from services.disclosure.cli import fetch_pages, load_feed
+
+    try:
+        raw = load_feed(feed_at)
+        feed = parse_feed(raw) if raw is not None else fetch_feed(fetch_pages(feed_at))
+    except (OSError, ValueError) as e:
+        print(f"FAIL: cannot read the checkpoint feed {feed_at}: {e}")
+        return 1
+    with open_source(path) as source:
+        if isinstance(source, ExportReader):
+            key = source.server_pub()
+        else:
+            key = public_key(resolve_ledger_dir(path))
+        report = check_against(source, feed, source_key=key)
+    if not report.ok:
+        where = f" at seq {report.first_bad_seq}" if report.first_bad_seq else ""
+        print(f"FAIL: against the published checkpoints{where}: {report.reason}")
+        return 1
+    print(f"published checkpoints: {report.checked} match (up to seq {report.last_seq})")
+    return 0
 
 
 def _verify_receipts(ledger: str, receipts: str) -> int:
@@ -258,10 +286,10 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     return run_supervise(args)
 
 
-def cmd_registry(args: argparse.Namespace) -> int:
-    from services.registry.cli import run_registry
+def cmd_disclose(args: argparse.Namespace) -> int:
+    from services.disclosure.cli import run_disclose
 
-    return run_registry(args)
+    return run_disclose(args)
 
 
 def cmd_terminal(args: argparse.Namespace) -> int:
@@ -295,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("dir")
     v.add_argument("--receipts", help="a bidder's receipts file (JSON lines) to check too")
+    v.add_argument(
+        "--against",
+        metavar="CHECKPOINT_FEED",
+        help="the disclosure's published checkpoints: a URL (/checkpoints.json) or a saved file",
+    )
     v.set_defaults(func=cmd_verify)
     ex = lsub.add_parser("export", help="a portable, hash-chained file for supervisors")
     ex.add_argument("dir")
@@ -350,11 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     configure_supervise(su)
     su.set_defaults(func=cmd_supervise)
 
-    from services.registry.cli import configure as configure_registry
+    from services.disclosure.cli import configure as configure_disclose
 
-    rg = sub.add_parser("registry", help="the registry service (subjects, deposits, experts)")
-    configure_registry(rg)
-    rg.set_defaults(func=cmd_registry)
+    di = sub.add_parser("disclose", help="the disclosure service (public notices, checkpoints)")
+    configure_disclose(di)
+    di.set_defaults(func=cmd_disclose)
     return p
 
 

@@ -219,8 +219,20 @@ class LedgerStore:
 
     def checkpoints(self) -> list[tuple[int, bytes]]:
         """All stored (seq, signed checkpoint blob), by seq."""
+        return self.checkpoints_after(0)
+
+    def checkpoints_after(self, seq: int, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """Stored (seq, blob) with seq > ``seq``, by seq, at most ``limit``."""
+        out: list[tuple[int, bytes]] = []
         with self._read_txn() as txn:
-            return [(key_seq(k), v) for k, v in txn.cursor(self._checkpoints).iternext()]
+            cur = txn.cursor(self._checkpoints)
+            if not cur.set_range(seq_key(seq + 1)):
+                return out
+            for k, v in cur.iternext():
+                out.append((key_seq(k), v))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
 
     # -- writes ------------------------------------------------------------------
 

@@ -128,7 +128,8 @@ class Entry:
 
 
 class Projection(Protocol):
-    dbs: Sequence[bytes]
+    @property
+    def dbs(self) -> Sequence[bytes]: ...  # the named dbs it owns (a class attribute will do)
 
     def load(self, store: ServiceStore, txn: Txn) -> None: ...
 

@@ -148,3 +148,7 @@ def test_simulate_mode_scenarios_are_deterministic_and_verify(tmp_path, scenario
         timeout=120,
     )
     assert verify.returncode == 0 and hashes[0] in verify.stdout
+    replay = subprocess.run(  # decodes every ledgered event (a type missing from the union fails)
+        [*CLI, "replay", str(tmp_path / "a")], capture_output=True, text=True, timeout=120
+    )
+    assert replay.returncode == 0, replay.stderr

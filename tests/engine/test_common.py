@@ -300,3 +300,22 @@ def test_snapshot_restore_same_hash_and_same_future() -> None:
     assert a == b
     assert m.tick(END + HOUR) == twin.tick(END + HOUR)
     assert twin.router.state_hash() == m.router.state_hash()
+
+
+def test_every_command_and_event_is_in_its_union():
+    """A Struct missing from AnyCommand / AnyEvent encodes fine and then cannot be
+    decoded: replay, views and followers would fail on the first such entry."""
+    import typing
+
+    from engine import messages
+
+    def subclasses(base: type) -> set[type]:
+        found: set[type] = set()
+        for cls in base.__subclasses__():
+            found |= {cls} | subclasses(cls)
+        return found
+
+    commands = set(typing.get_args(messages.AnyCommand))
+    events = set(typing.get_args(messages.AnyEvent))
+    assert subclasses(messages.Command) - commands == set()
+    assert subclasses(messages.Event) - events == set()

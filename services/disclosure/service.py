@@ -1,0 +1,226 @@
+"""``pubex disclose``: the disclosure service as its own process.
+
+Follows ``DATA/ledger`` read-only with the shared follower, keeps its notices
+in ``DATA/disclosure`` (its own LMDB store), publishes the ledger's signed
+checkpoints as they appear, and serves on its own HTTP port (hypercorn +
+Starlette in the same trio.run):
+
+* ``GET /`` -- the public page: announced lots and the latest notices (HTML);
+* ``GET /lots/{lot}`` -- one lot's terms and notices (HTML);
+* ``GET /api/notices?since=ID&limit=N[&lot=LOT]`` -- the notice feed, oldest
+  first, ids > ``since``; ``next`` is the ``since`` of the following page;
+* ``GET /api/lots`` and ``GET /api/lots/{lot}`` -- the public lot records;
+* ``GET /checkpoints.json?since=SEQ&limit=N`` -- the published checkpoints
+  (what ``pubex ledger verify DIR --against URL`` reads);
+* ``GET /metrics`` and ``GET /healthz``.
+
+Prints ``listening http=URL`` once caught up and bound.  SIGKILL is safe: the
+follower's position and the notices commit together.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from ledger.store import LedgerStore
+from persistence.service import ServiceStore
+from services.disclosure.checkpoints import CheckpointPublisher
+from services.disclosure.pages import index_page, lot_page
+from services.disclosure.projection import (
+    DisclosureConfig,
+    DisclosureProjection,
+    DisclosureReader,
+)
+from services.follower import Follower, FollowerMetrics
+
+NAME = "disclosure"
+MAX_PAGE = 1000
+PUBLISH_EVERY_S = 0.2
+
+
+def _int_param(request: Request, name: str, default: int, hi: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    value = int(raw)  # ValueError -> 400
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return min(value, hi) if hi is not None else value
+
+
+def checkpoint_page(publisher: CheckpointPublisher, since: int, limit: int) -> dict[str, Any]:
+    """One page of the checkpoint feed (the format ledger.published parses)."""
+    from ledger.checkpoint import verify_checkpoint
+
+    items = []
+    for seq, blob in publisher.page(since, limit):
+        cp = verify_checkpoint(publisher.key, blob)
+        items.append(
+            {"seq": seq, "entry_hash": cp.entry_hash.hex(), "ts_ns": cp.ts_ns, "blob": blob.hex()}
+        )
+    return {
+        "server_pub": publisher.server_pub.hex(),
+        "checkpoints": items,
+        "next": items[-1]["seq"] if items else since,
+    }
+
+
+def build_app(
+    reader: DisclosureReader,
+    follower: Follower,
+    publisher: CheckpointPublisher | None,
+    registry: CollectorRegistry,
+) -> Starlette:
+    def json(data: Any, status: int = 200) -> Response:
+        return Response(msgspec.json.encode(data), status, media_type="application/json")
+
+    def bad(e: Exception) -> Response:
+        return json({"error": str(e)}, 400)
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(index_page(reader.latest(50), reader.lots()))
+
+    async def lot_html(request: Request) -> Response:
+        lot_id = request.path_params["lot"]
+        lot = reader.lot(lot_id)
+        if lot is None:
+            return HTMLResponse("<!doctype html><title>404</title>unknown lot", 404)
+        return HTMLResponse(lot_page(lot, reader.notices(0, MAX_PAGE, lot_id)))
+
+    async def notices(request: Request) -> Response:
+        try:
+            since = _int_param(request, "since", 0)
+            limit = _int_param(request, "limit", 100, MAX_PAGE)
+        except ValueError as e:
+            return bad(e)
+        found = reader.notices(since, limit, request.query_params.get("lot"))
+        return json({"notices": found, "next": found[-1].id if found else since})
+
+    async def lots(request: Request) -> Response:
+        return json(reader.lots())
+
+    async def lot(request: Request) -> Response:
+        found = reader.lot(request.path_params["lot"])
+        return json(found) if found is not None else json({"error": "unknown lot"}, 404)
+
+    async def checkpoints(request: Request) -> Response:
+        if publisher is None:
+            return json({"error": "the ledger has no server key"}, 404)
+        try:
+            since = _int_param(request, "since", 0)
+            limit = _int_param(request, "limit", MAX_PAGE, MAX_PAGE)
+        except ValueError as e:
+            return bad(e)
+        return json(checkpoint_page(publisher, since, limit))
+
+    async def metrics(request: Request) -> Response:
+        follower.refresh_tail()
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    async def healthz(request: Request) -> Response:
+        return json({"ok": True, **msgspec.structs.asdict(follower.statistics())})
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/lots/{lot}", lot_html),
+            Route("/api/notices", notices),
+            Route("/api/lots", lots),
+            Route("/api/lots/{lot}", lot),
+            Route("/checkpoints.json", checkpoints),
+            Route("/metrics", metrics),
+            Route("/healthz", healthz),
+        ]
+    )
+
+
+def server_pub_of(data_dir: Path) -> bytes | None:
+    pub = data_dir / "server.pub"
+    return bytes.fromhex(pub.read_text().strip()) if pub.exists() else None
+
+
+async def _wait_for_ledger(ledger_dir: Path) -> None:
+    """The service may start before the engine has written anything."""
+    while not (ledger_dir / "data.mdb").exists():
+        await trio.sleep(0.2)
+
+
+async def disclose(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int = 0,
+    config: DisclosureConfig | None = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    from gateway.http import serve_http
+
+    ledger_dir = data_dir / "ledger"
+    await _wait_for_ledger(ledger_dir)
+    ledger = LedgerStore.open(ledger_dir, readonly=True)
+    try:
+        store = ServiceStore.open(data_dir / NAME)
+    except BaseException:
+        ledger.close()
+        raise
+    try:
+        registry = CollectorRegistry()
+        follower = Follower(
+            NAME,
+            ledger,
+            store,
+            [DisclosureProjection(config)],
+            metrics=FollowerMetrics(registry, NAME),
+        )
+        pub = server_pub_of(data_dir)
+        publisher = CheckpointPublisher(ledger, store, pub) if pub else None
+        app = build_app(DisclosureReader(store), follower, publisher, registry)
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(follower.run)
+            if publisher is not None:
+                nursery.start_soon(_publish_checkpoints, follower, publisher, registry)
+            port = await nursery.start(serve_http, app, host, http_port, shutdown)
+            nursery.start_soon(_on_signals, shutdown, nursery.cancel_scope)
+            url = f"http://{host}:{port}/"
+            task_status.started(url)
+            print(f"listening http={url}", flush=True)
+    finally:
+        store.close()
+        ledger.close()
+
+
+async def _publish_checkpoints(
+    follower: Follower, publisher: CheckpointPublisher, registry: CollectorRegistry
+) -> None:
+    published = Counter(
+        "pubex_disclosure_checkpoints", "Signed checkpoints published", registry=registry
+    )
+    refused = Counter(
+        "pubex_disclosure_checkpoints_refused",
+        "Ledger checkpoints that did not verify (never published)",
+        registry=registry,
+    )
+    while True:
+        before = publisher.refused
+        published.inc(publisher.publish(follower.position.seq))
+        refused.inc(publisher.refused - before)
+        await trio.sleep(PUBLISH_EVERY_S)
+
+
+async def _on_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            shutdown.set()
+            scope.cancel()
+            return
