@@ -1,6 +1,6 @@
 # pubex developer entry points. Needs only python3 (3.11), pip, make and apt-get.
 #   make run    start pubex on ./var        make test   the test suite (what CI runs)
-#   make lint   ruff + mypy                 make bench  core benchmarks
+#   make lint   ruff + mypy                 make bench  every benchmark -> docs/benchmarks.md
 #   make console-deps  uPlot from npm into gateway/console/vendor (ignored; never committed)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -110,8 +110,17 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(MYPY_PATHS)
 
-bench: $(STAMP_RUN)
-	$(VENV_PY) -m bench core
+# Every `python -m bench` suite in turn, each in its own process and bounded in time (about
+# 5-10 minutes on 2 cores): docs/benchmarks.md, .json and -ack-latency.svg (bench/report.py).
+# The order-book peers come from the `bench` extra.
+STAMP_BENCH := $(VENV)/.installed-bench
+
+$(STAMP_BENCH): pyproject.toml | $(VENV_PY)
+	$(PIP) install --quiet -e '.[bench]'
+	@touch $@
+
+bench: $(STAMP_BENCH)
+	$(VENV_PY) -m bench report
 
 # One bounded Locust run against `pubex serve` on 127.0.0.1 (bench/locust/run.py): reports
 # under bench/reports/; non-zero exit when the scenario's failure or p99 bounds break.

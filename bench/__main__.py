@@ -20,6 +20,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "bench.gateway",
         "pubex serve acks/s vs trio-websocket echo (+verify), watcher lag",
     ),
+    "report": (
+        "bench.report",
+        "every suite in turn -> docs/benchmarks.md (+ .json, ack latency chart)",
+    ),
 }
 
 
