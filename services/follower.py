@@ -189,7 +189,7 @@ class Follower:
         store: ServiceStore,
         projections: Sequence[Projection],
         *,
-        chunk_entries: int = 2048,
+        chunk_entries: int = 8192,
         poll_min_s: float = 0.0005,
         poll_max_s: float = 0.02,
         clock_ns: Callable[[], int] = time.time_ns,

@@ -124,20 +124,20 @@ class DisclosureProjection:
     # -- the entry -> notices mapping ------------------------------------------------
 
     def apply(self, txn: Txn, entry: Entry) -> None:
-        for ev in entry.events:
-            if isinstance(ev, LotCreated):
-                self._created(txn, ev)
-            elif isinstance(ev, BidderRegistered):
-                cmd = entry.command
-                if isinstance(cmd, RegisterBidder):  # identities stay private until the close
-                    key = _private_key(ev.lot_id, ev.bidder_code)
-                    txn.put(key, cmd.bidder_id.encode(), db=self.private)
-            else:
-                handler = _HANDLERS.get(type(ev))
-                if handler is not None:
-                    handler(self, txn, entry, ev)
+        get = _HANDLERS.get
+        for ev in entry.events:  # one dict lookup per event: most (bids) have no handler
+            handler = get(type(ev))
+            if handler is not None:
+                handler(self, txn, entry, ev)
 
-    def _created(self, txn: Txn, ev: LotCreated) -> None:
+    def _registered(self, txn: Txn, entry: Entry, ev: BidderRegistered) -> None:
+        cmd = entry.command
+        if isinstance(cmd, RegisterBidder):  # identities stay private until the close
+            txn.put(
+                _private_key(ev.lot_id, ev.bidder_code), cmd.bidder_id.encode(), db=self.private
+            )
+
+    def _created(self, txn: Txn, entry: Entry, ev: LotCreated) -> None:
         terms = {
             "start_price_fen": ev.start_price_fen,
             "increment_fen": ev.increment_fen,
@@ -295,6 +295,8 @@ class DisclosureProjection:
 
 
 _HANDLERS: dict[type, Any] = {
+    LotCreated: DisclosureProjection._created,
+    BidderRegistered: DisclosureProjection._registered,
     LotPublished: DisclosureProjection._published,
     ReserveEntered: DisclosureProjection._reserve,
     IncrementChanged: DisclosureProjection._increment,
