@@ -827,6 +827,7 @@ def ack_sweep(
                 "missing_acks": ol["missing"],
                 "bad": ol["bad"],
                 "send_lag_p99_us": ol["send_lag_p99_us"],
+                "load_avg_1m": round(os.getloadavg()[0], 2),  # the shared machine's load
             }
         )
     return steps

@@ -570,15 +570,15 @@ def table(rows: Sequence[Row]) -> list[str]:
 def sweep_table(r: dict[str, Any]) -> list[str]:
     lines = [
         "| offered bids/s | % of max | completed/s | p50 ms | p90 ms | p99 ms | p99.9 ms | "
-        "max ms | acks missing | refused |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "max ms | acks missing | refused | load avg 1 min |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in r.get("ack_sweep") or []:
         ms = [_ms(s.get(k)) for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")]
         lines.append(
             f"| {fmt(s['offered_per_s'])} | {s['fraction']:.0%} | {fmt(s['completed_per_s'])} | "
             + " | ".join(ms)
-            + f" | {fmt(s['missing_acks'])} | {fmt(s['bad'])} |"
+            + f" | {fmt(s['missing_acks'])} | {fmt(s['bad'])} | {fmt(s.get('load_avg_1m', 'n/a'))} |"
         )
     return lines
 
@@ -724,6 +724,7 @@ def svg_chart(
     title: str,
     target_ms: float | None = None,
     max_rate: float | None = None,
+    note: str = "",
 ) -> str:
     """A log-latency vs offered-load line chart of the sweep's percentiles, as SVG text."""
     w, h = 760, 440
@@ -753,6 +754,7 @@ def svg_chart(
         f'viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">',
         f'<rect x="0" y="0" width="{w}" height="{h}" fill="#ffffff"/>',
         f'<text x="{left}" y="22" font-size="14" font-weight="bold">{escape(title)}</text>',
+        f'<text x="{left}" y="{h - 4}" font-size="10" fill="#555">{escape(note)}</text>',
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>',
     ]
     decade = lo
@@ -827,6 +829,19 @@ def svg_chart(
 # ------------------------------------------------------------------ main
 
 
+def _chart_note(report: dict[str, Any], gw: dict[str, Any]) -> str:
+    loads = [s["load_avg_1m"] for s in gw["ack_sweep"] if _num(s.get("load_avg_1m"))]
+    m = report.get("machine", {})
+    parts = [
+        f"{report.get('generated_utc', '')}, commit {report.get('git_commit', '?')}",
+        f"{m.get('cpu_count', '?')} CPUs shared by server and load generator",
+        f"{fmt(gw.get('ack_sweep_step_s'))} s per step",
+    ]
+    if loads:
+        parts.append(f"load average {min(loads):.1f}-{max(loads):.1f} during the sweep")
+    return "; ".join(parts)
+
+
 def write(
     report: dict[str, Any], out_md: Path, out_json: Path, out_svg: Path, *, save_json: bool = True
 ) -> None:
@@ -840,6 +855,7 @@ def write(
             title="pubex serve: ack latency percentiles under rising offered load",
             target_ms=target_us / 1000 if isinstance(target_us, int | float) else None,
             max_rate=gw.get("ack_sweep_max_per_s"),
+            note=_chart_note(report, gw),
         )
         out_svg.parent.mkdir(parents=True, exist_ok=True)
         out_svg.write_text(svg)
