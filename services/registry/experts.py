@@ -50,7 +50,7 @@ from services.registry.model import (
 Txn: TypeAlias = "lmdb.Transaction[bytes]"
 
 EXPERTS = b"rg_experts"
-RELATIONS = b"rg_relations"  # expert id NUL subject id NUL kind -> Relation
+RELATIONS = b"rg_relations"  # expert NUL subject NUL kind NUL until_ns -> Relation
 DRAWS = b"rg_draws"
 XMETA = b"rg_xmeta"
 NEXT_DRAW = b"next_draw"
@@ -186,7 +186,9 @@ class ExpertBook:
 
         def write(txn: Txn) -> None:
             for r in relations:
-                key = f"{r.expert_id}\x00{r.subject_id}\x00{r.kind}".encode()
+                # every declaration is kept: one ongoing and one ended relation
+                # of the same kind are two facts, not one overwriting the other
+                key = f"{r.expert_id}\x00{r.subject_id}\x00{r.kind}\x00{r.until_ns}".encode()
                 txn.put(key, _mp.encode(r), db=self._db(RELATIONS))
 
         self.store.write(write)

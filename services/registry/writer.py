@@ -33,7 +33,7 @@ a schema violation) are final: ``gateway_refused``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any, TypeAlias
 from urllib.parse import urlencode
 
@@ -45,7 +45,7 @@ from engine.codes import Reject
 from gateway import protocol as p
 from gateway import ws
 from persistence.service import ServiceStore
-from services.registry.model import Intent
+from services.registry.model import Intent, OwnOutcome
 from services.registry.projection import OWN, RegistryReader, u64
 
 Txn: TypeAlias = "lmdb.Transaction[bytes]"
@@ -63,6 +63,8 @@ NOT_APPLIED = {
 
 _mp = msgspec.msgpack.Encoder()
 _intent = msgspec.msgpack.Decoder(Intent)
+_own = msgspec.msgpack.Decoder(OwnOutcome)
+STALE = int(Reject.client_seq_stale)
 _json = msgspec.json.Encoder()
 
 
@@ -92,6 +94,7 @@ class Outbox:
     def __init__(self, store: ServiceStore, reader: RegistryReader) -> None:
         self.store = store
         self.reader = reader
+        self._low = 1  # no pending intent below this client_seq
         for name in self.dbs:
             store.add_db(name)
 
@@ -124,19 +127,39 @@ class Outbox:
             raw = txn.get(u64(cs), db=self.store.db(OUTBOX))
         return None if raw is None else _intent.decode(raw)
 
-    def pending(self, limit: int = 1000) -> list[Intent]:
-        """Pending intents the ledger does not hold yet, oldest first."""
+    def pending(self, limit: int = 1000, skip: Container[int] = ()) -> list[Intent]:
+        """Pending intents the ledger does not hold yet, oldest first.  One
+        refused ``client_seq_stale`` in the ledger (a restart between that
+        answer and its reissue) is reissued here."""
         out: list[Intent] = []
+        stale: list[int] = []
+        first_open = 0  # the first client_seq not settled for good
         with self.store.read() as txn:
             own = self.store.db(OWN)
-            for k, v in txn.cursor(self.store.db(OUTBOX)):
-                intent = _intent.decode(v)
-                if intent.state != "pending" or txn.get(k, db=own) is not None:
-                    continue
-                out.append(intent)
-                if len(out) >= limit:
-                    break
-        return out
+            cur = txn.cursor(self.store.db(OUTBOX))
+            last = self._low - 1
+            if cur.set_range(u64(self._low)):
+                for k, v in cur:
+                    intent = _intent.decode(v)
+                    last = intent.client_seq
+                    done = txn.get(k, db=own) if intent.state == "pending" else None
+                    if intent.state != "pending":
+                        continue  # reissued or refused by the gateway: settled
+                    if done is not None and _own.decode(done).code != STALE:
+                        continue  # in the ledger: settled
+                    first_open = first_open or intent.client_seq
+                    if done is not None:
+                        stale.append(intent.client_seq)
+                    elif intent.client_seq in skip:
+                        continue  # answered or in flight in this process
+                    elif len(out) < limit:
+                        out.append(intent)
+                    else:
+                        break
+            self._low = first_open or last + 1
+        for cs in stale:
+            self.reissue(cs, "client_seq_stale")
+        return self.pending(limit, skip) if stale else out
 
     def _update(self, cs: int, **changes: Any) -> None:
         def write(txn: Txn) -> None:
@@ -352,10 +375,9 @@ class Submitter:
     async def _pump(self, sock: ws.Socket) -> None:
         while True:
             sent_any = False
-            for intent in self.outbox.pending(limit=4 * self.window):
+            busy = self.replies.keys() | self._inflight.keys()
+            for intent in self.outbox.pending(4 * self.window, busy):
                 cs = intent.client_seq
-                if cs in self._inflight or cs in self.replies:
-                    continue
                 while len(self._inflight) >= self.window:
                     wake = self._wake = trio.Event()
                     with trio.move_on_after(1.0):
