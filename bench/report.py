@@ -833,13 +833,13 @@ def _chart_note(report: dict[str, Any], gw: dict[str, Any]) -> str:
     loads = [s["load_avg_1m"] for s in gw["ack_sweep"] if _num(s.get("load_avg_1m"))]
     m = report.get("machine", {})
     parts = [
-        f"{report.get('generated_utc', '')}, commit {report.get('git_commit', '?')}",
+        f"commit {report.get('git_commit', '?')}",
         f"{m.get('cpu_count', '?')} CPUs shared by server and load generator",
         f"{fmt(gw.get('ack_sweep_step_s'))} s per step",
     ]
     if loads:
-        parts.append(f"load average {min(loads):.1f}-{max(loads):.1f} during the sweep")
-    return "; ".join(parts)
+        parts.append(f"load average {min(loads):.1f}-{max(loads):.1f}")
+    return " · ".join(parts)
 
 
 def write(
