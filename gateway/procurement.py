@@ -18,10 +18,14 @@ from typing import Any
 
 from engine.messages import (
     AcceptRevival,
+    AlertHandled,
+    AnswerComplaint,
     AwardVoided,
     ChooseRegions,
     Command,
     CommitDrawSeed,
+    ComplaintFiled,
+    ComplaintHandled,
     ConfirmAward,
     ConfirmPayment,
     CreateReauction,
@@ -32,7 +36,9 @@ from engine.messages import (
     DrawSeedRevealed,
     EnterScores,
     EvaluationResult,
+    FileComplaint,
     FinalizeEvaluation,
+    HandleAlert,
     QualifyWinner,
     ReauctionCreated,
     RevealDrawSeed,
@@ -52,6 +58,9 @@ from engine.messages import (
 from gateway import protocol as p
 
 PUBLIC_EVENTS = (
+    AlertHandled,
+    ComplaintFiled,
+    ComplaintHandled,
     DrawSeedCommitted,
     DrawSeedRevealed,
     ScoresEntered,
@@ -88,6 +97,8 @@ def signed_command(origin: str, act: p.SealedPayload) -> Command:
         return AcceptRevival(origin, seq, lot)
     if action == "choose_regions":
         return ChooseRegions(origin, seq, lot, act.regions)
+    if action == "complaint":
+        return FileComplaint(origin, seq, lot, act.complaint_id, act.text)
     return EnterScores(origin, seq, lot, act.bidder_code, act.points_centi)
 
 
@@ -98,6 +109,12 @@ STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
     p.ConfirmPaymentFrame: lambda o, f: ConfirmPayment(o, f.client_seq, f.lot),
     p.DeclareDefaultFrame: lambda o, f: DeclareDefault(o, f.client_seq, f.lot, f.reason),
     p.QualifyWinnerFrame: lambda o, f: QualifyWinner(o, f.client_seq, f.lot, f.passed, f.reason),
+    p.HandleAlertFrame: lambda o, f: HandleAlert(
+        o, f.client_seq, f.lot, f.alert_key, f.action, f.note
+    ),
+    p.AnswerComplaintFrame: lambda o, f: AnswerComplaint(
+        o, f.client_seq, f.complaint_id, f.step, f.text
+    ),
     p.CreateReauctionFrame: lambda o, f: CreateReauction(
         o,
         f.client_seq,

@@ -100,6 +100,7 @@ class SealedPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         "accept_revival",
         "choose_regions",
         "enter_scores",
+        "complaint",
     ]
     lot: str
     key: str
@@ -110,6 +111,8 @@ class SealedPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     regions: tuple[str, ...] = ()  # choose_regions (VBP): best first
     bidder_code: str = ""  # enter_scores (committee key): the bid being scored
     points_centi: int = 0  # enter_scores: non-price points, in hundredths
+    complaint_id: str = ""  # complaint (质疑 / 投诉): the filer's own id for it
+    text: str = ""  # complaint: what is wrong
 
 
 class OrderFrame(Frame, frozen=True, tag="order"):
@@ -214,6 +217,7 @@ class ConfirmDepositFrame(StaffFrame, frozen=True, tag="confirm_deposit"):
     lot: str
     bidder: str
     amount_fen: int
+    payer_account: str = ""  # ledgered for supervision (W-F1), never published
 
 
 class BlacklistFrame(StaffFrame, frozen=True, tag="blacklist_bidder"):
@@ -266,6 +270,21 @@ class CreateReauctionFrame(StaffFrame, frozen=True, tag="create_reauction"):
     end_ns: int
     increment_fen: int = 0  # 0 = the parent's
     deposit_fen: int = -1  # -1 = the parent's
+
+
+class HandleAlertFrame(StaffFrame, frozen=True, tag="handle_alert"):
+    """Staff or a supervisor acknowledge / dismiss / escalate a supervision alert."""
+
+    lot: str
+    alert_key: str
+    action: Literal["acknowledge", "dismiss", "escalate"]
+    note: str = ""
+
+
+class AnswerComplaintFrame(StaffFrame, frozen=True, tag="answer_complaint"):
+    complaint_id: str
+    step: Literal["accept", "answer", "reject", "escalate"]
+    text: str = ""
 
 
 ItemSession = Literal["call", "open", "halted", "closed"]
@@ -322,6 +341,8 @@ ClientFrame = (
     | CreateReauctionFrame
     | BlacklistFrame
     | UnblacklistFrame
+    | HandleAlertFrame
+    | AnswerComplaintFrame
 )
 
 LOT_ACTIONS = (
@@ -340,6 +361,7 @@ LOT_ACTIONS = (
     QualifyWinnerFrame,
     CreateReauctionFrame,
 )
+SUPERVISION_ACTIONS = (HandleAlertFrame, AnswerComplaintFrame)  # staff or supervisor
 REGISTRY_ACTIONS = (
     RegisterKeyFrame,
     RegisterBidderFrame,

@@ -78,7 +78,16 @@ from engine.messages import (
 )
 from gateway import protocol as p
 from gateway import ws
-from gateway.auth import BIDDER, SERVICE, STAFF, WATCHER, Authenticator, AuthError, Principal
+from gateway.auth import (
+    BIDDER,
+    SERVICE,
+    STAFF,
+    SUPERVISOR,
+    WATCHER,
+    Authenticator,
+    AuthError,
+    Principal,
+)
 from gateway.emall import ITEM_EVENTS, order_command
 from gateway.emall import STAFF_COMMANDS as ITEM_STAFF_COMMANDS
 from gateway.metrics import Metrics
@@ -504,7 +513,9 @@ class Gateway:
         client_seq = getattr(frame, "client_seq", 0)
         # a service (the registry) may send the registry frames only, as service:<id>
         service = who.role == SERVICE and isinstance(frame, p.REGISTRY_ACTIONS)
-        if who.role != STAFF and not service:
+        # a supervisor may record alert decisions and answer complaints, as supervisor:<id>
+        supervision = who.role == SUPERVISOR and isinstance(frame, p.SUPERVISION_ACTIONS)
+        if who.role != STAFF and not service and not supervision:
             self._refuse(
                 conn,
                 client_seq,
@@ -644,7 +655,7 @@ _STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
         o, f.client_seq, f.lot, f.bidder, f.priority_rank, f.sme
     ),
     p.ConfirmDepositFrame: lambda o, f: ConfirmDeposit(
-        o, f.client_seq, f.lot, f.bidder, f.amount_fen
+        o, f.client_seq, f.lot, f.bidder, f.amount_fen, f.payer_account
     ),
     p.BlacklistFrame: lambda o, f: BlacklistBidder(o, f.client_seq, f.bidder, f.reason),
     p.UnblacklistFrame: lambda o, f: UnblacklistBidder(o, f.client_seq, f.bidder, f.reason),

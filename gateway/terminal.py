@@ -195,6 +195,8 @@ WORDING: dict[str, str] = {
     "no_settlement_pending": "无待处理的成交后事项 / nothing awaits settlement",
     "reauction_not_allowed": "不符合再次拍卖条件 / this lot may not be re-auctioned so",
     "reauction_cut_too_deep": "降价幅度超过规定 / the start price is cut too deep",
+    "complaint_exists": "该质疑编号已使用 / this complaint id is already used",
+    "unknown_complaint": "质疑不存在 / no such complaint",
     # engine: e-mall order book
     "book_invalid": "委托格式错误 / malformed order",
     "book_unknown_order": "委托不存在 / no such resting order of yours",

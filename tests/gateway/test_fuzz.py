@@ -71,6 +71,8 @@ TAGS = [
     "declare_default",
     "qualify_winner",
     "create_reauction",
+    "handle_alert",
+    "answer_complaint",
     "hello",
     "ack",
     "error",
@@ -134,6 +136,7 @@ def _issue4_frames(b: Bidder) -> list[dict[str, Any]]:
             ("accept_revival", {}),
             ("choose_regions", {"regions": ("beijing", "hebei")}),
             ("enter_scores", {"bidder_code": "0001", "points_centi": 5_000}),
+            ("complaint", {"complaint_id": "c1", "text": "why"}),
         )
     ]
     return [
@@ -141,6 +144,14 @@ def _issue4_frames(b: Bidder) -> list[dict[str, Any]]:
         {"type": "commit_draw_seed", "client_seq": 11, "lot": "F1", "seed_hash": "ab" * 32},
         {"type": "reveal_draw_seed", "client_seq": 12, "lot": "F1", "seed_hex": "cd" * 16},
         {"type": "finalize_evaluation", "client_seq": 13, "lot": "F1"},
+        {
+            "type": "handle_alert",
+            "client_seq": 18,
+            "lot": "F1",
+            "alert_key": "k",
+            "action": "dismiss",
+        },
+        {"type": "answer_complaint", "client_seq": 19, "complaint_id": "c1", "step": "answer"},
         {"type": "confirm_payment", "client_seq": 14, "lot": "F1"},
         {"type": "declare_default", "client_seq": 15, "lot": "F1", "reason": "r"},
         {"type": "qualify_winner", "client_seq": 16, "lot": "F1", "passed": False, "reason": "r"},

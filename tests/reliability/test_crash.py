@@ -193,6 +193,14 @@ def run_child(data_dir: Path, acklog: Path, seed: int, delay: float, log: Path) 
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         try:
+            # Kill a busy engine: wait for its first acks (start-up is slow on a loaded
+            # machine), then let it run ``delay`` seconds more.
+            before = acklog.stat().st_size if acklog.exists() else 0
+            deadline = time.monotonic() + 30
+            while (acklog.stat().st_size if acklog.exists() else 0) <= before:
+                assert proc.poll() is None, f"child died by itself: {log.read_text()[-2000:]}"
+                assert time.monotonic() < deadline, "the child never acked"
+                time.sleep(0.01)
             time.sleep(delay)
             assert proc.poll() is None, f"child died by itself: {log.read_text()[-2000:]}"
             proc.send_signal(signal.SIGKILL)
@@ -209,7 +217,7 @@ def test_sigkill_under_load_loses_no_ack(tmp_path: Path) -> None:
     figures: list[dict[str, int]] = []
     retried_acked = retried_indeterminate = 0
     for kill in range(1, KILLS + 1):
-        run_child(data_dir, acklog, SEED + kill, rng.uniform(0.2, 1.5), log)
+        run_child(data_dir, acklog, SEED + kill, rng.uniform(0.05, 0.7), log)
         figures.append(check_ledger(data_dir, acklog))
         if kill in (KILLS // 2, KILLS):
             a, i = check_retries(data_dir, acklog)
