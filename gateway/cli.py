@@ -8,6 +8,8 @@
     pubex admin --url WS --token TOKEN ACTION ...
     pubex terminal --key FILE --url WS [--lot LOT ...] [--receipts FILE]
     pubex supervise [--data DIR] [--http-port N] [--config FILE]
+    pubex registry [--data DIR] [--http-port N] [--ws URL --token T]
+    pubex registry provision --bidders N --lots M --ws URL --token T
     pubex disclose [--data DIR] [--http-port N]
 
 Exit codes: 0 success, 1 verification failure, 2 usage error.
@@ -286,6 +288,12 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     return run_supervise(args)
 
 
+def cmd_registry(args: argparse.Namespace) -> int:
+    from services.registry.cli import run_registry
+
+    return run_registry(args)
+
+
 def cmd_disclose(args: argparse.Namespace) -> int:
     from services.disclosure.cli import run_disclose
 
@@ -382,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     su = sub.add_parser("supervise", help="the supervision service (alerts, lot monitoring)")
     configure_supervise(su)
     su.set_defaults(func=cmd_supervise)
+
+    from services.registry.cli import configure as configure_registry
+
+    rg = sub.add_parser("registry", help="the registry service (subjects, deposits, experts)")
+    configure_registry(rg)
+    rg.set_defaults(func=cmd_registry)
 
     from services.disclosure.cli import configure as configure_disclose
 
