@@ -19,13 +19,15 @@ When each rule is evaluated:
   accepted or refused, and any attempt to set a reserve a second time);
 * at a sealed opening (``OpeningRecord``): W-P1, W-P2, W-P4 over the valid
   amounts;
-* at an award handed on (``AwardLapsed`` then ``AwardOffered``): W-B3;
+* as a deposit is confirmed with its payer account: W-F1 (BLOCK);
+* at an award handed on (``AwardLapsed`` then ``AwardOffered``): W-B3; and for
+  the ascending mechanisms at a winner's default after the hammer
+  (``DepositForfeited`` of the winner: the runner-up related to it), and when
+  the re-auction of a defaulted lot sells to a bidder related to the
+  defaulter at a lower price;
 * at the close (``LotSold`` / ``LotUnsold``): W-B2, W-B4, and for the
   ascending mechanisms W-A1, W-A3, W-A4 (statistical, post-trade).
 
-Not computable from the ledger yet (see the service's README in the module
-``services.supervision``): W-F1 needs the payer account of a deposit, which
-``ConfirmDeposit`` does not carry.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ from engine.messages import (
     AwardOffered,
     BidAccepted,
     BidderRegistered,
+    ConfirmDeposit,
     CreateLot,
+    CreateReauction,
     DepositConfirmed,
+    DepositForfeited,
     FreezeLot,
     IncrementChanged,
     KeyRegistered,
@@ -56,6 +61,7 @@ from engine.messages import (
     LotUnsold,
     OpeningRecord,
     PhaseChanged,
+    ReauctionCreated,
     RegisterBidder,
     RegisterKey,
     ReserveEntered,
@@ -352,7 +358,7 @@ class Detectors:
                 )
             return None
         if t is LotCreated:
-            if not isinstance(cmd, CreateLot):
+            if not isinstance(cmd, CreateLot | CreateReauction):
                 return None
             return LotWatch(
                 ev.lot_id,
@@ -364,6 +370,7 @@ class Detectors:
                 ev.start_ns,
                 ev.end_ns,
                 seq,
+                rules_name=ev.rules.name,
             )
         lot_id = getattr(ev, "lot_id", "")
         if not lot_id:
@@ -388,6 +395,12 @@ class Detectors:
             b = lot.bidders.get(ev.bidder_code)
             if b is not None:
                 b.deposit_seq = seq
+                if isinstance(cmd, ConfirmDeposit) and cmd.payer_account:
+                    self._payer(lot, b, cmd.payer_account, seq, ts, out)
+        elif t is DepositForfeited:
+            self._default(lot, ev, seq, ts, out)
+        elif t is ReauctionCreated:
+            lot.parent_lot_id = ev.parent_lot_id
         elif t is SealedBidReceived:
             b = lot.bidders.get(ev.bidder_code)
             if b is not None:
@@ -521,7 +534,112 @@ class Detectors:
                 )
             )
 
+    # ------------------------------------------------------------- W-F1
+    def _payer(
+        self, lot: LotWatch, b: BidderWatch, account: str, seq: int, ts: int, out: list[Alert]
+    ) -> None:
+        """W-F1: deposits of several bidders on one lot paid from one account."""
+        key = account_key(account)
+        if not key:
+            return
+        users = lot.payers.setdefault(key, {})
+        if b.bidder_id in users:
+            return
+        users[b.bidder_id] = seq
+        if len(users) < self.config.f1_min_bidders:
+            return
+        out.append(
+            make_alert(
+                "W-F1",
+                BLOCK,
+                lot.lot_id,
+                seq,
+                ts,
+                f"payer:{len(users)}",
+                users.values(),
+                sorted(users),
+                f"deposits of {len(users)} bidders on lot {lot.lot_id} paid from one account "
+                f"(…{key[-4:]})",
+                self.config.evidence_max,
+            )
+        )
+
     # ------------------------------------------------------------- W-B3
+    def _default(
+        self, lot: LotWatch, ev: DepositForfeited, seq: int, ts: int, out: list[Alert]
+    ) -> None:
+        """A winner that defaults after the hammer (悔拍, R-5.2.6) on an ascending
+        lot: W-B3 when the next-ranked bidder is related to it (it takes the lot
+        at a worse price in the re-auction, or by being the runner-up)."""
+        if lot.mechanism not in ASCENDING or lot.status != "sold":
+            return
+        if ev.bidder_code != lot.winner_code or lot.defaulted_code:
+            return
+        lot.defaulted_code, lot.defaulted_seq = ev.bidder_code, seq
+        lot.defaulted_price_fen = lot.price_fen
+        defaulter = lot.bidders.get(ev.bidder_code)
+        if defaulter is None:
+            return
+        others = [b for c, b in lot.bidders.items() if b.bids and c != ev.bidder_code]
+        if not others:
+            return
+        runner = max(others, key=lambda b: (b.last_amount_fen, -b.last_bid_seq))
+        links = related(lot, defaulter.bidder_id, runner.bidder_id)
+        if self.config.b3_require_related and not links:
+            return
+        out.append(
+            make_alert(
+                "W-B3",
+                ALERT,
+                lot.lot_id,
+                seq,
+                ts,
+                runner.bidder_id,
+                [seq, defaulter.last_bid_seq, runner.last_bid_seq, *links.values()],
+                (defaulter.bidder_id, runner.bidder_id),
+                f"{ev.bidder_code} defaulted at {lot.price_fen} fen ({ev.reason}); the "
+                f"next-ranked {runner.code} bid {runner.last_amount_fen} fen"
+                + (f" (related: {', '.join(sorted(links))})" if links else ""),
+                self.config.evidence_max,
+            )
+        )
+
+    def _reauction_sold(
+        self, lot: LotWatch, ev: LotSold, seq: int, ts: int, state: State, out: list[Alert]
+    ) -> None:
+        """W-B3 completed: a re-auction of a defaulted lot sold to a bidder related
+        to the defaulter, at a lower price than the defaulted one."""
+        parent = state.lot(lot.parent_lot_id)
+        if parent is None or not parent.defaulted_code:
+            return
+        defaulter = parent.bidders.get(parent.defaulted_code)
+        taker = lot.bidders.get(ev.bidder_code)
+        if defaulter is None or taker is None or ev.price_fen >= parent.defaulted_price_fen:
+            return
+        links = {
+            **related(parent, defaulter.bidder_id, taker.bidder_id),
+            **related(lot, defaulter.bidder_id, taker.bidder_id),
+        }
+        if self.config.b3_require_related and not links:
+            return
+        out.append(
+            make_alert(
+                "W-B3",
+                ALERT,
+                lot.lot_id,
+                seq,
+                ts,
+                taker.bidder_id,
+                [parent.defaulted_seq, defaulter.last_bid_seq, *taker.bid_seqs, *links.values()],
+                (defaulter.bidder_id, taker.bidder_id),
+                f"{parent.lot_id}: {parent.defaulted_code} defaulted at "
+                f"{parent.defaulted_price_fen} fen; the re-auction sells to {ev.bidder_code} "
+                f"at {ev.price_fen} fen"
+                + (f" (related: {', '.join(sorted(links))})" if links else ""),
+                self.config.evidence_max,
+            )
+        )
+
     def _award(self, lot: LotWatch, ev: AwardOffered, seq: int, ts: int, out: list[Alert]) -> None:
         prev_code, prev_price = lot.lapsed_code, lot.price_fen
         lot.leader_code, lot.price_fen = ev.bidder_code, ev.price_fen
@@ -574,6 +692,8 @@ class Detectors:
         self._collective_withdrawal(lot, participants, seq, ts, out)
         if sold:
             self._single_bidder(lot, ev, participants, seq, ts, out)
+            if lot.parent_lot_id:
+                self._reauction_sold(lot, ev, seq, ts, state, out)
         for code in participants:
             b = lot.bidders[code]
             rec = state.bidder(b.bidder_id) or BidderRecord()
@@ -760,6 +880,11 @@ class Detectors:
 
 
 # ---------------------------------------------------------------- pure helpers
+
+
+def account_key(account: str) -> str:
+    """A payer account compared without spaces, dashes or case."""
+    return "".join(ch for ch in account if ch.isalnum()).upper()
 
 
 def related(lot: LotWatch, a: str, b: str) -> dict[str, int]:

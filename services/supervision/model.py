@@ -40,6 +40,9 @@ class SupervisionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     d2_min_bidders: Positive = 2
     # W-D4 same key material / login device across the platform -> BLOCK.
     d4_min_bidders: Positive = 2
+    # W-F1 deposits of >= 2 bidders on one lot paid from one account -> BLOCK
+    # (accounts compared without spaces / dashes, case-insensitive).
+    f1_min_bidders: Positive = 2
     # W-P1 identical sealed amounts from different bidders -> ALERT.
     p1_min_bidders: Positive = 2
     # W-P2 arithmetic / geometric ladder: max relative deviation of the
@@ -87,6 +90,12 @@ class SupervisionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     # W-O1 organiser freeze / terminate / reserve attempts within 60 min of the
     # close, and reserve edits -> BLOCK.
     o1_window_ns: Positive = 60 * MINUTE_NS
+    # Complaints (RULES.md §6.6): the answer is due within N working days of the
+    # filing (政府采购 质疑, the default for every lot), or within N calendar
+    # days for objections to a tender's candidate publicity (rule sets
+    # "tender-*").  Working days come from config/calendar.py's holiday file.
+    complaint_answer_working_days: NonNegative = 7
+    tender_objection_answer_days: NonNegative = 3
     # Evidence lists are capped (deterministically: the first N seqs).
     evidence_max: Positive = 64
 
@@ -154,6 +163,39 @@ class Handling(msgspec.Struct, frozen=True, kw_only=True):
     note: str = ""
 
 
+class ComplaintStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One ledgered step of a complaint's handling (accept / answer / reject / escalate)."""
+
+    seq: int
+    ts_ns: int
+    by: str  # the command's origin (staff:<id> / supervisor:<id>)
+    step: str
+    text: str = ""
+
+
+class Complaint(msgspec.Struct, kw_only=True):
+    """A 质疑 / 投诉 as supervisors see it: the filer, the text, the answer deadline
+    (RULES.md §6.6), every handling step and the answer, all from the ledger."""
+
+    complaint_id: str
+    lot_id: str
+    by: str  # origin of the filer (bidder:<id>, supplier:<id>, purchaser:<id>)
+    by_kind: str
+    text: str
+    filed_seq: int
+    filed_ns: int
+    deadline_ns: int  # exclusive; 0 = outside the holiday calendar's years
+    deadline_rule: str  # "7 working days" / "3 days (tender objection)"
+    status: str = "filed"  # the last step
+    steps: list[ComplaintStep] = msgspec.field(default_factory=list)
+    answer: str = ""  # the text of the first answer / reject step
+    answered_seq: int = 0
+    answered_ns: int = 0
+
+
+ANSWER_STEPS = frozenset({"answer", "reject"})
+
+
 # ------------------------------------------------------------------ watch state
 
 
@@ -209,6 +251,12 @@ class LotWatch(msgspec.Struct, array_like=True):
     winner_code: str = ""
     last_seq: int = 0
     alerts: int = 0
+    rules_name: str = ""
+    payers: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)  # account -> id -> seq
+    parent_lot_id: str = ""  # a re-auction's failed lot (R-5.2.7)
+    defaulted_code: str = ""  # the winner that defaulted after the hammer (悔拍)
+    defaulted_seq: int = 0
+    defaulted_price_fen: int = 0
 
 
 class Sharing(msgspec.Struct, array_like=True):

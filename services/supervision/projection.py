@@ -8,6 +8,10 @@ the pure detectors against a :class:`State` backed by that txn and stores:
 * ``sv_alert_keys`` alert key -> alert id (what a handling record names)
 * ``sv_lot_alerts`` lot id || u64 alert id -> b"" (a lot's alerts in order)
 * ``sv_handling``   alert id || u64 seq -> Handling (JSON), once ledgered
+* ``sv_handled``    u64 seq -> alert id || Handling (JSON): handling in ledger
+  order, for the WebSocket feed's live updates
+* ``sv_complaints`` u64 filing seq -> Complaint (JSON): text, deadline, steps
+* ``sv_complaint_ids`` complaint id -> u64 filing seq
 * ``sv_monitor``    lot id -> LotMonitor (JSON): price, bid count, bidders, end
 * ``sv_lots``, ``sv_shared``, ``sv_bidders``  the detectors' watch state (msgpack)
 * ``sv_meta``       the next alert id
@@ -22,16 +26,22 @@ an aborted write) drops them, so they never hold anything not yet committed.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from typing import Any, TypeAlias
 
 import lmdb
 import msgspec
 
+from config.calendar import CalendarRangeError, WorkCalendar, china_date_of_ns, china_day_start_ns
+from engine.messages import AnswerComplaint, FileComplaint, HandleAlert
 from persistence.service import ServiceStore
 from services.supervision.detectors import Detectors
 from services.supervision.model import (
+    ANSWER_STEPS,
     Alert,
     BidderRecord,
+    Complaint,
+    ComplaintStep,
     Handling,
     LotMonitor,
     LotWatch,
@@ -48,6 +58,9 @@ ALERTS = b"sv_alerts"
 ALERT_KEYS = b"sv_alert_keys"
 LOT_ALERTS = b"sv_lot_alerts"
 HANDLING = b"sv_handling"
+HANDLED = b"sv_handled"
+COMPLAINTS = b"sv_complaints"
+COMPLAINT_IDS = b"sv_complaint_ids"
 SHARED = b"sv_shared"
 BIDDERS = b"sv_bidders"
 META = b"sv_meta"
@@ -63,6 +76,7 @@ _json = msgspec.json.Encoder()
 _alert_dec = msgspec.json.Decoder(Alert)
 _monitor_dec = msgspec.json.Decoder(LotMonitor)
 _handling_dec = msgspec.json.Decoder(Handling)
+_complaint_dec = msgspec.json.Decoder(Complaint)
 
 
 def u64(n: int) -> bytes:
@@ -129,15 +143,23 @@ class SupervisionProjection:
         SHARED,
         BIDDERS,
         META,
+        HANDLED,
+        COMPLAINTS,
+        COMPLAINT_IDS,
     )
 
-    def __init__(self, config: SupervisionConfig | None = None) -> None:
+    def __init__(
+        self, config: SupervisionConfig | None = None, calendar: WorkCalendar | None = None
+    ) -> None:
         self.detectors = Detectors(config)
+        self.config = self.detectors.config
+        self.calendar = calendar or WorkCalendar.load()
         self._db: dict[bytes, Any] = {}
         self._lots: dict[str, LotWatch] = {}
         self._shared: dict[str, Sharing] = {}
         self.next_alert_id = 1
         self.raised: list[Alert] = []  # alerts of the entries applied since the last take
+        self.handled = 0  # handling records applied (the feed's wake-up)
 
     # -- follower protocol ------------------------------------------------------
     def load(self, store: ServiceStore, txn: Txn) -> None:
@@ -150,8 +172,13 @@ class SupervisionProjection:
 
     def apply(self, txn: Txn, entry: Any) -> None:
         cmd = entry.command
-        if type(cmd).__name__ == "HandleAlert":  # the engine command this service asks for
+        t = type(cmd)
+        if t is HandleAlert:
             self._handling(txn, entry, cmd)
+            return
+        if t is FileComplaint or t is AnswerComplaint:
+            if not any(getattr(ev, "code", 0) for ev in entry.events):  # refused: nothing
+                self._complaint(txn, entry, cmd)
             return
         alerts = self.detectors.apply(entry, _TxnState(self, txn))
         if alerts:
@@ -193,6 +220,56 @@ class SupervisionProjection:
             note=str(getattr(cmd, "note", "")),
         )
         txn.put(raw + u64(entry.seq), _json.encode(rec), db=self._db[HANDLING])
+        txn.put(u64(entry.seq), raw + _json.encode(rec), db=self._db[HANDLED])
+        self.handled += 1
+
+    # -- complaints (质疑 / 投诉, RULES.md §6.6) --------------------------------
+    def deadline(self, lot: LotWatch | None, filed_ns: int) -> tuple[int, str]:
+        """The answer deadline of a complaint filed at ``filed_ns`` (exclusive:
+        24:00 China time of the last day; the filing day is not counted)."""
+        cfg = self.config
+        if lot is not None and lot.rules_name.startswith("tender"):
+            days = cfg.tender_objection_answer_days
+            last = china_date_of_ns(filed_ns) + timedelta(days=days)
+            return china_day_start_ns(last + timedelta(days=1)), f"{days} days (tender objection)"
+        n = cfg.complaint_answer_working_days
+        try:
+            return self.calendar.deadline_ns(filed_ns, n), f"{n} working days"
+        except CalendarRangeError:
+            return 0, f"{n} working days (date outside the holiday calendar)"
+
+    def _complaint(self, txn: Txn, entry: Any, cmd: Any) -> None:
+        db = self._db
+        if type(cmd) is FileComplaint:
+            deadline, rule = self.deadline(_TxnState(self, txn).lot(cmd.lot_id), entry.ts_ns)
+            kind = cmd.origin.partition(":")[0]
+            c = Complaint(
+                complaint_id=cmd.complaint_id,
+                lot_id=cmd.lot_id,
+                by=cmd.origin,
+                by_kind=kind,
+                text=cmd.text,
+                filed_seq=entry.seq,
+                filed_ns=entry.ts_ns,
+                deadline_ns=deadline,
+                deadline_rule=rule,
+            )
+            txn.put(cmd.complaint_id.encode(), u64(entry.seq), db=db[COMPLAINT_IDS])
+        else:
+            key = txn.get(cmd.complaint_id.encode(), db=db[COMPLAINT_IDS])
+            raw = None if key is None else txn.get(key, db=db[COMPLAINTS])
+            if raw is None:  # filed before this store's history: cannot happen
+                return
+            c = _complaint_dec.decode(raw)
+            c.steps.append(
+                ComplaintStep(
+                    seq=entry.seq, ts_ns=entry.ts_ns, by=cmd.origin, step=cmd.step, text=cmd.text
+                )
+            )
+            c.status = cmd.step
+            if cmd.step in ANSWER_STEPS and not c.answered_seq:
+                c.answer, c.answered_seq, c.answered_ns = cmd.text, entry.seq, entry.ts_ns
+        txn.put(u64(c.filed_seq), _json.encode(c), db=db[COMPLAINTS])
 
 
 # ------------------------------------------------------------------- reads
@@ -249,6 +326,45 @@ class SupervisionReader:
                         break
                     handling.append(_handling_dec.decode(v))
             return _alert_dec.decode(raw), handling
+
+    def handled_since(self, seq: int, limit: int = 500) -> list[tuple[int, Handling]]:
+        """(alert id, handling) recorded at ledger seqs > ``seq``, in ledger order."""
+        out: list[tuple[int, Handling]] = []
+        with self.store.read() as txn:
+            cur = txn.cursor(self._db(HANDLED))
+            if cur.set_range(u64(seq + 1)):
+                for _, v in cur:
+                    out.append((int.from_bytes(v[:8], "big"), _handling_dec.decode(v[8:])))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def last_handled_seq(self) -> int:
+        with self.store.read() as txn:
+            cur = txn.cursor(self._db(HANDLED))
+            return int.from_bytes(cur.key(), "big") if cur.last() else 0
+
+    def complaints(
+        self, since: int = 0, limit: int = 100, lot: str | None = None
+    ) -> list[Complaint]:
+        """Complaints filed at ledger seqs > ``since``, oldest first."""
+        out: list[Complaint] = []
+        with self.store.read() as txn:
+            cur = txn.cursor(self._db(COMPLAINTS))
+            if cur.set_range(u64(since + 1)):
+                for _, v in cur:
+                    c = _complaint_dec.decode(v)
+                    if lot is None or c.lot_id == lot:
+                        out.append(c)
+                        if len(out) >= limit:
+                            break
+        return out
+
+    def complaint(self, complaint_id: str) -> Complaint | None:
+        with self.store.read() as txn:
+            key = txn.get(complaint_id.encode(), db=self._db(COMPLAINT_IDS))
+            raw = None if key is None else txn.get(key, db=self._db(COMPLAINTS))
+        return None if raw is None else _complaint_dec.decode(raw)
 
     def monitors(self, after: str = "", limit: int = 500) -> list[LotMonitor]:
         out: list[LotMonitor] = []
