@@ -13,6 +13,7 @@ Trio-free (websocket-client), so the runner and tests can call it anywhere.
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ _FRAMES: dict[str, type[p.StaffFrame]] = {
     "register_key": p.RegisterKeyFrame,
     "register_bidder": p.RegisterBidderFrame,
     "confirm_deposit": p.ConfirmDepositFrame,
+    "create_item": p.CreateItemFrame,
+    "set_purchase_limit": p.SetPurchaseLimitFrame,
 }
 
 
@@ -77,6 +80,59 @@ def english_lots(
         for i in range(bidders)
     )
     return ScenarioDef(prefix, seed, specs, people)
+
+
+def emall_market(users: int, seed: int, params: dict[str, Any]) -> dict[str, Any]:
+    """``emall``: ``items`` catalogue items (opened at creation: continuous
+    trading from the first order), each with a seeded reference price, a tick of
+    1/400 of it and a price band of 10 % (as ``simulators.emall_day``); ``users``
+    traders, 40 % suppliers (sell only), 40 % purchasers (buy only) and 20 %
+    traders of trading rights (role ``bidder``, both sides), each on
+    ``items_per_trader`` items drawn from the seed; the default single-purchase
+    limit is 50, and one purchaser in three has 120 on its first item.
+    Returns ``{"ops": [StaffOp], "items": {...}, "traders": [...]}``."""
+    rng = random.Random(f"pubex-load-emall|{seed}")
+    count = int(params.get("items", 100))
+    per = min(count, int(params.get("items_per_trader", 5)))
+    items: dict[str, dict[str, int]] = {}
+    ops: list[ag.StaffOp] = []
+    for n in range(count):
+        item = f"EM{n:04d}"
+        ref = rng.randrange(10, 5_000) * YUAN
+        items[item] = {"reference_fen": ref, "band_fen": ref // 10, "tick_fen": max(1, ref // 400)}
+        ops.append(
+            ag.StaffOp(
+                "create_item",
+                {
+                    "item": item,
+                    "title": f"Load item {n}",
+                    "reference_fen": ref,
+                    "band_fen": ref // 10,
+                    "purchase_limit_qty": 50,
+                    "session": "open",
+                },
+            )
+        )
+    names = list(items)
+    traders = []
+    for i in range(users):
+        role = ("supplier", "purchaser", "supplier", "purchaser", "bidder")[i % 5]
+        trader = f"{role[0].upper()}{i:05d}"
+        key_id = f"emkey-{i:05d}"
+        mine = rng.sample(names, per)
+        public = ag.agent_key(seed, key_id).verify_key.encode().hex()
+        ops.append(
+            ag.StaffOp(
+                "register_key",
+                {"key": key_id, "bidder": trader, "public_key_hex": public, "role": role},
+            )
+        )
+        if role == "purchaser" and i % 3 == 0:
+            ops.append(
+                ag.StaffOp("set_purchase_limit", {"item": mine[0], "bidder": trader, "qty": 120})
+            )
+        traders.append({"key_id": key_id, "bidder": trader, "role": role, "items": mine})
+    return {"ops": ops, "items": items, "traders": traders}
 
 
 def definition_for(kind: str, users: int, seed: int, params: dict[str, Any]) -> ScenarioDef:
@@ -148,6 +204,8 @@ def provision(
 ) -> dict[str, Any]:
     """Provision the scenario and write its plan to ``out``; returns the plan.
     Lots open ``lead_s`` after provisioning ends (estimated from the command count)."""
+    if kind == "emall":
+        return provision_emall(ws_url, http_url, out, users=users, seed=seed, params=params)
     definition = definition_for(kind, users, seed, params)
     ops_count = sum(1 for _ in ag.provisioning(definition, 0))
     started = time.perf_counter()
@@ -186,6 +244,46 @@ def provision(
             for a in definition.agents
         ],
         "commands": len(ops),
+        "provision_s": round(time.perf_counter() - started, 3),
+    }
+    out.write_bytes(msgspec.json.format(msgspec.json.encode(data)))
+    return data
+
+
+def provision_emall(
+    ws_url: str,
+    http_url: str,
+    out: Path,
+    *,
+    users: int,
+    seed: int,
+    params: dict[str, Any],
+    token: str = "dev-staff-token",
+) -> dict[str, Any]:
+    """The ``emall`` market (``emall_market``) over one staff socket; its plan."""
+    market = emall_market(users, seed, params)
+    started = time.perf_counter()
+    ws, hello = staff_connect(ws_url, token)
+    try:
+        send_ops(ws, market["ops"], first_seq=1)
+    finally:
+        ws.close()
+    first = next(iter(market["items"]))
+    data = {
+        "kind": "emall",
+        "seed": seed,
+        "params": params,
+        "users": users,
+        "t0_ns": hello.server_time_ns,
+        "open_at_ns": hello.server_time_ns,  # items open at creation
+        "ws_url": ws_url,
+        "http_url": http_url,
+        "staff_token": token,
+        "hot_lot": first,
+        "lots": {},
+        "items": market["items"],
+        "bidders": market["traders"],
+        "commands": len(market["ops"]),
         "provision_s": round(time.perf_counter() - started, 3),
     }
     out.write_bytes(msgspec.json.format(msgspec.json.encode(data)))

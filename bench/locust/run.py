@@ -13,20 +13,29 @@ real ``pubex serve`` on loopback.
    after a headless Locust run (CSV, HTML and JSON reports); the server's
    ack latency percentiles, ack rate and outcome counts over the run go into
    ``<scenario>-<stamp>-server.json`` and the summary ``<stamp>.md``.
+   A sampler scrapes ``/metrics`` every ``--sample-s`` seconds too, with the
+   load average: the *steady window* (from the sample after the last user
+   spawned to the end) gives the sustained reply rate and its own ack
+   percentiles, apart from the ramp-up; the per-sample rates go in the report.
 4. Exit non-zero when Locust's ``quitting`` listener found a bound broken
    (failure ratio, a p99), when the server-measured ack p99 breaks
    ``SPEC["bounds"]["server_ack_p99_us"]``, or when the server died.
+5. ``--profile``: ``py-spy record`` (the ``profile`` extra) samples the server
+   and the Locust process for the length of the run; raw collapsed stacks go
+   to ``<base>-pyspy-{server,locust}.txt`` and the top frames by own time and
+   by inclusive time into the summary.
 
 Each scenario is a locustfile in this directory stating its load and bounds in
 a literal ``SPEC`` (read here with ``ast``: this process never imports locust
-or gevent).  ``emall`` is not here yet: the order book has no wire protocol
-(issue 5's integration is another helper's work).
+or gevent).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import collections
+import itertools
 import json
 import os
 import re
@@ -52,11 +61,9 @@ SCENARIOS = {
     "storm": "storm.py",
     "judicial-day": "judicial_day.py",
     "watchers": "watchers.py",
+    "emall": "emall.py",
 }
-NOT_YET = {
-    "emall": "the e-mall order book has no wire protocol yet (issue 5 integration pending); "
-    "add bench/locust/emall.py once place_order frames exist"
-}
+NOT_YET: dict[str, str] = {}
 
 
 def read_spec(name: str) -> dict[str, Any]:
@@ -121,6 +128,9 @@ class Server:
         with urllib.request.urlopen(self.http_url + "metrics", timeout=30) as r:
             text: str = r.read().decode()
             return text
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -222,6 +232,124 @@ def server_report(before: str, after: str, wall_s: float) -> dict[str, Any]:
     }
 
 
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class Sampler:
+    """Scrapes ``/metrics`` every ``period`` s (with the load average) while the
+    Locust run lasts."""
+
+    def __init__(self, server: Server, period: float) -> None:
+        self.server, self.period = server, period
+        self.samples: list[tuple[float, str, list[float]]] = []
+        self.started = time.monotonic()
+        self.load_start = loadavg()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.period):
+            try:
+                text = self.server.metrics()
+            except OSError:
+                continue
+            self.samples.append((time.monotonic() - self.started, text, loadavg()))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=35)
+
+
+def steady_report(
+    samples: list[tuple[float, str, list[float]]],
+    before: str,
+    after: str,
+    wall_s: float,
+    spawned_s: float,
+    load_start: list[float],
+    connections: int = 0,
+) -> dict[str, Any]:
+    """The per-sample reply rates, and the steady window (from the first sample
+    at or after ``spawned_s`` -- every user started -- to the end): its reply
+    rate and ack percentiles, and the load average over the run."""
+    points = [(0.0, parse_metrics(before), load_start)]
+    points += [(t, parse_metrics(text), la) for t, text, la in samples]
+    points.append((wall_s, parse_metrics(after), loadavg()))
+    series = []
+    for (t0, m0, _), (t1, m1, la) in itertools.pairwise(points):
+        n = m1.get(("pubex_ack_latency_us_count", ""), 0.0) - m0.get(
+            ("pubex_ack_latency_us_count", ""), 0.0
+        )
+        series.append([round(t1, 1), round(n / (t1 - t0), 1) if t1 > t0 else 0.0, la[0]])
+
+    def connected(m: dict[tuple[str, str], float]) -> float:
+        return sum(v for (name, _), v in m.items() if name == "pubex_connections")
+
+    # every user started, and (when known) every connection open
+    start = next(
+        (pt for pt in points if pt[0] >= spawned_s and connected(pt[1]) >= 0.99 * connections),
+        points[-1],
+    )
+    window = wall_s - start[0]
+    out: dict[str, Any] = {
+        "spawned_s": round(spawned_s, 1),
+        "rate_series": series,  # [t s, replies/s over the last sample period, load 1 min]
+        "load_avg_start": load_start,
+        "load_avg_max_1m": max(la[0] for _, _, la in points),
+        "load_avg_end": points[-1][2],
+    }
+    if window < 3:
+        out["steady_s"] = 0.0
+        return out
+    acks, count, _ = histogram(start[1], points[-1][1], "pubex_ack_latency_us")
+    out.update(
+        steady_from_s=round(start[0], 1),
+        steady_s=round(window, 1),
+        steady_replies=int(count),
+        steady_per_s=round(count / window, 1),
+        steady_ack_p50_us=quantile(acks, count, 0.50),
+        steady_ack_p99_us=quantile(acks, count, 0.99),
+        steady_ack_p999_us=quantile(acks, count, 0.999),
+    )
+    return out
+
+
+def pyspy(pid: int, out: Path, duration: float) -> subprocess.Popen[bytes] | None:
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        print("load: --profile: py-spy is not installed (pip install -e '.[profile]')")
+        return None
+    argv = [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "50"]
+    argv += ["--duration", str(int(duration)), "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def profile_summary(raw: Path, top: int = 12) -> dict[str, Any]:
+    """Top frames of py-spy's collapsed stacks: by own (leaf) samples and by
+    inclusive samples (a frame counted once per stack)."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        count = int(n)
+        frames = [f.split(" (")[0] + " (" + f.rsplit("/", 1)[-1] if " (" in f else f for f in
+                  stack.split(";")]  # fmt: skip
+        total += count
+        own[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+
+    def pct(c: collections.Counter[str]) -> list[list[Any]]:
+        return [[f, round(100 * k / total, 1)] for f, k in c.most_common(top)] if total else []
+
+    return {"samples": total, "own_pct": pct(own), "inclusive_pct": pct(incl)}
+
+
 # ------------------------------------------------------------------ locust
 
 
@@ -298,6 +426,29 @@ def markdown(
         f"batch, commit mean {server['commit_mean_ms']} ms",
         f"- commands: {json.dumps(server['commands'])}",
         f"- gateway refusals: {json.dumps(server['frames_refused'])}",
+    ]
+    steady = server.get("steady", {})
+    if steady.get("steady_s"):
+        lines += [
+            f"- steady window (every user started, from {steady['steady_from_s']} s, "
+            f"{steady['steady_s']} s): {steady['steady_per_s']} replies/s, ack p50 "
+            f"{f(steady['steady_ack_p50_us'])} µs, p99 {f(steady['steady_ack_p99_us'])} µs, "
+            f"p99.9 {f(steady['steady_ack_p999_us'])} µs",
+        ]
+    if steady:
+        lines += [
+            f"- load average {steady['load_avg_start']} at the start, 1 min max "
+            f"{steady['load_avg_max_1m']} during the run, "
+            f"{steady['load_avg_end']} at its end (2 cores, shared)",
+            "- replies/s per sample [t s, per s, load 1 min]: " + json.dumps(steady["rate_series"]),
+        ]
+    for side, prof in server.get("profile", {}).items():
+        lines += ["", f"## py-spy: {side} ({prof['samples']} samples)", ""]
+        lines += ["| own % | frame |", "| ---: | --- |"]
+        lines += [f"| {pct} | `{frame}` |" for frame, pct in prof["own_pct"]]
+        lines += ["", "| inclusive % | frame |", "| ---: | --- |"]
+        lines += [f"| {pct} | `{frame}` |" for frame, pct in prof["inclusive_pct"]]
+    lines += [
         "",
         "## Verdict",
         "",
@@ -350,6 +501,7 @@ def run(args: argparse.Namespace) -> int:
             )
             before = server.metrics()
             started = time.monotonic()
+            sampler = Sampler(server, args.sample_s)
             argv = [
                 sys.executable, "-m", "locust", "-f", str(HERE / SCENARIOS[args.scenario]),
                 "--headless", "-u", str(args.users), "-r", str(args.spawn_rate),
@@ -359,14 +511,51 @@ def run(args: argparse.Namespace) -> int:
             ]  # fmt: skip
             env = {**os.environ, "PUBEX_LOAD_PLAN": str(base) + "-plan.json"}
             env["PUBEX_LOAD_LATENCY_BOUNDS"] = "1" if args.latency_bounds else "0"
-            rc = subprocess.run(argv, env=env, cwd=REPO, timeout=args.duration + 180).returncode
+            spies: dict[str, subprocess.Popen[bytes] | None] = {}
+            locust = subprocess.Popen(argv, env=env, cwd=REPO)
+            if args.profile:
+                span = args.duration + 5
+                spies["server"] = pyspy(server.proc.pid, Path(f"{base}-pyspy-server.txt"), span)
+                spies["locust"] = pyspy(locust.pid, Path(f"{base}-pyspy-locust.txt"), span)
+            try:
+                rc = locust.wait(timeout=args.duration + 180)
+            except subprocess.TimeoutExpired:
+                locust.kill()
+                rc = locust.wait()
             wall = time.monotonic() - started
-            after = server.metrics()
+            sampler.stop()
+            try:
+                after = server.metrics()
+            except OSError as e:  # the server died: report what the samples saw
+                broken.append(f"/metrics after the run: {e}")
+                after = sampler.samples[-1][1] if sampler.samples else before
+            for spy in spies.values():
+                if spy is not None:
+                    try:
+                        spy.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        spy.kill()
+                        spy.wait()
         finally:
             code = server.stop()
+            Path(f"{base}-server.log").write_text("".join(server.log), encoding="utf-8")
         if code not in (0, None):
             broken.append(f"pubex serve exited {code}")
     srv = server_report(before, after, wall)
+    srv["steady"] = steady_report(
+        sampler.samples,
+        before,
+        after,
+        wall,
+        args.users / args.spawn_rate + 1.0,
+        sampler.load_start,
+        connections=args.users,  # every user holds one connection
+    )
+    srv["profile"] = {
+        side: profile_summary(Path(f"{base}-pyspy-{side}.txt"))
+        for side in ("server", "locust")
+        if Path(f"{base}-pyspy-{side}.txt").exists()
+    }
     json_file = Path(f"{base}.json")
     rows = locust_summary(json_file, wall) if json_file.exists() else []
     if rc != 0:
@@ -399,6 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spawn-rate", type=float, default=0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--reports", default=str(REPO / "bench" / "reports"))
+    ap.add_argument("--sample-s", type=float, default=5.0, help="/metrics sampling period")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy record the server and Locust for the run (the profile extra)",
+    )
     ap.add_argument(
         "--no-latency-bounds",
         dest="latency_bounds",

@@ -17,6 +17,13 @@ under gevent) and the trio-free ``gateway.protocol`` codecs (msgspec).
   timestamp of a bid (its ledger time, on the ``event`` or the snapshot's
   ``last_bid_ns``) to the frame's receipt -- server and load generator share
   the machine's clock.
+* Handshakes are admitted in waves: at most ``PUBEX_LOAD_HANDSHAKES`` (default
+  16) per Locust process in flight, and a bidder signs its timestamp only once
+  admitted, right before it connects -- so a spawn faster than the server
+  accepts queues here, not in the server's accept backlog, where a signed
+  timestamp goes stale (401 after ``handshake_window_s``) and trio-websocket
+  resets an upgrade not finished within its 10 s connect timeout.  The
+  ``connect`` request times the admitted handshake only.
 * ``check_bounds`` (a ``quitting`` listener): the process exits 1 when the
   failure ratio or a named p99 breaks the scenario's ``SPEC["bounds"]``.
 
@@ -33,6 +40,7 @@ import os
 import resource
 import secrets
 import time
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 from urllib.parse import urlencode
@@ -40,6 +48,7 @@ from urllib.parse import urlencode
 import gevent
 import websocket
 from gevent.event import AsyncResult
+from gevent.lock import BoundedSemaphore
 from locust import User
 from locust.env import Environment
 
@@ -71,6 +80,7 @@ def plan() -> dict[str, Any]:
 
 
 _bidder_slots = itertools.count()
+_handshakes = BoundedSemaphore(int(os.environ.get("PUBEX_LOAD_HANDSHAKES", "16")))
 
 
 def next_bidder() -> dict[str, Any]:
@@ -97,20 +107,26 @@ class PubexUser(User):
         self.client_seq = 0
 
     # -------------------------------------------------------- connection
-    def connect(self, query: dict[str, str], name: str) -> None:
+    def connect(self, query: dict[str, str] | Callable[[], dict[str, str]], name: str) -> None:
+        """``query`` may be a function: called once admitted (a fresh signature)."""
         url = plan()["ws_url"]
-        full = f"{url}?{urlencode(query)}" if query else url
-        t0 = perf()
-        try:
-            ws = websocket.create_connection(
-                full, timeout=self.reply_timeout_s, skip_utf8_validation=True, suppress_origin=True
-            )
-            hello = p.decode_server(ws.recv())
-            if not isinstance(hello, p.Hello):
-                raise ReplyError(f"expected hello, got {type(hello).__name__}")
-        except Exception as e:
-            self._fire("WS", name, t0, 0, e)
-            raise
+        with _handshakes:
+            q = query() if callable(query) else query
+            full = f"{url}?{urlencode(q)}" if q else url
+            t0 = perf()
+            try:
+                ws = websocket.create_connection(
+                    full,
+                    timeout=self.reply_timeout_s,
+                    skip_utf8_validation=True,
+                    suppress_origin=True,
+                )
+                hello = p.decode_server(ws.recv())
+                if not isinstance(hello, p.Hello):
+                    raise ReplyError(f"expected hello, got {type(hello).__name__}")
+            except Exception as e:
+                self._fire("WS", name, t0, 0, e)
+                raise
         self._fire("WS", name, t0, 0, None)
         ws.settimeout(None)
         self.ws, self.hello = ws, hello
@@ -118,10 +134,14 @@ class PubexUser(User):
 
     def connect_bidder(self, key_id: str, device: str = "") -> None:
         key = agent_key(plan()["seed"], key_id)
-        query = p.auth_params(key, key_id, int(time.time() * 1000), secrets.token_hex(12))
-        if device:
-            query["device"] = device
-        self.connect(query, "connect (bidder)")
+
+        def signed_now() -> dict[str, str]:
+            query = p.auth_params(key, key_id, int(time.time() * 1000), secrets.token_hex(12))
+            if device:
+                query["device"] = device
+            return query
+
+        self.connect(signed_now, "connect (bidder)")
 
     def on_stop(self) -> None:
         if self.reader is not None:
