@@ -333,10 +333,16 @@ class Follower:
         while True:
             txnid = self.ledger.last_txnid()
             if txnid != seen:
-                seen = txnid  # read before draining: a commit during the drain shows next round
                 await self._drain()
-                delay = self.poll_min_s
-                continue
+                # LMDB shows a commit's meta page (what last_txnid reads) before new
+                # read txns may use it (the writer publishes it to readers after the
+                # meta's synced write): a drain in that window reads the older
+                # snapshot.  The txnid counts as seen only once a read txn reached it;
+                # else poll again shortly.  (A commit during the drain shows next round.)
+                if self._snapshot_txnid() >= txnid:
+                    seen = txnid
+                    delay = self.poll_min_s
+                    continue
             with trio.move_on_after(delay):
                 await self._wake.wait()
             if self._wake.is_set():
@@ -344,6 +350,12 @@ class Follower:
                 delay = self.poll_min_s
             else:
                 delay = min(delay * 2, self.poll_max_s)
+
+    def _snapshot_txnid(self) -> int:
+        """The txnid a read txn begun now sees."""
+        with self.ledger.env.begin() as txn:
+            txnid: int = txn.id()
+        return txnid
 
     async def _drain(self) -> None:
         while self.step():
