@@ -9,6 +9,15 @@ HTTP port (hypercorn + Starlette in the same trio.run):
 * ``GET /api/alerts/{id}`` -- one alert with its handling records;
 * ``GET /api/lots?after=LOT&limit=N`` and ``GET /api/lots/{lot}`` -- live
   monitoring (price, bid count, bidders, end time, alerts);
+* ``GET /api/complaints?since=SEQ&limit=N[&lot=LOT]`` and
+  ``GET /api/complaints/{id}`` -- complaints (质疑 / 投诉) for supervisors: the
+  text, the answer deadline, every handling step, the answer, ``overdue``;
+* ``WS /ws/alerts?since=ID[&lot=LOT]`` -- the live alert feed: every alert with
+  id > ``since`` (with its handling so far) as ``{"type": "alert", ...}``, then
+  new alerts as the follower raises them and handling decisions as they are
+  ledgered (``{"type": "handling", ...}``).  A client resumes with the last
+  alert id it saw.  No credentials: bind it to a private address (alerts name
+  bidders);
 * ``GET /metrics`` -- follower position and lag, alerts raised by rule/level;
 * ``GET /healthz`` -- position, ledger tail and lag.
 
@@ -20,6 +29,7 @@ and the projection commit together).
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +39,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
@@ -39,6 +50,24 @@ from services.supervision.projection import SupervisionProjection, SupervisionRe
 
 NAME = "supervision"
 MAX_PAGE = 1000
+FEED_PAGE = 200
+FEED_IDLE_S = 1.0  # a feed re-reads the store at least this often
+PUMP_S = 0.05
+
+
+class Feed:
+    """Wakes the WebSocket feeds when the follower committed alerts or handling."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self, timeout_s: float) -> None:
+        with trio.move_on_after(timeout_s):
+            await self._event.wait()
 
 
 class SuperviseError(Exception):
@@ -56,8 +85,13 @@ def _int_param(request: Request, name: str, default: int, hi: int | None = None)
 
 
 def build_app(
-    reader: SupervisionReader, follower: Follower, registry: CollectorRegistry
+    reader: SupervisionReader,
+    follower: Follower,
+    registry: CollectorRegistry,
+    feed: Feed | None = None,
 ) -> Starlette:
+    feed = feed or Feed()
+
     def json(data: Any, status: int = 200) -> Response:
         return Response(msgspec.json.encode(data), status, media_type="application/json")
 
@@ -100,6 +134,74 @@ def build_app(
             return json({"error": "unknown lot"}, 404)
         return json(m)
 
+    def complaint_row(c: Any, now_ns: int) -> dict[str, Any]:
+        row: dict[str, Any] = msgspec.to_builtins(c)
+        done = c.answered_ns or now_ns
+        row["overdue"] = bool(c.deadline_ns) and done >= c.deadline_ns
+        return row
+
+    async def complaints(request: Request) -> Response:
+        try:
+            since = _int_param(request, "since", 0)
+            limit = max(1, _int_param(request, "limit", 100, MAX_PAGE))
+        except ValueError as e:
+            return bad(e)
+        rows = reader.complaints(since, limit, request.query_params.get("lot"))
+        now = time.time_ns()
+        nxt = rows[-1].filed_seq if rows else since
+        return json({"complaints": [complaint_row(c, now) for c in rows], "next": nxt})
+
+    async def complaint(request: Request) -> Response:
+        c = reader.complaint(request.path_params["complaint_id"])
+        if c is None:
+            return json({"error": "unknown complaint"}, 404)
+        return json(complaint_row(c, time.time_ns()))
+
+    async def ws_alerts(ws: WebSocket) -> None:
+        try:
+            since = int(ws.query_params.get("since") or 0)
+            if since < 0:
+                raise ValueError
+        except ValueError:
+            await ws.close(1008, "since must be a non-negative alert id")
+            return
+        lot = ws.query_params.get("lot") or None
+        await ws.accept()
+
+        async def send(data: Any) -> None:
+            await ws.send_text(msgspec.json.encode(data).decode())
+
+        async def push() -> None:
+            nonlocal since
+            hseq = reader.last_handled_seq()  # before the backlog: nothing falls between
+            await send({"type": "hello", "since": since, "position": follower.position.seq})
+            while True:
+                rows = reader.alerts(since, FEED_PAGE, lot)
+                for a in rows:
+                    found = reader.alert(a.alert_id)
+                    handling = found[1] if found else []
+                    await send({"type": "alert", "alert": a, "handling": handling})
+                    since = a.alert_id
+                handled = reader.handled_since(hseq, FEED_PAGE)
+                for alert_id, h in handled:
+                    hseq = h.seq
+                    if alert_id <= since:  # newer alerts carry their handling
+                        await send({"type": "handling", "alert_id": alert_id, "handling": h})
+                if not rows and not handled:
+                    await feed.wait(FEED_IDLE_S)
+
+        async def until_closed(scope: trio.CancelScope) -> None:
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+            scope.cancel()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(until_closed, nursery.cancel_scope)
+                await push()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the client went away mid-send
+
     async def metrics(request: Request) -> Response:
         follower.refresh_tail()
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
@@ -113,6 +215,9 @@ def build_app(
             Route("/api/alerts/{alert_id}", alert),
             Route("/api/lots", lots),
             Route("/api/lots/{lot}", lot),
+            Route("/api/complaints", complaints),
+            Route("/api/complaints/{complaint_id}", complaint),
+            WebSocketRoute("/ws/alerts", ws_alerts),
             Route("/metrics", metrics),
             Route("/healthz", healthz),
         ]
@@ -156,12 +261,13 @@ async def supervise(
             NAME, ledger, store, [projection], metrics=FollowerMetrics(registry, NAME)
         )
         reader = SupervisionReader(store)
-        app = build_app(reader, follower, registry)
+        feed = Feed()
+        app = build_app(reader, follower, registry, feed)
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(follower.run)
             port = await nursery.start(serve_http, app, host, http_port, shutdown)
-            nursery.start_soon(_count_alerts, projection, raised)
+            nursery.start_soon(_pump, projection, raised, feed)
             nursery.start_soon(_on_signals, shutdown, nursery.cancel_scope)
             url = f"http://{host}:{port}/"
             task_status.started(url)
@@ -171,11 +277,19 @@ async def supervise(
         ledger.close()
 
 
-async def _count_alerts(projection: SupervisionProjection, raised: Counter) -> None:
+async def _pump(projection: SupervisionProjection, raised: Counter, feed: Feed) -> None:
+    """Count what the follower raised and wake the feeds.  The follower applies
+    and commits a chunk in one synchronous step, so whatever is taken here is
+    already readable from the store."""
+    handled = projection.handled
     while True:
-        for a in projection.take_raised():
+        new = projection.take_raised()
+        for a in new:
             raised.labels(a.rule, a.level).inc()
-        await trio.sleep(0.5)
+        if new or projection.handled != handled:
+            handled = projection.handled
+            feed.notify()
+        await trio.sleep(PUMP_S)
 
 
 async def _on_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
