@@ -3,7 +3,7 @@
     pubex simulate --scenario NAME --seed N --ledger DIR
     pubex ledger verify DIR|EXPORT [--receipts FILE] [--against FEED]
     pubex ledger export DIR OUT
-    pubex replay DIR [--lot ID] [--until SEQ]
+    pubex replay DIR [--lot ID] [--until SEQ] [--html OUT.html]
     pubex keygen --out FILE [--key-id ID]
     pubex admin --url WS --token TOKEN ACTION ...
     pubex terminal --key FILE --url WS [--lot LOT ...] [--receipts FILE]
@@ -186,6 +186,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not source_exists(args.dir):
         print(f"pubex replay: no ledger or export at {args.dir}", file=sys.stderr)
         return 2
+    if args.html:
+        return _replay_html(args)
     finals = (LotSold, LotUnsold, LotTerminated)
     keep = (lambda ev: ev.lot_id == args.lot) if args.lot else (lambda ev: type(ev) in finals)
     step, done = _progress(_ledger_size(args.dir), "replay")
@@ -209,6 +211,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for item in router.state.items.values():  # e-mall items: session, last price, resting
         book = item.book
         print(f"{item.item_id} emall {book.session} last={book.last_price} resting={len(book)}")
+    return 0
+
+
+def _replay_html(args: argparse.Namespace) -> int:
+    """One lot's self-contained playback report (services/supervision/playback.py)."""
+    from ledger.export import ExportError
+    from ledger.replay import ReplayDivergence
+    from services.supervision.playback import UnknownLot, write_report
+
+    if not args.lot:
+        print("pubex replay: --html needs --lot", file=sys.stderr)
+        return 2
+    try:
+        pb = write_report(args.dir, args.lot, args.html, args.until)
+    except UnknownLot:
+        print(f"pubex replay: no lot {args.lot!r} in the ledger", file=sys.stderr)
+        return 2
+    except (ExportError, ReplayDivergence) as e:
+        print(f"pubex replay: the ledger does not verify: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.html}: lot {args.lot}, {len(pb.bids)} bids, {len(pb.alerts)} alerts")
     return 0
 
 
@@ -350,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir")
     r.add_argument("--lot", help="a lot's or an e-mall item's timeline")
     r.add_argument("--until", type=int)
+    r.add_argument("--html", metavar="OUT", help="with --lot: a self-contained playback report")
     r.set_defaults(func=cmd_replay)
 
     sv = sub.add_parser("serve", help="the runtime, the WebSocket gateway and the console")
