@@ -18,9 +18,10 @@ PIP := $(VENV_PY) -m pip --disable-pip-version-check
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-# The server command; switch to `serve` once the CLI grows that subcommand.
+# The whole platform: `pubex serve --demo` plus the companion services (supervision,
+# disclosure, registry), one process each on ./var, ports from config [services].
 SIM ?= 1
-RUN_CMD ?= $(VENV)/bin/pubex serve --data ./var --demo $(if $(filter 0,$(SIM)),--no-sim,)
+RUN_CMD ?= $(VENV)/bin/pubex platform --data ./var --demo $(if $(filter 0,$(SIM)),--no-sim,)
 PYTEST_ARGS ?= -q -n 2 --dist loadfile
 MYPY_PATHS ?= engine ledger persistence
 # Debian packages the tests need: chromium (never `playwright install`) and a CJK font for

@@ -20,6 +20,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "bench.gateway",
         "pubex serve acks/s vs trio-websocket echo (+verify), watcher lag",
     ),
+    "services": (
+        "bench.services",
+        "each follower's catch-up vs a verify-and-decode scan, live lag at half max acks",
+    ),
     "report": (
         "bench.report",
         "every suite in turn -> docs/benchmarks.md (+ .json, ack latency chart)",

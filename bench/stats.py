@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -33,6 +34,15 @@ def machine(**extra: Any) -> dict[str, Any]:
 
 
 Row = tuple[str, str, str, str]  # figure, value, limit or peer, ratio
+
+
+def emit(result: dict[str, Any], as_json: bool, table: Callable[[dict[str, Any]], str]) -> None:
+    """A suite's output: one JSON object (``--json``), or its table and elapsed time."""
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(table(result))
+        print(f"elapsed {result['elapsed_s']} s")
 
 
 def ratio(a: float, b: float) -> str:

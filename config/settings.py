@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "LedgerSettings",
     "NetSettings",
+    "ServiceSettings",
     "Settings",
     "load_settings",
 ]
@@ -93,6 +94,13 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     heartbeat_s: Positive = 15  # a peer that misses a ping for this long is dropped
 
 
+class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # HTTP ports of the companions `pubex platform` starts beside the engine (0 = any).
+    supervision_http_port: Port = 8092
+    disclosure_http_port: Port = 8093
+    registry_http_port: Port = 8094
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     data_dir: NonEmpty = "./var"
     ledger: LedgerSettings = msgspec.field(default_factory=LedgerSettings)
@@ -100,6 +108,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     net: NetSettings = msgspec.field(default_factory=NetSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    services: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
 
 
 class ConfigError(ValueError):

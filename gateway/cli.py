@@ -11,6 +11,7 @@
     pubex registry [--data DIR] [--http-port N] [--ws URL --token T]
     pubex registry provision --bidders N --lots M --ws URL --token T
     pubex disclose [--data DIR] [--http-port N]
+    pubex platform [serve's options]   serve + supervise + disclose + registry (make run)
 
 Exit codes: 0 success, 1 verification failure, 2 usage error.
 """
@@ -323,6 +324,12 @@ def cmd_disclose(args: argparse.Namespace) -> int:
     return run_disclose(args)
 
 
+def cmd_platform(args: argparse.Namespace) -> int:
+    from gateway.platform import run_platform
+
+    return run_platform(args)
+
+
 def cmd_terminal(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -334,6 +341,19 @@ def cmd_terminal(args: argparse.Namespace) -> int:
     except KeyFileError as e:
         print(f"pubex terminal: {e}", file=sys.stderr)
         return 2
+
+
+def add_serve_options(p: argparse.ArgumentParser) -> None:
+    """``pubex serve``'s options (``pubex platform`` takes the same)."""
+    p.add_argument("--config", help="a TOML file overriding config/default.toml")
+    p.add_argument("--data", help="data directory (default: the config's data_dir)")
+    p.add_argument("--ws-port", type=int, help="0 picks a free port")
+    p.add_argument("--http-port", type=int, help="0 picks a free port")
+    p.add_argument("--sandbox", action="store_true", help="create the data dir as a sandbox")
+    p.add_argument("--accelerate", type=int, default=1, help="sandbox only: N x clock")
+    p.add_argument("--demo", action="store_true", help="a demo catalogue and bidders")
+    p.add_argument("--no-sim", action="store_true", help="with --demo: no simulated bidders")
+    p.add_argument("--seed", type=int, default=1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -377,16 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_replay)
 
     sv = sub.add_parser("serve", help="the runtime, the WebSocket gateway and the console")
-    sv.add_argument("--config", help="a TOML file overriding config/default.toml")
-    sv.add_argument("--data", help="data directory (default: the config's data_dir)")
-    sv.add_argument("--ws-port", type=int, help="0 picks a free port")
-    sv.add_argument("--http-port", type=int, help="0 picks a free port")
-    sv.add_argument("--sandbox", action="store_true", help="create the data dir as a sandbox")
-    sv.add_argument("--accelerate", type=int, default=1, help="sandbox only: N x clock")
-    sv.add_argument("--demo", action="store_true", help="a demo catalogue and bidders")
-    sv.add_argument("--no-sim", action="store_true", help="with --demo: no simulated bidders")
-    sv.add_argument("--seed", type=int, default=1)
+    add_serve_options(sv)
     sv.set_defaults(func=cmd_serve)
+
+    pf = sub.add_parser("platform", help="serve plus the companion services, one process each")
+    add_serve_options(pf)  # passed on to the serve child
+    pf.set_defaults(func=cmd_platform)
 
     sc = sub.add_parser("schema", help="print the wire protocol's JSON Schema")
     sc.set_defaults(func=cmd_schema)
