@@ -27,7 +27,10 @@ CONSOLE_DIR = Path(__file__).parent / "console"
 VENDOR_DIR = CONSOLE_DIR / "vendor"  # installed from npm by the Makefile, never committed
 
 
-def build_app(gw: Gateway, ws_url: str) -> Starlette:
+def build_app(gw: Gateway, ws_url: str, supervision_url: str = "") -> Starlette:
+    """``supervision_url``: the supervision service (``pubex supervise``) whose
+    alert feed the console shows to staff and supervisors ("" = none)."""
+
     def json(data: Any, status: int = 200) -> Response:
         return Response(msgspec.json.encode(data), status, media_type="application/json")
 
@@ -35,7 +38,13 @@ def build_app(gw: Gateway, ws_url: str) -> Starlette:
         return FileResponse(CONSOLE_DIR / "index.html")
 
     async def config(request: Request) -> Response:
-        return json({"ws_url": ws_url, "server_time_ns": time.time_ns()})
+        return json(
+            {
+                "ws_url": ws_url,
+                "server_time_ns": time.time_ns(),
+                "supervision_url": supervision_url,
+            }
+        )
 
     async def login(request: Request) -> Response:
         """Staff open /login?token=...; the console then authenticates by cookie."""

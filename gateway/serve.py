@@ -102,7 +102,10 @@ async def serve(
                 )
             )
             ws_url = f"ws://{host}:{ws_bound}/ws"
-            app = build_app(gw, ws_url)
+            # The console's alert area follows the supervision service (`pubex platform`
+            # starts it on [services] supervision_http_port; 0 = unknown port, none).
+            sv_port = settings.services.supervision_http_port
+            app = build_app(gw, ws_url, f"http://{host}:{sv_port}/" if sv_port else "")
             http_bound = await nursery.start(serve_http, app, host, http_port, shutdown)
             http_url = f"http://{host}:{http_bound}/"
             # The console's own origin may open WebSockets (browsers send Origin).

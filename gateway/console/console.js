@@ -343,6 +343,7 @@ async function select(id) {
   $("detail-empty").hidden = true;
   $("detail-body").hidden = false;
   $("bid-list").replaceChildren();
+  $("d-replay").href = `/static/replay.html?lot=${encodeURIComponent(id)}`;
   updateDetail();
   await loadBids();
 }
@@ -698,6 +699,7 @@ function onHello(f) {
   pill.textContent = `${names[role] || "观众 Watcher"}${f.identity ? ` · ${f.identity}` : ""}`;
   pill.className = `pill role role-${role}`;
   $("staff").hidden = role !== "staff";
+  if (role === "staff" || role === "supervisor") connectAlerts();
   setConn("conn-up", "实时 Live");
   send({ type: "subscribe", lots: ["*"] });
   if (selected) loadBids(); // catch up on events missed while disconnected
@@ -815,18 +817,123 @@ $("btn-freeze").addEventListener("click", () => askReason("freeze_lot"));
 $("btn-resume").addEventListener("click", () => askReason("resume_lot"));
 $("btn-terminate").addEventListener("click", () => askReason("terminate_lot"));
 
-// Alerts from the supervision service (to be fed later): {level, lot, text, ts_ns}.
+// ------------------------------------------------------ supervision alerts
+// Staff and supervisors subscribe to the supervision service's feed (`supervision_url`
+// in /config.json; WS /ws/alerts?since=ID, resumed after the last alert seen).  Each
+// alert shows its level colour, rule, lot, evidence seqs and detail, with acknowledge /
+// dismiss / escalate buttons that send ledgered `handle_alert` frames on the console's
+// own socket; the feed then pushes the handling back.
+const HANDLE = {
+  acknowledge: ["确认", "Acknowledge"],
+  dismiss: ["驳回", "Dismiss"],
+  escalate: ["上报", "Escalate"],
+};
+const ALERTS_SHOWN = 50;
+let svUrl = "";
+let svSock = null;
+let svSince = 0;
+let svBackoffMs = 1000;
+const alertItems = new Map(); // alert id -> li
+
+function connectAlerts() {
+  if (!svUrl || svSock) return;
+  const u = new URL(svUrl);
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  if (["127.0.0.1", "localhost"].includes(u.hostname)) u.hostname = location.hostname;
+  u.pathname = "/ws/alerts";
+  u.search = `?since=${svSince}`;
+  let sock;
+  try {
+    sock = new WebSocket(u.toString());
+  } catch {
+    return;
+  }
+  svSock = sock;
+  sock.onmessage = (m) => {
+    let f;
+    try {
+      f = JSON.parse(m.data);
+    } catch {
+      return;
+    }
+    if (f.type === "alert") {
+      svSince = Math.max(svSince, f.alert.alert_id);
+      pushAlert(f.alert);
+      for (const h of f.handling || []) showHandling(f.alert.alert_id, h);
+    } else if (f.type === "handling") {
+      showHandling(f.alert_id, f.handling);
+    } else if (f.type === "hello") {
+      svBackoffMs = 1000;
+    }
+  };
+  sock.onclose = () => {
+    if (svSock !== sock) return;
+    svSock = null;
+    setTimeout(connectAlerts, svBackoffMs);
+    svBackoffMs = Math.min(15_000, svBackoffMs * 2);
+  };
+  sock.onerror = () => {};
+}
+
+function handleAlert(alert, action) {
+  const seq = ++clientSeq;
+  const [zh, en] = HANDLE[action];
+  const label = `${zh} ${en} ${alert.rule} #${alert.alert_id}`;
+  const frame = { type: "handle_alert", client_seq: seq, lot: alert.lot_id, alert_key: alert.key, action, note: "" };
+  if (!send(frame)) {
+    logLine("err", `✗ ${label}: 未连接 not connected`);
+    return;
+  }
+  pending.set(seq, { type: "handle_alert", label, reason: "", retried: true, li: logLine("wait", `… ${label}`) });
+}
+
+function showHandling(alertId, h) {
+  const li = alertItems.get(alertId);
+  if (!li) return;
+  li.dataset.handled = h.action;
+  const [zh, en] = HANDLE[h.action] || [h.action, ""];
+  li.querySelector(".handled").textContent = `✓ ${zh} ${en} · ${h.by} #${h.seq}`;
+}
+
+// One alert of the supervision feed: {alert_id, key, rule, level, lot_id, seq, ts_ns,
+// evidence, subjects, detail}.
 export function pushAlert(alert) {
   const list = $("alerts");
   list.querySelector(".muted")?.remove();
-  const li = el("li", `alert ${alert.level || "warn"}`);
-  li.append(
-    el("time", "num", clockText(alert.ts_ns || serverNowMs() * 1e6)),
-    el("b", "", alert.lot || ""),
-    el("span", "", alert.text || ""),
+  if (alertItems.has(alert.alert_id)) return;
+  const li = el("li", `alert ${alert.level || "alert"}`);
+  li.dataset.testid = `alert-${alert.alert_id}`;
+  li.dataset.rule = alert.rule;
+  const ev = alert.evidence || [];
+  const evText = ev.length > 6 ? `${ev.slice(0, 6).join(", ")} …(${ev.length})` : ev.join(", ");
+  const body = el("div", "alert-body");
+  body.append(
+    el("span", `level level-${alert.level}`, alert.level),
+    el("b", "rule", alert.rule),
+    el("span", "lot", alert.lot_id || "全平台 platform"),
+    el("span", "detail", alert.detail || ""),
+    el("small", "evidence", `证据 seq ${evText}`),
+    el("small", "handled", ""),
   );
+  li.append(el("time", "num", clockText(alert.ts_ns || serverNowMs() * 1e6)), body);
+  if (role === "staff" || role === "supervisor") {
+    const actions = el("span", "alert-actions");
+    for (const action of Object.keys(HANDLE)) {
+      const b = el("button", `btn mini ${action}`, HANDLE[action][0]);
+      b.title = HANDLE[action][1];
+      b.dataset.testid = `alert-${alert.alert_id}-${action}`;
+      b.addEventListener("click", () => handleAlert(alert, action));
+      actions.append(b);
+    }
+    body.append(actions);
+  }
+  alertItems.set(alert.alert_id, li);
   list.prepend(li);
-  while (list.children.length > 20) list.lastChild.remove();
+  while (list.children.length > ALERTS_SHOWN) {
+    const last = list.lastElementChild;
+    alertItems.delete(Number(last.dataset.testid?.slice(6)));
+    last.remove();
+  }
 }
 
 // ------------------------------------------------------------------- start
@@ -834,6 +941,7 @@ async function start() {
   try {
     const cfg = await (await fetch("/config.json", { cache: "no-store" })).json();
     wsUrl = cfg.ws_url;
+    svUrl = cfg.supervision_url || "";
     offsetMs = cfg.server_time_ns / 1e6 - Date.now();
     // Reach the socket through the host this page was loaded from (cookie + origin).
     const u = new URL(wsUrl);

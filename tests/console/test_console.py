@@ -4,7 +4,10 @@ A ``pubex serve`` subprocess (no demo) gets 50 English lots, bidders, keys and
 deposits through a staff WebSocket; bidders then bid over their own signed
 connections while the page is watched: a new bid shows, every row of the
 50-lot page updates, a late bid extends the countdown, a staff freeze from the
-page shows the lot frozen.  The wall-screen view is saved to docs/console.png.
+page shows the lot frozen.  A ``pubex supervise`` beside it feeds the alert
+area (the bidders share one IP: W-D1), and a click acknowledges an alert with
+a ledgered ``handle_alert``; the replay page plays a lot's bids back.  The
+wall-screen view is saved to docs/console.png.
 
 Never ``playwright install``: the browser is /usr/bin/chromium (``make test``
 installs it through SYSDEPS).  Without it the test skips, unless
@@ -18,6 +21,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -77,18 +81,35 @@ class Server:
     proc: subprocess.Popen[str]
 
 
+SUPERVISE = [sys.executable, "-m", "gateway.cli", "supervise"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("console-data")
+    sv_port = free_port()
+    config = data.parent / "console.toml"
+    config.write_text(f"[services]\nsupervision_http_port = {sv_port}\n")
     cmd = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data)]
-    cmd += ["--ws-port", "0", "--http-port", "0"]
+    cmd += ["--ws-port", "0", "--http-port", "0", "--config", str(config)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        cmd,
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    # The supervision service on the same data (it waits for the ledger to exist).
+    supervise = subprocess.Popen(
+        [*SUPERVISE, "--data", str(data), "--http-port", str(sv_port)],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         found: list[str] = []
@@ -111,6 +132,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         assert m, found[0]
         yield Server(m.group(1), m.group(2).rstrip("/"), proc)
     finally:
+        if supervise.poll() is None:
+            supervise.send_signal(signal.SIGTERM)
+            try:
+                supervise.wait(15)
+            except subprocess.TimeoutExpired:
+                supervise.kill()
+                supervise.wait(5)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -348,6 +376,15 @@ def test_console_live(server: Server, market: Market, page: Any) -> None:
     for lot, fen in market.price_fen.items():
         expect(tid(f"price-{lot}")).to_have_attribute("data-price-fen", str(fen), timeout=TIMEOUT)
 
+    # The supervision feed: bidders sharing one IP on a lot (W-D1) show in the alert
+    # area; staff acknowledge one, and the ledgered decision comes back on the feed.
+    d1 = pg.locator("#alerts li[data-rule='W-D1']").first
+    expect(d1).to_be_visible(timeout=TIMEOUT)
+    alert_id = d1.get_attribute("data-testid")
+    tid(f"{alert_id}-acknowledge").click()
+    expect(tid(alert_id)).to_have_attribute("data-handled", "acknowledge", timeout=TIMEOUT)
+    expect(tid(alert_id)).to_contain_text("staff:staff-01", timeout=TIMEOUT)
+
     # A little history on the first lot for its chart.
     for k in range(6):
         market.bid(FIRST_LOT, k)
@@ -372,6 +409,22 @@ def test_console_live(server: Server, market: Market, page: Any) -> None:
     pg.wait_for_timeout(1200)  # let the bid flashes fade
     SCREENSHOT.parent.mkdir(exist_ok=True)
     pg.screenshot(path=str(SCREENSHOT))
+
+    # The replay page plays the first lot's bids back at 100x.
+    replay = pg.context.new_page()
+    replay.goto(f"{server.http_url}/static/replay.html?lot={FIRST_LOT}")
+    rid = replay.get_by_test_id
+    expect(rid("replay-total")).to_have_text(str(n_bids), timeout=TIMEOUT)
+    expect(rid("replay-count")).to_have_text("0")
+    rid("replay-speed").select_option("100")
+    rid("replay-play").click()
+    expect(replay.locator("body")).to_have_attribute("data-state", "done", timeout=TIMEOUT)
+    expect(rid("replay-count")).to_have_text(str(n_bids))
+    expect(rid("replay-price")).to_have_attribute(
+        "data-price-fen", str(market.price_fen[FIRST_LOT])
+    )
+    expect(rid("replay-bids").locator("tr")).to_have_count(n_bids)
+    replay.close()
 
     # The e-mall view: an item in its opening call, orders from two traders, the open
     # uncross and a taker; the ladder, the tape and the price chart show them.
