@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from bench.locust.summary import section as load_section
 from bench.stats import machine as stats_machine
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -671,15 +672,8 @@ def render_markdown(report: dict[str, Any], svg_name: str | None) -> str:
                 sections += [f"![ack latency percentiles under rising load]({svg_name})", ""]
             sections += [*sweep_table(r), "", *table(rows_sweep(r))]
     out += sections
-    out += [
-        "",
-        "## Not in this report",
-        "",
-        "- The Locust scenarios of issue 7 (`hot-land`, `storm`, `judicial-day`, `watchers`) "
-        "run against a live server with `make load SCENARIO=…`; their reports go to "
-        "`bench/reports/`.",
-        "",
-    ]
+    # The Locust scenarios run apart (make load); their latest figures, from docs/load.json.
+    out += [*load_section(DOCS / "load.json"), ""]
     return "\n".join(out)
 
 

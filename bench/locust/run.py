@@ -232,6 +232,31 @@ def server_report(before: str, after: str, wall_s: float) -> dict[str, Any]:
     }
 
 
+def fsync_probe(n: int = 150) -> dict[str, float]:
+    """The disk's limit in the same run: ``n`` one-entry LMDB commits with fsync
+    (what a lone bid's durable ack waits for), ms percentiles."""
+    import lmdb
+
+    times = []
+    with tempfile.TemporaryDirectory(prefix="pubex-fsync-", dir=tempfile.gettempdir()) as d:
+        env = lmdb.open(d, map_size=64 << 20, sync=True, metasync=True)
+        try:
+            for i in range(n):
+                t0 = time.perf_counter()
+                with env.begin(write=True) as txn:
+                    txn.put(i.to_bytes(8, "big"), b"x" * 200)
+                times.append((time.perf_counter() - t0) * 1000)
+        finally:
+            env.close()
+    times.sort()
+    return {
+        "commits": n,
+        "p50_ms": round(times[n // 2], 3),
+        "p99_ms": round(times[min(n - 1, int(n * 0.99))], 3),
+        "max_ms": round(times[-1], 3),
+    }
+
+
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -326,9 +351,34 @@ def pyspy(pid: int, out: Path, duration: float) -> subprocess.Popen[bytes] | Non
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
+# Where a server sample goes: the first rule whose every substring is in the
+# stack (and none of its exclusions) names it.
+SERVER_PARTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    ("handshake: auth signature verify", ("Authenticator._bidder", "verify"), ()),
+    ("handshake: hello (codes: a scan of every lot)", ("Gateway._hello",), ()),
+    (
+        "handshake: HTTP upgrade, accept, close",
+        ("_handle_connection",),
+        ("Gateway._receiver", "Gateway._sender", "Gateway._heartbeat"),
+    ),
+    ("frame: signature verify (Ed25519)", ("verify_bid",), ()),
+    ("frame: WebSocket read + parse (trio-websocket reader task)", ("_reader_task",), ()),
+    ("frame: receive, decode, dispatch", ("Gateway._receiver",), ()),
+    ("send: acks, events, snapshots (WebSocket)", ("Gateway._sender",), ()),
+    ("heartbeat pings", ("Gateway._heartbeat",), ()),
+    ("snapshots (conflation)", ("Gateway.snapshots",), ()),
+    ("commit (LMDB group commit, fsync)", ("CommitWorker",), ()),
+    ("engine + ledger journal", ("Runtime.",), ()),
+    ("/metrics, HTTP", ("serve_http",), ()),
+    ("trio run loop (task switches, cancels), other", ("",), ()),
+]
+
+
 def profile_summary(raw: Path, top: int = 12) -> dict[str, Any]:
     """Top frames of py-spy's collapsed stacks: by own (leaf) samples and by
-    inclusive samples (a frame counted once per stack)."""
+    inclusive samples (a frame counted once per stack); for the server, the
+    share of each part (``SERVER_PARTS``)."""
+    parts: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     total = 0
@@ -340,6 +390,10 @@ def profile_summary(raw: Path, top: int = 12) -> dict[str, Any]:
         frames = [f.split(" (")[0] + " (" + f.rsplit("/", 1)[-1] if " (" in f else f for f in
                   stack.split(";")]  # fmt: skip
         total += count
+        for label, needles, without in SERVER_PARTS:
+            if all(n in stack for n in needles) and not any(w in stack for w in without):
+                parts[label] += count
+                break
         own[frames[-1]] += count
         for f in set(frames):
             incl[f] += count
@@ -347,7 +401,12 @@ def profile_summary(raw: Path, top: int = 12) -> dict[str, Any]:
     def pct(c: collections.Counter[str]) -> list[list[Any]]:
         return [[f, round(100 * k / total, 1)] for f, k in c.most_common(top)] if total else []
 
-    return {"samples": total, "own_pct": pct(own), "inclusive_pct": pct(incl)}
+    return {
+        "samples": total,
+        "parts_pct": pct(parts) if "gateway/cli" in raw.read_text()[:4000] else [],
+        "own_pct": pct(own),
+        "inclusive_pct": pct(incl),
+    }
 
 
 # ------------------------------------------------------------------ locust
@@ -383,6 +442,21 @@ def locust_summary(json_file: Path, wall_s: float) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def locust_bounds(rows: list[dict[str, Any]], bounds: dict[str, Any], latency: bool) -> list[str]:
+    """The scenario's Locust bounds, re-checked on the summary rows."""
+    out = []
+    n = sum(r["requests"] for r in rows)
+    fails = sum(r["failures"] for r in rows)
+    if n and fails / n > bounds.get("fail_ratio", 0.0):
+        out.append(f"Locust failures {fails} of {n} requests")
+    for name, limit in bounds.get("p99_ms", {}).items() if latency else ():
+        kind, _, label = name.partition(" ")
+        for r in rows:
+            if (r["type"], r["name"]) == (kind, label) and (r["p99_ms"] or 0) > limit:
+                out.append(f"Locust {name} p99 {r['p99_ms']:.0f} ms > {limit} ms")
+    return out
 
 
 def markdown(
@@ -423,7 +497,12 @@ def markdown(
         f"p99.9 {f(server['ack_p999_us'])} µs, mean {f(server['ack_mean_us'])} µs "
         "(interpolated inside histogram buckets)",
         f"- batches {server['batches']}, {server['entries_per_batch_mean']} entries per "
-        f"batch, commit mean {server['commit_mean_ms']} ms",
+        f"batch, commit mean {server['commit_mean_ms']} ms, p99 {f(server['commit_p99_ms'])} ms; "
+        "the disk in the same run (one-entry LMDB commits with fsync, before / after): p50 "
+        + " / ".join(f"{server['fsync_probe'][k]['p50_ms']}" for k in ("before", "after"))
+        + " ms, p99 "
+        + " / ".join(f"{server['fsync_probe'][k]['p99_ms']}" for k in ("before", "after"))
+        + " ms",
         f"- commands: {json.dumps(server['commands'])}",
         f"- gateway refusals: {json.dumps(server['frames_refused'])}",
     ]
@@ -444,6 +523,10 @@ def markdown(
         ]
     for side, prof in server.get("profile", {}).items():
         lines += ["", f"## py-spy: {side} ({prof['samples']} samples)", ""]
+        if prof.get("parts_pct"):
+            lines += ["| % of samples | part |", "| ---: | --- |"]
+            lines += [f"| {pct} | {part} |" for part, pct in prof["parts_pct"]]
+            lines += [""]
         lines += ["| own % | frame |", "| ---: | --- |"]
         lines += [f"| {pct} | `{frame}` |" for frame, pct in prof["own_pct"]]
         lines += ["", "| inclusive % | frame |", "| ---: | --- |"]
@@ -499,6 +582,7 @@ def run(args: argparse.Namespace) -> int:
                 f"load: provisioned {plan['commands']} commands in {plan['provision_s']} s",
                 flush=True,
             )
+            probe_before = fsync_probe()
             before = server.metrics()
             started = time.monotonic()
             sampler = Sampler(server, args.sample_s)
@@ -542,6 +626,7 @@ def run(args: argparse.Namespace) -> int:
         if code not in (0, None):
             broken.append(f"pubex serve exited {code}")
     srv = server_report(before, after, wall)
+    srv["fsync_probe"] = {"before": probe_before, "after": fsync_probe()}
     srv["steady"] = steady_report(
         sampler.samples,
         before,
@@ -558,8 +643,9 @@ def run(args: argparse.Namespace) -> int:
     }
     json_file = Path(f"{base}.json")
     rows = locust_summary(json_file, wall) if json_file.exists() else []
-    if rc != 0:
-        broken.append(f"locust exited {rc} (a Locust bound broke, see its output)")
+    if rc != 0:  # name what broke (the quitting listener printed it to Locust's output)
+        named = locust_bounds(rows, spec["bounds"], args.latency_bounds)
+        broken += named or [f"locust exited {rc} (see its output)"]
     limit = spec["bounds"].get("server_ack_p99_us")
     if limit is not None and args.latency_bounds:
         buckets = [(float(b), c) for b, c in srv["ack_buckets_us"]]
