@@ -342,13 +342,28 @@ class Router:
 
     def _suspend_overdue(self, reason: str, last_ns: int, now_ns: int, out: list[Event]) -> None:
         """R-1.8.1 system failure: freeze each overdue lot as of the last time
-        the engine saw before the outage, keeping its remaining time then."""
+        the engine saw before the outage, keeping its remaining time then.
+
+        A sold lot's deadline is a settlement window, not trading: it is not
+        frozen (a frozen lot resumes into its old trading phase) but moved by
+        the outage, so the payer keeps the time it had left."""
         heap, lots = self._heap, self.state.lots
+        moved: list[Lot] = []
         while heap and heap[0][0] <= now_ns:
             deadline, lot_id = heapq.heappop(heap)
             lot = lots[lot_id]
-            if lot.deadline_ns == deadline:
+            if lot.deadline_ns != deadline:
+                continue
+            if lot.status == SOLD:
+                lot.deadline_ns = now_ns + max(deadline - last_ns, 1)
+                out.append(
+                    SettlementChanged(lot_id, lot.leader_code, lot.settlement, lot.deadline_ns)
+                )
+                moved.append(lot)
+            else:
                 self._do_freeze(lot, last_ns, reason, out, system=True)
+        for lot in moved:  # after the loop: the new deadlines are in the future
+            self._schedule(lot)
 
     def _runtime_started(self, cmd: RuntimeStarted, now_ns: int, out: list[Event]) -> None:
         out.append(RuntimeStartedEvent("", cmd.accelerate, cmd.sandbox, cmd.engine_version))

@@ -267,3 +267,27 @@ def test_R_6_3_2_invalid_reveal_forfeits_when_the_rules_say_so():
     m2.tick(START)
     m2.cmd(SubmitSealed, bidder_origin("a"), None, lot_id="T1", commitment="ab" * 32)
     assert of_type(m2.tick(END + TENDER_LOWEST.reveal_window_ns), DepositForfeited) == []
+
+
+def test_R_1_8_1_an_outage_moves_a_payment_window_and_never_reopens_a_sold_lot():
+    """SuspendOverdue used to freeze a sold lot whose payment deadline passed
+    during the outage; ResumeLot then reopened it in its bidding phase and it
+    was sold a second time.  Now the window moves by the outage instead."""
+    m = sold_english()
+    last = m.now
+    remaining = m.lot("L1").deadline_ns - last
+    out = m.suspend_overdue(END + PAY + 7 * DAY)  # down across the payment deadline
+    moved = one(out, SettlementChanged)
+    assert (moved.state, moved.until_ns) == ("awaiting_payment", m.now + remaining)
+    lot = m.lot("L1")
+    assert (lot.status, lot.settlement, lot.deadline_ns) == (
+        SOLD,
+        "awaiting_payment",
+        m.now + remaining,
+    )
+    assert reject_code(m.resume("L1")) == Reject.lot_not_frozen
+    assert reject_code(m.bid("L1", "c", 1_200)) == Reject.lot_closed
+    assert m.router.next_deadline_ns() == lot.deadline_ns
+    assert Router.restore(m.router.snapshot()).next_deadline_ns() == lot.deadline_ns
+    m.cmd(ConfirmPayment, SERVICE, None, lot_id="L1")
+    assert lot.settlement == PAID and m.router.next_deadline_ns() is None
