@@ -105,7 +105,8 @@ def one(server_json: Path) -> dict[str, Any]:
 
 def collect(reports: Path, also: list[Path] | None = None) -> dict[str, Any]:
     """The newest run of each scenario under ``reports``, and the runs ``also``
-    named (e.g. a scenario at another size), keyed ``<scenario> (<users> users)``."""
+    named (another size, or an earlier run on a quieter machine), keyed
+    ``<scenario> (<users> users, earlier run)``."""
     latest: dict[str, Path] = {}
     for f in sorted(reports.glob("*-server.json")):
         m = _STAMP.match(f.name)
@@ -116,7 +117,7 @@ def collect(reports: Path, also: list[Path] | None = None) -> dict[str, Any]:
     for f in also or []:
         extra = one(f)
         extra["report"] = f"{f.parent.name}/{extra['report'].rsplit('/', 1)[-1]}"
-        scenarios[f"{extra['scenario']} ({extra.get('users')} users)"] = extra
+        scenarios[f"{extra['scenario']} ({extra.get('users')} users, earlier run)"] = extra
     return {"scenarios": scenarios}
 
 
