@@ -6,6 +6,7 @@ swapped (e.g. for wsproto directly) by rewriting this file alone.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,7 +43,12 @@ class Request:
         return str(getattr(remote, "address", remote))
 
     async def reject(self, status: int, body: str) -> None:
-        await self._raw.reject(status, body=body.encode())
+        """Refuse the upgrade; a client that already left has nothing to be told
+        (letting ConnectionClosed escape here ended the whole server)."""
+        with contextlib.suppress(
+            ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            await self._raw.reject(status, body=body.encode())
 
     async def accept(self) -> Socket:
         return Socket(await self._raw.accept())

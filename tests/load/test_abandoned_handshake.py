@@ -7,9 +7,8 @@ their sockets; the server then refused the stale request (401) and
 ``Gateway.handle`` (gateway/server.py, both ``reject`` calls), through
 trio-websocket's handler nursery, and ended the whole server.  Any client
 can do it without credentials: send an upgrade that will be refused and
-close.  The fix belongs in the gateway (suppress ``ws.ConnectionClosed``
-around ``reject``, as ``accept`` already does); until then this test is an
-expected failure, strict, so it flags the fix.
+close.  Fixed in gateway/ws.py: ``Request.reject`` suppresses the closed
+connection, as ``accept``'s caller already did.
 """
 
 from __future__ import annotations
@@ -29,9 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gateway: request.reject raises ConnectionClosed out of Gateway.handle"
-)
 def test_server_survives_clients_that_leave_before_their_refusal(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(tmp_path / "data")]
     argv += ["--ws-port", "0", "--http-port", "0"]
