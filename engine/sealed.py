@@ -235,10 +235,15 @@ class Sealed(Ascending):
         out.append(LotSold(lot.lot_id, code, lot.price_fen, at_ns, lot.reserve_fen))
 
     def pass_award(self, lot: Lot, voided_id: str, at_ns: int, out: list[Event]) -> str:
-        """R-1.2.4: the award passes to the next valid rank; "" when none is left."""
+        """R-1.2.4: the award passes to the next valid rank; "" when none is left.
+        A sale's secret reserve still applies (R-0.5): no rank below it wins."""
         order = lot.award_order
         rest = order[order.index(voided_id) + 1 :] if voided_id in order else []
         for bidder_id in rest:
+            if lot.rules.evaluation == "highest" and (
+                lot.sealed[bidder_id].amount_fen < lot.reserve_fen
+            ):
+                return ""  # ranked by amount: every later rank is below it too
             if bidder_id not in lot.barred:
                 lot.settlement = ""
                 self.award(lot, bidder_id, at_ns, out)

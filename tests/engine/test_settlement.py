@@ -291,3 +291,30 @@ def test_R_1_8_1_an_outage_moves_a_payment_window_and_never_reopens_a_sold_lot()
     assert Router.restore(m.router.snapshot()).next_deadline_ns() == lot.deadline_ns
     m.cmd(ConfirmPayment, SERVICE, None, lot_id="L1")
     assert lot.settlement == PAID and m.router.next_deadline_ns() is None
+
+
+def test_R_1_2_4_a_voided_sale_award_never_passes_below_the_reserve():
+    """The pass-on used to skip the reserve check the first award made: the
+    second rank won a one-time-quote sale at 11,000 under a 15,000 reserve."""
+    rules = RuleSet(name="t", evaluation="highest", post_qualification=True)
+    m = Market()
+    m.create("T1", "sealed", rules=rules, deposit=500, start_price=10_000, increment=1)
+    m.set_reserve("T1", 15_000)
+    for b in "abc":
+        m.register("T1", b)
+    m.tick(START)
+    amounts = {"a": 20_000, "b": 11_000, "c": 16_000}
+    for b, amt in amounts.items():
+        c = seal_commitment("T1", amt, b)
+        m.cmd(SubmitSealed, bidder_origin(b), None, lot_id="T1", commitment=c)
+    m.tick(END)
+    for b, amt in amounts.items():
+        m.cmd(RevealSealed, bidder_origin(b), None, lot_id="T1", amount_fen=amt, nonce=b)
+    assert one(m.tick(END + rules.reveal_window_ns), LotSold).bidder_code == "0001"
+    out = m.cmd(QualifyWinner, STAFF, None, lot_id="T1", passed=False)
+    assert one(out, AwardVoided).passes_to == "0003"  # 16,000 >= the reserve
+    assert one(out, LotSold).price_fen == 16_000
+    out = m.cmd(QualifyWinner, STAFF, None, lot_id="T1", passed=False)
+    assert one(out, AwardVoided).passes_to == ""  # 11,000 < 15,000
+    assert of_type(out, LotSold) == []
+    assert one(out, LotUnsold).reason == "voided" and m.lot("T1").status == UNSOLD
