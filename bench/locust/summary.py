@@ -82,6 +82,7 @@ def one(server_json: Path) -> dict[str, Any]:
         out["users"] = plan.get("users")
     rows = data.get("locust", [])
     out["connects"] = sum(r["requests"] for r in rows if r["name"].startswith("connect"))
+    out["users"] = max(out.get("users") or 0, out["connects"])  # watchers: plan = its bidders
     out["connect_failures"] = sum(r["failures"] for r in rows if r["name"].startswith("connect"))
     locust_json = Path(f"{base}.json")
     if locust_json.exists():
@@ -159,7 +160,9 @@ def section(path: Path = DEFAULT_OUT) -> list[str]:
         "(not committed). Server ack = the server's µs histogram from frame received to "
         "durable reply sent (`/metrics` before and after; interpolated in buckets); "
         "steady = from the first `/metrics` sample after the last user started to the end. "
-        "Locust = client round trip of every request but the connects, whole ms. The disk "
+        "1,000.0 ms is the histogram's last finite bucket: read it as >= 1 s. "
+        "Locust = client round trip of every request but the connects (watchers: their lag "
+        "samples count as requests), whole ms. The disk "
         "column is the same run's probe (150 one-entry LMDB commits with fsync, before and "
         "after; the worse p99): a durable ack cannot beat it.",
         "",
