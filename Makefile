@@ -125,7 +125,7 @@ bench: $(STAMP_BENCH)
 
 # One bounded Locust run against `pubex serve` on 127.0.0.1 (bench/locust/run.py): reports
 # under bench/reports/; non-zero exit when the scenario's failure or p99 bounds break.
-#   make load SCENARIO=hot-land|storm|judicial-day|watchers [USERS=N] [DURATION=S]
+#   make load SCENARIO=hot-land|storm|judicial-day|emall|watchers [USERS=N] [DURATION=S]
 SCENARIO ?= hot-land
 USERS ?=
 DURATION ?=
