@@ -9,6 +9,7 @@ fields are appended with defaults, like the engine's messages.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -125,6 +126,19 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     alert_id: int = 0  # assigned by the projection, 1, 2, ... in raising order
 
 
+ALERT_KEY_MAX = 128  # the engine's limit on HandleAlert.alert_key
+
+
+def alert_key(seq: int, rule: str, lot_id: str, subject: str) -> str:
+    """Stable and at most ALERT_KEY_MAX characters, so every alert can be handled:
+    a long subject (a device fingerprint, key material) is replaced by its hash."""
+    key = f"{seq}/{rule}/{lot_id}/{subject}"
+    if len(key) <= ALERT_KEY_MAX:
+        return key
+    digest = hashlib.blake2b(subject.encode(), digest_size=16).hexdigest()
+    return f"{seq}/{rule}/{lot_id}/h:{digest}"[:ALERT_KEY_MAX]
+
+
 def make_alert(
     rule: str,
     level: Level,
@@ -141,7 +155,7 @@ def make_alert(
     if len(ev) > cap:
         ev = ev[:cap]
     return Alert(
-        key=f"{seq}/{rule}/{lot_id}/{subject}",
+        key=alert_key(seq, rule, lot_id, subject),
         rule=rule,
         level=level,
         lot_id=lot_id,

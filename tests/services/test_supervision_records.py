@@ -261,3 +261,15 @@ def test_b3_near_miss_unrelated_runner_up(market: Market, sv: Sv) -> None:
 def test_epoch_is_inside_the_calendar() -> None:
     # The scenarios above rely on the harness epoch being a 2026 date.
     assert datetime.fromtimestamp(EPOCH_NS / 1e9, CHINA).year == 2026
+
+
+def test_alert_keys_fit_the_engines_limit_whatever_the_subject():
+    from services.supervision.model import ALERT_KEY_MAX, alert_key
+
+    short = alert_key(7, "W-D1", "L1", "10.0.0.1")
+    assert short == "7/W-D1/L1/10.0.0.1"
+    long_subject = "fp:" + "ab" * 200  # a very long device fingerprint
+    key = alert_key(7, "W-D2", "L" * 64, long_subject)
+    assert len(key) <= ALERT_KEY_MAX
+    assert key == alert_key(7, "W-D2", "L" * 64, long_subject)  # stable across rebuilds
+    assert key != alert_key(7, "W-D2", "L" * 64, long_subject + "x")
