@@ -113,6 +113,7 @@ from engine.state import (
     FROZEN,
     OPEN,
     PAID,
+    PENDING,
     PUBLISHED,
     REGIONS,
     REVEAL,
@@ -715,8 +716,13 @@ class Router:
             raise Reply(Reject.no_seed_committed)
         if lot.draw_seed:
             raise Reply(Reject.already_revealed)
-        if lot.status in (DRAFT, PUBLISHED) or (lot.status == OPEN and lot.phase == SUBMISSION):
+        if lot.status in (DRAFT, PUBLISHED) or lot.phase in (PENDING, SUBMISSION):
+            # FROZEN keeps the phase: a lot frozen before its deadline is still before it.
             raise Reply(Reject.phase_not_accepting, "reveal the seed after the deadline")
+        if lot.status not in (OPEN, FROZEN) or lot.phase not in (REVEAL, DRAW, EVALUATION):
+            # Evaluated without it (the announced fallback): a late seed would
+            # re-rank whatever is still ranked (VBP revival acceptors) another way.
+            raise Reply(Reject.too_late_for_seed, "the draw already fell back")
         if not valid_seed_hex(cmd.seed_hex) or seed_hash(cmd.seed_hex) != lot.draw_seed_hash:
             raise Reply(Reject.seed_mismatch)
         lot.draw_seed = cmd.seed_hex.lower()

@@ -217,3 +217,33 @@ def test_property_scoring_award_is_the_one_the_rules_name(prices, points):
     expected = [b for b in tied if prices[b] == cheapest]
     order = sorted(expected, key=lambda b: m.lot("T1").sealed[b].submitted_seq)
     assert one(out, LotSold).bidder_code == codes[order[0]]
+
+
+def test_draw_seed_not_revealed_while_frozen_before_the_deadline():
+    """A lot frozen in its submission phase is still before the deadline; the
+    reveal used to pass (only OPEN + submission was refused), so bidders could
+    learn the tie order and replace their bids after the resume."""
+    m = tender(TENDER_LOWEST)
+    m.cmd(CommitDrawSeed, STAFF, None, lot_id="T1", seed_hash=seed_hash(SEED))
+    m.freeze("T1")
+    out = m.cmd(RevealDrawSeed, STAFF, None, lot_id="T1", seed_hex=SEED)
+    assert reject_code(out) == Reject.phase_not_accepting
+    assert m.lot("T1").draw_seed == ""
+
+
+def test_draw_seed_too_late_once_the_draw_fell_back():
+    """After the DRAW window lapsed, the VBP lot announced submission order and
+    moved on to revival; a late seed used to be accepted there and re-ranked
+    the revival acceptors by the draw while the rule-1 ranks used submission
+    order."""
+    from tests.engine.test_vbp import quote_round, vbp_market
+
+    m = vbp_market()
+    m.cmd(CommitDrawSeed, STAFF, None, lot_id="V1", seed_hash=seed_hash(SEED))
+    quote_round(m, {"a": 10_000, "b": 17_000, "c": 30_000, "d": 40_000})
+    assert m.lot("V1").phase == "draw"
+    m.tick(m.lot("V1").deadline_ns)  # no seed: falls back
+    assert m.lot("V1").phase == "revival"
+    out = m.cmd(RevealDrawSeed, STAFF, None, lot_id="V1", seed_hex=SEED)
+    assert reject_code(out) == Reject.too_late_for_seed
+    assert m.lot("V1").draw_seed == ""
