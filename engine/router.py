@@ -982,6 +982,10 @@ class Router:
         lot.frozen_remaining_ns = -1
         self._schedule(lot)
         out.append(LotResumed(lot.lot_id, cmd.reason, lot.phase, lot.end_ns))
+        if lot.status == OPEN and lot.phase == DRAW and lot.draw_seed:
+            # The seed was revealed while frozen: evaluate now, as the reveal would have.
+            (VBP if lot.mechanism == "vbp" else SEALED).evaluate(lot, now_ns, out)
+            self._after_change(lot, now_ns, out)
 
     def _terminate(self, cmd: TerminateLot, now_ns: int, out: list[Event]) -> None:
         lot = self._lot(cmd.lot_id)

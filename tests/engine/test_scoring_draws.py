@@ -247,3 +247,18 @@ def test_draw_seed_too_late_once_the_draw_fell_back():
     out = m.cmd(RevealDrawSeed, STAFF, None, lot_id="V1", seed_hex=SEED)
     assert reject_code(out) == Reject.too_late_for_seed
     assert m.lot("V1").draw_seed == ""
+
+
+def test_draw_seed_revealed_while_frozen_evaluates_on_resume():
+    """A seed revealed while the lot waited frozen in 'draw' used to leave it
+    waiting out the rest of the draw window after the resume."""
+    m = tender(TENDER_LOWEST)
+    m.cmd(CommitDrawSeed, STAFF, None, lot_id="T1", seed_hash=seed_hash(SEED))
+    bids(m, {"a": 900_000, "b": 900_000, "c": 900_000})
+    assert m.lot("T1").phase == "draw"
+    m.freeze("T1")
+    assert one(m.cmd(RevealDrawSeed, STAFF, None, lot_id="T1", seed_hex=SEED), DrawSeedRevealed)
+    out = m.resume("T1")
+    expected = min(("0001", "0002", "0003"), key=lambda c: draw_key(SEED, "T1", c))
+    assert one(out, LotSold).bidder_code == expected
+    assert m.lot("T1").status == SOLD and m.router.next_deadline_ns() is None
