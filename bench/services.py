@@ -228,14 +228,17 @@ def raw_scan(ledger_dir: Path, decode_all: bool = True) -> dict[str, Any]:
 
 
 def _instrument(samples: array.array[int], timing: dict[str, float]) -> None:
-    """Time ``Follower.step`` and record (entry ts, commit wall time) per entry."""
+    """Time ``Follower.step`` and record per entry (its sequencer ts, the wall time
+    the step that applied it began reading, the wall time its chunk committed)."""
     from services.follower import Follower
 
     step, note = Follower.step, Follower._note_chunk
+    began = [0]
 
     def timed_step(self: Follower, limit: int | None = None) -> int:
         if "t0" not in timing:
             timing["t0"], timing["c0"] = time.perf_counter(), time.process_time()
+        began[0] = time.time_ns()
         n = step(self, limit)
         if n:
             timing["t1"], timing["c1"] = time.perf_counter(), time.process_time()
@@ -246,8 +249,7 @@ def _instrument(samples: array.array[int], timing: dict[str, float]) -> None:
         now = time.time_ns()
         note(self, entries)
         for e in entries:
-            samples.append(e.ts_ns)
-            samples.append(now)
+            samples.extend((e.ts_ns, began[0], now))
 
     Follower.step = timed_step  # type: ignore[method-assign]
     Follower._note_chunk = noted  # type: ignore[method-assign]
@@ -255,7 +257,7 @@ def _instrument(samples: array.array[int], timing: dict[str, float]) -> None:
 
 def child_run(name: str, data: Path, out: Path) -> int:
     """The service ``name`` as ``pubex`` would run it, instrumented; on exit writes
-    its catch-up timing (JSON) and samples (int64 pairs) to ``out`` and ``out.bin``."""
+    its catch-up timing (JSON) and samples (int64 triples) to ``out`` and ``out.bin``."""
     module, fn = SERVICES[name]
     mod = importlib.import_module(module)
     ap = argparse.ArgumentParser()
@@ -321,7 +323,7 @@ class Child:
         return self.url
 
     def stop(self) -> dict[str, Any]:
-        """SIGTERM, wait; the timing it wrote and its (ts_ns, applied_ns) samples."""
+        """SIGTERM, wait; the timing it wrote and its (ts, read began, applied) samples."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -435,11 +437,19 @@ def _wait_applied(serve_http: str, follower_urls: Sequence[str], timeout_s: floa
 
 
 def lag_figures(samples: array.array[int], lo_ns: int, hi_ns: int) -> dict[str, Any]:
-    lags = sorted(
-        samples[i + 1] - samples[i]
-        for i in range(0, len(samples), 2)
-        if lo_ns <= samples[i] <= hi_ns
-    )
+    """Per entry stamped in [lo, hi]: lag = applied - ts, split into the wait (ts -> the
+    follower's read began: gateway commit + fsync + the follower's poll) and the apply
+    (read began -> its store committed: read, verify, project, fsync)."""
+    lags, waits, applies = [], [], []
+    for i in range(0, len(samples), 3):
+        ts, began, applied = samples[i], samples[i + 1], samples[i + 2]
+        if lo_ns <= ts <= hi_ns:
+            lags.append(applied - ts)
+            waits.append(began - ts)
+            applies.append(applied - began)
+    lags.sort()
+    waits.sort()
+    applies.sort()
     ms = lambda ns: round(ns / 1e6, 2)  # noqa: E731
     return {
         "live_lag_samples": len(lags),
@@ -447,13 +457,17 @@ def lag_figures(samples: array.array[int], lo_ns: int, hi_ns: int) -> dict[str, 
         "live_lag_p99_ms": ms(pct(lags, 99)),
         "live_lag_p999_ms": ms(pct(lags, 99.9)),
         "live_lag_max_ms": ms(lags[-1]) if lags else 0.0,
+        "live_wait_p50_ms": ms(pct(waits, 50)),
+        "live_wait_p99_ms": ms(pct(waits, 99)),
+        "live_apply_p50_ms": ms(pct(applies, 50)),
+        "live_apply_p99_ms": ms(pct(applies, 99)),
     }
 
 
 def live_lag(
     names: Sequence[str], tmp: Path, live_s: float, closed_s: float, conns: int
 ) -> dict[str, Any]:
-    from bench.gateway import Server, closed_pair, pubex_setup, raise_nofile, run_load
+    from bench.gateway import Server, closed_pair, pubex_setup, raise_nofile, run_load, scrape
 
     raise_nofile()
     data = tmp / "live"
@@ -480,9 +494,10 @@ def live_lag(
         rate = max(50.0, res["per_s"] * 0.5)
         before = {n: scrape_lag_hist(c.url) for n, c in children.items()}
         log(f"live: open loop at {rate:,.0f}/s for {live_s} s; lag per entry per follower")
-        lo = time.time_ns()
+        m0, lo = scrape(srv.http), time.time_ns()
         ol = run_load("open", srv.url, srv.pid, conns=conns, rate=rate, duration=live_s)
-        hi = time.time_ns()
+        m1, hi = scrape(srv.http), time.time_ns()
+        d = {k: m1[k] - m0[k] for k in m0}
         _wait_applied(srv.http, [c.url for c in children.values()], 10.0)
         after = {n: scrape_lag_hist(c.url) for n, c in children.items()}
         r.update(
@@ -492,8 +507,17 @@ def live_lag(
                 "live_bids": ol["msgs"],
                 "live_missing_acks": ol["missing"],
                 "live_bad": ol["bad"],
+                "live_first_bad": ol["first_bad"],
                 "live_ack_p99_us": ol["p99_us"],
                 "live_s": live_s,
+                # The gateway's own part of every lag: its group commit (fsync) after
+                # stamping the entries, mean per batch over the window.
+                "live_gateway_commit_mean_ms": round(
+                    d["pubex_commit_seconds_sum"] * 1e3 / (d["pubex_commit_seconds_count"] or 1), 2
+                ),
+                "live_gateway_batch_mean_entries": round(
+                    d["pubex_batch_entries_sum"] / (d["pubex_batch_entries_count"] or 1), 1
+                ),
             }
         )
         per: dict[str, dict[str, Any]] = {}

@@ -37,7 +37,11 @@ Projections: objects with ``dbs`` (the named dbs they own, opened by the
 follower), ``load(store, txn)`` (take the db handles with ``store.db(name)``
 and rebuild any in-memory cache from the store: called at start and again
 after an aborted write) and ``apply(txn, entry)``.  Durable state goes into
-``txn``; anything kept in memory must be re-derivable by ``load``.
+``txn``; anything kept in memory must be re-derivable by ``load``.  Optional
+``flush(txn)``: called once per chunk, after its last ``apply`` and in the
+same txn -- a record that many entries of a chunk change (a lot's monitor on
+every bid) can then be encoded and put once per chunk instead of once per
+entry; ``load`` drops whatever was pending (the txn that held it aborted).
 """
 
 from __future__ import annotations
@@ -200,6 +204,8 @@ class Follower:
         self.ledger = ledger
         self.store = store
         self.projections = list(projections)
+        flushes = (getattr(p, "flush", None) for p in self.projections)
+        self._flushes: list[Callable[[Txn], None]] = [f for f in flushes if f is not None]
         self.chunk_entries = chunk_entries
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
@@ -265,12 +271,14 @@ class Follower:
             return 0
         last = entries[-1]
         new_pos = Position(last.seq, last.entry_hash)
-        projections = self.projections
+        projections, flushes = self.projections, self._flushes
 
         def write(txn: Txn) -> None:
             for entry in entries:
                 for p in projections:
                     p.apply(txn, entry)
+            for flush in flushes:
+                flush(txn)
 
         self.store.write(write, new_pos, on_retry=self._load)
         self._position = new_pos
