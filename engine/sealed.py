@@ -257,11 +257,15 @@ class Sealed(Ascending):
         committee's mean non-price points; rank by total desc, price asc, draw."""
         lowest = min(b.amount_fen for _, b in valid)
         weight = lot.rules.price_weight_points
+        # The mean over every member who scored on the lot: a member's missing
+        # mark counts as 0 (not as absent, which would lift a bid one strict
+        # member never got to).
+        members = len({m for marks in lot.scores.values() for m in marks})
         totals: dict[str, tuple[Fraction, Fraction, Fraction]] = {}
         for bidder_id, bid in valid:
             price_pts = Fraction(lowest * weight, bid.amount_fen)
             marks = lot.scores.get(bidder_id, {})
-            other = Fraction(sum(marks.values()), 100 * len(marks)) if marks else Fraction(0)
+            other = Fraction(sum(marks.values()), 100 * members) if members else Fraction(0)
             totals[bidder_id] = (price_pts, other, price_pts + other)
         order = sorted(
             valid,

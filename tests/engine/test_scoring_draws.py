@@ -262,3 +262,18 @@ def test_draw_seed_revealed_while_frozen_evaluates_on_resume():
     expected = min(("0001", "0002", "0003"), key=lambda c: draw_key(SEED, "T1", c))
     assert one(out, LotSold).bidder_code == expected
     assert m.lot("T1").status == SOLD and m.router.next_deadline_ns() is None
+
+
+def test_R_6_4_1_a_missing_mark_counts_as_zero_in_the_committee_mean():
+    """At the evaluation deadline the mean was taken over the members who had
+    scored that bid, so a bid a strict member never scored beat one it had."""
+    m = tender(TENDER_SCORING)
+    bids(m, {"a": 800_000, "b": 800_000, "c": 1_000_000})
+    score(m, "m1", "0001", 6_000)
+    score(m, "m1", "0002", 6_000)
+    score(m, "m2", "0001", 4_000)  # m2 never scores b (nor c)
+    out = m.tick(m.lot("T1").deadline_ns)
+    result = one(out, EvaluationResult)
+    others = {e.bidder_code: e.other_points_milli for e in result.entries}
+    assert others == {"0001": 50_000, "0002": 30_000, "0003": 0}
+    assert one(out, LotSold).bidder_code == "0001"
