@@ -737,8 +737,9 @@ class Router:
         lot = self._lot(cmd.lot_id)
         if lot.mechanism != "sealed" or lot.rules.evaluation != "scoring":
             raise Reply(Reject.wrong_mechanism)
-        if lot.status != OPEN or lot.phase != EVALUATION:
-            raise Reply(SEALED.refuse_bid(lot) or Reject.phase_not_accepting, lot.phase)
+        refused = SEALED.phase_refusal(lot, EVALUATION)
+        if refused is not None:
+            raise Reply(refused, lot.phase)
         member = self._ident
         if member in lot.bidders:
             raise Reply(Reject.not_committee_for_lot, "a member may not score a lot it bid on")
@@ -756,8 +757,9 @@ class Router:
         lot = self._lot(cmd.lot_id)
         if lot.mechanism != "sealed" or lot.rules.evaluation != "scoring":
             raise Reply(Reject.wrong_mechanism)
-        if lot.status != OPEN or lot.phase != EVALUATION:
-            raise Reply(SEALED.refuse_bid(lot) or Reject.phase_not_accepting, lot.phase)
+        refused = SEALED.phase_refusal(lot, EVALUATION)
+        if refused is not None:
+            raise Reply(refused, lot.phase)
         members = {m for marks in lot.scores.values() for m in marks}
         for bidder_id, _ in SEALED.valid_bids(lot):
             if not members or set(lot.scores.get(bidder_id, {})) != members:
@@ -770,8 +772,9 @@ class Router:
         lot = self._lot(lot_id)
         if lot.mechanism != "vbp":
             raise Reply(Reject.wrong_mechanism)
-        if lot.status != OPEN or lot.phase != phase:
-            raise Reply(VBP.refuse_bid(lot) or Reject.phase_not_accepting, lot.phase)
+        refused = VBP.phase_refusal(lot, phase)
+        if refused is not None:
+            raise Reply(refused, lot.phase)
         return lot
 
     def _accept_revival(self, cmd: AcceptRevival, now_ns: int, out: list[Event]) -> None:

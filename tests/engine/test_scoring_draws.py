@@ -277,3 +277,20 @@ def test_R_6_4_1_a_missing_mark_counts_as_zero_in_the_committee_mean():
     others = {e.bidder_code: e.other_points_milli for e in result.entries}
     assert others == {"0001": 50_000, "0002": 30_000, "0003": 0}
     assert one(out, LotSold).bidder_code == "0001"
+
+
+def test_phase_refusals_of_scores_finalize_and_revival_name_the_phase():
+    """An open lot in another phase answered wrong_mechanism (Sealed.refuse_phase
+    is wrong_mechanism for PlaceBid) instead of phase_not_accepting."""
+    from engine.messages import AcceptRevival
+    from tests.engine.test_vbp import vbp_market
+
+    m = tender(TENDER_SCORING)  # open, in submission
+    assert reject_code(score(m, "m1", "0001", 10)) == Reject.phase_not_accepting
+    out = m.cmd(FinalizeEvaluation, STAFF, None, lot_id="T1")
+    assert reject_code(out) == Reject.phase_not_accepting
+    m.freeze("T1")
+    assert reject_code(score(m, "m1", "0001", 10)) == Reject.lot_frozen
+    v = vbp_market()
+    out = v.cmd(AcceptRevival, bidder_origin("a"), None, lot_id="V1")
+    assert reject_code(out) == Reject.phase_not_accepting
