@@ -495,7 +495,9 @@ def live_lag(
         before = {n: scrape_lag_hist(c.url) for n, c in children.items()}
         log(f"live: open loop at {rate:,.0f}/s for {live_s} s; lag per entry per follower")
         m0, lo = scrape(srv.http), time.time_ns()
-        ol = run_load("open", srv.url, srv.pid, conns=conns, rate=rate, duration=live_s)
+        ol = run_load(
+            "open", srv.url, srv.pid, conns=conns, rate=rate, duration=live_s, phase="open"
+        )
         m1, hi = scrape(srv.http), time.time_ns()
         d = {k: m1[k] - m0[k] for k in m0}
         _wait_applied(srv.http, [c.url for c in children.values()], 10.0)
