@@ -244,12 +244,7 @@ class Gateway:
         self.metrics.connections.labels(conn.who.role).dec()
 
     def _hello(self, who: Principal) -> p.Hello:
-        codes: dict[str, str] = {}
-        if who.role == BIDDER:
-            for lot in self.rt.router.state.lots.values():
-                bidder = lot.bidders.get(who.bidder_id)
-                if bidder is not None:
-                    codes[lot.lot_id] = bidder.code
+        codes = self.rt.router.codes_of(who.bidder_id) if who.role == BIDDER else {}
         return p.Hello(who.role, time.time_ns(), who.identity, codes, self.limits.max_frame_bytes)
 
     async def _receiver(self, conn: Connection) -> None:

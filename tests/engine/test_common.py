@@ -319,3 +319,16 @@ def test_every_command_and_event_is_in_its_union():
     events = set(typing.get_args(messages.AnyEvent))
     assert subclasses(messages.Command) - commands == set()
     assert subclasses(messages.Event) - events == set()
+
+
+def test_codes_of_a_bidder_follow_registrations_and_survive_restore():
+    m = Market()
+    m.create_english("L1")
+    m.create_english("L2")
+    m.register("L1", "alice")
+    m.register("L2", "bob")
+    m.register("L2", "alice")
+    assert m.router.codes_of("alice") == {"L1": "0001", "L2": "0002"}
+    assert m.router.codes_of("nobody") == {}
+    restored = Router.restore(m.router.snapshot())
+    assert restored.codes_of("alice") == m.router.codes_of("alice")
