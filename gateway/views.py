@@ -38,6 +38,7 @@ from engine.messages import (
     SealedBidReceived,
     SealedBidWithdrawn,
     SettlementChanged,
+    ShareConfirmed,
     SharesAwarded,
     SharesOffered,
     VbpAwarded,
@@ -161,11 +162,10 @@ class Views:
         view = self.lots.get(ev.lot_id)
         if view is None:
             return False
-        view.seq = seq
-        handler = _FOLDS.get(kind)
-        if handler is None:
-            return False
-        handler(view, ts_ns, seq, ev)
+        view.seq = seq  # the view changed (its seq) even when nothing else folds:
+        handler = _FOLDS.get(kind)  # the lot is touched, so its events are sent
+        if handler is not None:
+            handler(view, ts_ns, seq, ev)
         return True
 
 
@@ -249,8 +249,15 @@ def _reserve(v: LotView, ts_ns: int, seq: int, ev: ReserveEntered) -> None:
 
 def _opening(v: LotView, ts_ns: int, seq: int, ev: OpeningRecord) -> None:
     """R-6.3.3: every bid, valid ones first in the method's order."""
-    sign = -1 if ev.method == "highest" else 1
-    rows = sorted(ev.entries, key=lambda e: (not e.valid, sign * e.amount_fen))
+    if ev.method == "closest_to_average":  # R-D1: distance, then the one below
+        avg = ev.average_fen
+        rows = sorted(
+            ev.entries,
+            key=lambda e: (not e.valid, abs(e.amount_fen - avg), e.amount_fen > avg),
+        )
+    else:
+        sign = -1 if ev.method == "highest" else 1
+        rows = sorted(ev.entries, key=lambda e: (not e.valid, sign * e.amount_fen))
     v.ranking = [RankRow(e.bidder_code, e.amount_fen, e.reason or "valid") for e in rows]
 
 
@@ -280,9 +287,20 @@ def _shares(v: LotView, ts_ns: int, seq: int, ev: SharesAwarded) -> None:
 
 
 def _offered(v: LotView, ts_ns: int, seq: int, ev: SharesOffered) -> None:
+    """A re-offer round (R-3.3.6) keeps the shares already confirmed."""
     v.phase, v.end_ns = "confirming", ev.until_ns
-    v.ranking = [
+    kept = [r for r in v.ranking if " confirmed " in r.note]
+    v.ranking = kept + [
         RankRow(o.bidder_code, o.price_fen, f"#{o.rank} offered {o.share_pct}%") for o in ev.offers
+    ]
+
+
+def _share_confirmed(v: LotView, ts_ns: int, seq: int, ev: ShareConfirmed) -> None:
+    v.ranking = [
+        RankRow(r.bidder_code, r.amount, r.note.replace(" offered ", " confirmed "))
+        if r.bidder_code == ev.bidder_code
+        else r
+        for r in v.ranking
     ]
 
 
@@ -317,6 +335,7 @@ _FOLDS = {
     VolumeAllocated: _volume,
     SharesAwarded: _shares,
     SharesOffered: _offered,
+    ShareConfirmed: _share_confirmed,
     SettlementChanged: _settlement,
     AwardVoided: _voided,
 }

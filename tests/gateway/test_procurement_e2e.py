@@ -189,3 +189,56 @@ def msgspec_replace(rules, **kw):  # type: ignore[no-untyped-def]
     import msgspec
 
     return msgspec.structs.replace(rules, **kw)
+
+
+# ------------------------------------------------------------ view folds (no sockets)
+def _views_with(lot: str, mechanism: str):  # type: ignore[no-untyped-def]
+    from engine.messages import LotCreated
+    from gateway.views import Views
+
+    views = Views()
+    views.apply(1, 0, [LotCreated(lot, mechanism, "t", 1_000, 1, 0, 0, 10, 0, VBP_R10, 0)])
+    return views
+
+
+def test_views_touch_a_lot_for_events_without_a_fold():
+    """The server pushes a committed entry's public events only for the lots
+    Views.apply reports touched; events with no fold (ScoresEntered,
+    RevivalAccepted, DrawSeedCommitted, ShareConfirmed ...) were reported
+    untouched, so watchers never received them."""
+    from engine.messages import DrawSeedCommitted, RevivalAccepted, ScoresEntered
+
+    views = _views_with("L1", "sealed")
+    assert views.apply(2, 0, [ScoresEntered("L1", "0001", 1)]) == {"L1"}
+    assert views.apply(3, 0, [RevivalAccepted("L1", "0002")]) == {"L1"}
+    assert views.apply(4, 0, [DrawSeedCommitted("L1", "ab" * 32)]) == {"L1"}
+    assert views.lots["L1"].seq == 4
+    assert views.apply(5, 0, [ScoresEntered("nope", "0001", 1)]) == set()
+
+
+def test_views_rank_a_closest_to_average_opening_by_distance():
+    from engine.messages import OpeningEntry, OpeningRecord
+
+    views = _views_with("L1", "sealed")
+    entries = (
+        OpeningEntry("0001", 1_000, True, ""),
+        OpeningEntry("0002", 1_400, True, ""),
+        OpeningEntry("0003", 1_600, True, ""),
+        OpeningEntry("0004", 0, False, "not_revealed"),
+    )
+    views.apply(2, 0, [OpeningRecord("L1", entries, 3, 1_333, "closest_to_average")])
+    assert [r.bidder_code for r in views.lots["L1"].ranking] == ["0002", "0003", "0001", "0004"]
+
+
+def test_views_keep_confirmed_shares_through_a_re_offer_round():
+    from engine.messages import ShareConfirmed, ShareOffer, SharesOffered
+
+    views = _views_with("R1", "reverse")
+    first = (ShareOffer("0001", 70, 1, 900), ShareOffer("0002", 30, 2, 950))
+    views.apply(2, 0, [SharesOffered("R1", first, 100)])
+    views.apply(3, 0, [ShareConfirmed("R1", "0001", 70)])
+    views.apply(4, 0, [SharesOffered("R1", (ShareOffer("0003", 30, 3, 990),), 200)])
+    assert [(r.bidder_code, r.note) for r in views.lots["R1"].ranking] == [
+        ("0001", "#1 confirmed 70%"),
+        ("0003", "#3 offered 30%"),
+    ]
