@@ -790,6 +790,8 @@ class Router:
         refused = VBP.phase_refusal(lot, phase)
         if refused is not None:
             raise Reply(refused, lot.phase)
+        if self._ident in self.state.blacklist:  # as for submissions and reveals
+            raise Reply(Reject.bidder_not_eligible, "blacklisted")
         return lot
 
     def _accept_revival(self, cmd: AcceptRevival, now_ns: int, out: list[Event]) -> None:

@@ -61,7 +61,8 @@ class Vbp(Sealed):
         by_code = self._by_code(lot)
         lot.winners = [Winner(by_code[p.code], p.code, p.price, p.basis) for p in picks]
         price = vbp.revival_price(picks)
-        if rules.vbp_round != "r2_9" and others and price:
+        room = len(picks) < vbp.max_winners(rules.vbp_max_winners, len(self.valid_bids(lot)))
+        if rules.vbp_round != "r2_9" and others and price and room:
             lot.revival_price = price
             lot.revival_candidates = [by_code[q.code] for q in others]
             lot.phase = REVIVAL

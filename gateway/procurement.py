@@ -18,7 +18,6 @@ from typing import Any
 
 from engine.messages import (
     AcceptRevival,
-    AlertHandled,
     AnswerComplaint,
     AwardVoided,
     ChooseRegions,
@@ -57,8 +56,9 @@ from engine.messages import (
 )
 from gateway import protocol as p
 
+# AlertHandled is not public: an alert key names what is under watch (an IP, a
+# device); supervisors read decisions from the ledger and the supervision feed.
 PUBLIC_EVENTS = (
-    AlertHandled,
     ComplaintFiled,
     ComplaintHandled,
     DrawSeedCommitted,

@@ -27,7 +27,7 @@ from engine.router import Router
 from engine.rules import VBP_R9, VBP_R10, VBP_R11, RuleSet
 from engine.sealed import seal_commitment
 from engine.state import SOLD
-from tests.engine.helpers import END, STAFF, START, Market, bidder_origin, one, reject_code
+from tests.engine.helpers import END, STAFF, START, Market, bidder_origin, of_type, one, reject_code
 
 OPENED = END + VBP_R10.reveal_window_ns
 CEILING = 100_000  # units of 0.0001 yuan: ¥10.00
@@ -252,7 +252,7 @@ def test_quotes_above_the_ceiling_are_invalid_and_none_valid_is_unsold():
 
 def test_vbp_replay_and_snapshot_equivalence():
     m = vbp_market()
-    out = quote_round(m, {"a": 10_000, "b": 17_000, "c": 30_000})
+    out = quote_round(m, {"a": 10_000, "b": 17_000, "c": 30_000, "d": 40_000})
     m.cmd(AcceptRevival, bidder_origin("c"), None, lot_id="V1")
     half = Router.restore(m.router.snapshot())
     tail_from = len(m.log)
@@ -302,3 +302,20 @@ def test_property_rounds_2_9_award_is_the_one_the_rules_name(quotes, rules):
     awarded = one(m.events, VbpAwarded)
     assert [w.bidder_code for w in awarded.winners] == expected
     assert awarded.share_pct == vbp.share_pct(len(expected), rules.vbp_share_pct)
+
+
+def test_R_4_2_no_revival_when_rule_1_already_fills_the_winner_cap():
+    m = vbp_market(firms="abc")
+    # N = 3 valid -> at most 2 winners; a and b both pass rule 1: no room for c
+    out = quote_round(m, {"a": 10_000, "b": 11_000, "c": 90_000})
+    assert of_type(out, RevivalOffered) == []
+    assert [w.bidder_code for w in one(out, VbpAwarded).winners] == ["0001", "0002"]
+
+
+def test_blacklisted_firm_may_not_accept_revival():
+    m = vbp_market()
+    out = quote_round(m, {"a": 10_000, "b": 17_000, "c": 30_000, "d": 40_000})
+    assert one(out, RevivalOffered).bidder_codes == ("0003", "0004")
+    m.blacklist("c")
+    out = m.cmd(AcceptRevival, bidder_origin("c"), None, lot_id="V1")
+    assert reject_code(out) == Reject.bidder_not_eligible
