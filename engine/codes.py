@@ -91,6 +91,10 @@ class Reject(IntEnum):
     reauction_cut_too_deep = 536
     complaint_exists = 537
     unknown_complaint = 538
+    refund_not_due = 539
+    deposit_already_settled = 540
+    draw_exists = 541
+    unknown_draw = 542
 
     # 6xx e-mall order book (engine.book.BookReject: the same numbers and names)
     book_invalid = 601

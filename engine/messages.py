@@ -356,6 +356,33 @@ class FileComplaint(Command, frozen=True, tag="file_complaint"):
     text: str
 
 
+class RefundDeposit(Command, frozen=True, tag="refund_deposit"):
+    """The registry returns a deposit (R-5.2.5: losers after the close), once."""
+
+    lot_id: str
+    bidder_id: str
+    amount_fen: int
+    bank_ref: str = ""  # the payment system's reference (ledgered, not published)
+
+
+class CommitExpertDraw(Command, frozen=True, tag="commit_expert_draw"):
+    """The registry commits an expert draw before making it (R-6.5): the hash of
+    its secret seed and of the filtered candidate pool."""
+
+    draw_id: str
+    lot_id: str
+    seed_hash: str
+    pool_hash: str
+
+
+class RevealExpertDraw(Command, frozen=True, tag="reveal_expert_draw"):
+    """The seed, after the draw, and the hash of who was drawn: anyone re-runs it."""
+
+    draw_id: str
+    seed_hex: str
+    drawn_hash: str
+
+
 class AnswerComplaint(Command, frozen=True, tag="answer_complaint"):
     complaint_id: str
     step: Literal["accept", "answer", "reject", "escalate"]
@@ -405,6 +432,9 @@ AnyCommand = (
     | HandleAlert
     | FileComplaint
     | AnswerComplaint
+    | RefundDeposit
+    | CommitExpertDraw
+    | RevealExpertDraw
 )
 
 # ------------------------------------------------------------------ events
@@ -783,6 +813,23 @@ class AuctionUncrossed(Event, frozen=True, tag="auction_uncrossed"):
     qty: int
 
 
+class DepositRefunded(Event, frozen=True, tag="deposit_refunded"):
+    bidder_code: str
+    amount_fen: int
+
+
+class ExpertDrawCommitted(Event, frozen=True, tag="expert_draw_committed"):
+    draw_id: str
+    seed_hash: str
+    pool_hash: str
+
+
+class ExpertDrawRevealed(Event, frozen=True, tag="expert_draw_revealed"):
+    draw_id: str
+    seed_hex: str
+    drawn_hash: str
+
+
 class AlertHandled(Event, frozen=True, tag="alert_handled"):
     alert_key: str
     action: str
@@ -854,6 +901,9 @@ AnyEvent = (
     | AlertHandled
     | ComplaintFiled
     | ComplaintHandled
+    | DepositRefunded
+    | ExpertDrawCommitted
+    | ExpertDrawRevealed
 )
 
 # One codec per process, reused (msgspec's advice: never build them per call).

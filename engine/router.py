@@ -49,6 +49,7 @@ from engine.messages import (
     CommandRejected,
     CommandRetried,
     CommitDrawSeed,
+    CommitExpertDraw,
     ComplaintFiled,
     ComplaintHandled,
     ConfirmAward,
@@ -60,10 +61,13 @@ from engine.messages import (
     DeclineAward,
     DepositConfirmed,
     DepositForfeited,
+    DepositRefunded,
     DrawSeedCommitted,
     DrawSeedRevealed,
     EnterScores,
     Event,
+    ExpertDrawCommitted,
+    ExpertDrawRevealed,
     FileComplaint,
     FinalizeEvaluation,
     FreezeLot,
@@ -80,11 +84,13 @@ from engine.messages import (
     PublishLot,
     QualifyWinner,
     ReauctionCreated,
+    RefundDeposit,
     RegisterBidder,
     RegisterKey,
     ReserveEntered,
     ResumeLot,
     RevealDrawSeed,
+    RevealExpertDraw,
     RevealSealed,
     RevivalAccepted,
     RuntimeStarted,
@@ -126,6 +132,7 @@ from engine.state import (
     Bidder,
     Complaint,
     EngineState,
+    ExpertDraw,
     KeyRecord,
     Lot,
     OriginState,
@@ -212,6 +219,9 @@ class Router:
             HandleAlert: (SUPERVISION, self._handle_alert),
             FileComplaint: (PARTICIPANTS, self._file_complaint),
             AnswerComplaint: (SUPERVISION, self._answer_complaint),
+            RefundDeposit: (REGISTRY, self._refund_deposit),
+            CommitExpertDraw: (REGISTRY, self._commit_expert_draw),
+            RevealExpertDraw: (REGISTRY, self._reveal_expert_draw),
             FreezeLot: (STAFF, self._freeze),
             ResumeLot: (STAFF, self._resume),
             TerminateLot: (STAFF, self._terminate),
@@ -856,6 +866,7 @@ class Router:
         """R-5.2.6 悔拍: the deposit is forfeited; the defaulter is barred from the re-auction."""
         lot.settlement, lot.deadline_ns = DEFAULTED, -1
         lot.barred.append(lot.leader_id)
+        lot.bidders[lot.leader_id].deposit_settled = "forfeited"
         out.append(SettlementChanged(lot.lot_id, lot.leader_code, DEFAULTED, -1))
         out.append(DepositForfeited(lot.lot_id, lot.leader_code, lot.deposit_fen, reason))
 
@@ -875,6 +886,7 @@ class Router:
         voided_id, code = lot.leader_id, lot.leader_code
         lot.settlement = VOIDED
         lot.barred.append(voided_id)
+        lot.bidders[voided_id].deposit_settled = "forfeited"
         out.append(SettlementChanged(lot.lot_id, code, VOIDED, -1))
         out.append(DepositForfeited(lot.lot_id, code, lot.deposit_fen, "failed_qualification"))
         passes_to = ""
@@ -942,6 +954,64 @@ class Router:
                 child.lot_id, parent.lot_id, cmd.stage, cmd.start_price_fen, len(child.barred)
             )
         )
+
+    # ----------------------------------------------------------- registry
+    def _refund_deposit(self, cmd: RefundDeposit, now_ns: int, out: list[Event]) -> None:
+        """R-5.2.5: a deposit goes back once the lot's outcome is final -- never the
+        winner's (applied to the price), never a forfeited one, never twice."""
+        lot = self._lot(cmd.lot_id)
+        bidder = lot.bidders.get(cmd.bidder_id)
+        if bidder is None or not bidder.deposit_confirmed:
+            raise Reply(Reject.bidder_not_registered, "no confirmed deposit")
+        if bidder.deposit_settled:
+            raise Reply(Reject.deposit_already_settled, bidder.deposit_settled)
+        if lot.status not in FINAL:
+            raise Reply(Reject.refund_not_due, "the lot has not closed")
+        if self._holds_award(lot, cmd.bidder_id):
+            raise Reply(Reject.refund_not_due, "the winner's deposit is applied to the price")
+        if cmd.amount_fen != lot.deposit_fen or len(cmd.bank_ref) > 128:
+            raise Reply(Reject.invalid_terms, f"the deposit is {lot.deposit_fen} fen")
+        bidder.deposit_settled = "refunded"
+        out.append(DepositRefunded(lot.lot_id, bidder.code, cmd.amount_fen))
+
+    def _holds_award(self, lot: Lot, bidder_id: str) -> bool:
+        """Is (or may still become) a winner whose deposit is not refundable now."""
+        if lot.status != SOLD or lot.settlement in (DEFAULTED, VOIDED):
+            return lot.settlement == AWAITING_QUALIFICATION and bidder_id in lot.award_order
+        if bidder_id == lot.leader_id or bidder_id in lot.shares_confirmed:
+            return True
+        if any(w.bidder_id == bidder_id for w in lot.winners):
+            return True
+        # post-qualification: a lower rank may still receive the award
+        return lot.settlement == AWAITING_QUALIFICATION and bidder_id in lot.award_order
+
+    def _commit_expert_draw(self, cmd: CommitExpertDraw, now_ns: int, out: list[Event]) -> None:
+        if cmd.lot_id:
+            self._lot(cmd.lot_id)
+        if not 0 < len(cmd.draw_id) <= 64:
+            raise Reply(Reject.invalid_terms, "draw_id 1-64 chars")
+        if cmd.draw_id in self.state.expert_draws:
+            raise Reply(Reject.draw_exists, cmd.draw_id)
+        for h in (cmd.seed_hash, cmd.pool_hash):
+            if len(h) != 64 or not _is_hex(h):
+                raise Reply(Reject.invalid_commitment, "32 bytes of hex")
+        self.state.expert_draws[cmd.draw_id] = ExpertDraw(
+            cmd.lot_id, cmd.seed_hash.lower(), cmd.pool_hash.lower()
+        )
+        out.append(ExpertDrawCommitted(cmd.lot_id, cmd.draw_id, cmd.seed_hash, cmd.pool_hash))
+
+    def _reveal_expert_draw(self, cmd: RevealExpertDraw, now_ns: int, out: list[Event]) -> None:
+        draw = self.state.expert_draws.get(cmd.draw_id)
+        if draw is None:
+            raise Reply(Reject.unknown_draw, cmd.draw_id)
+        if draw.seed_hex:
+            raise Reply(Reject.already_revealed)
+        if not valid_seed_hex(cmd.seed_hex) or seed_hash(cmd.seed_hex) != draw.seed_hash:
+            raise Reply(Reject.seed_mismatch)
+        if len(cmd.drawn_hash) != 64 or not _is_hex(cmd.drawn_hash):
+            raise Reply(Reject.invalid_commitment, "drawn_hash: 32 bytes of hex")
+        draw.seed_hex, draw.drawn_hash = cmd.seed_hex.lower(), cmd.drawn_hash.lower()
+        out.append(ExpertDrawRevealed(draw.lot_id, cmd.draw_id, draw.seed_hex, draw.drawn_hash))
 
     # --------------------------------------------------------- supervision
     def _handle_alert(self, cmd: HandleAlert, now_ns: int, out: list[Event]) -> None:

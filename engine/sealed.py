@@ -162,6 +162,7 @@ class Sealed(Ascending):
         if lot.rules.forfeit_invalid_reveal and lot.deposit_fen:
             for bidder_id, bid in lot.sealed.items():
                 if bid.invalid_reason in ("not_revealed", "reveal_mismatch"):
+                    lot.bidders[bidder_id].deposit_settled = "forfeited"
                     code = lot.bidders[bidder_id].code
                     out.append(
                         DepositForfeited(lot.lot_id, code, lot.deposit_fen, bid.invalid_reason)

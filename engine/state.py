@@ -60,6 +60,7 @@ class Bidder(msgspec.Struct):
     best_seq: int = 0  # reverse: the applied count of that quote (ties: earlier wins)
     award_lapsed: bool = False  # reverse: declined or let the award lapse
     sme: bool = False  # R-3.2.4 small / micro firm
+    deposit_settled: str = ""  # "" | forfeited | refunded (the registry's refund, once)
 
 
 class SealedBid(msgspec.Struct):
@@ -153,6 +154,16 @@ class Complaint(msgspec.Struct, array_like=True):
     status: str = "filed"  # filed | accept | answer | reject | escalate (the last step)
 
 
+class ExpertDraw(msgspec.Struct, array_like=True):
+    """The registry's expert draw: committed (seed and pool hashes) before, revealed after."""
+
+    lot_id: str
+    seed_hash: str
+    pool_hash: str
+    seed_hex: str = ""
+    drawn_hash: str = ""
+
+
 class EngineState(msgspec.Struct):
     now_ns: int = 0
     applied: int = 0  # commands applied == the ledger sequence number of the last one
@@ -161,6 +172,7 @@ class EngineState(msgspec.Struct):
     blacklist: dict[str, str] = msgspec.field(default_factory=dict)
     keys: dict[str, KeyRecord] = msgspec.field(default_factory=dict)  # key id -> bidder
     complaints: dict[str, Complaint] = msgspec.field(default_factory=dict)
+    expert_draws: dict[str, ExpertDraw] = msgspec.field(default_factory=dict)
     items: dict[str, Item] = msgspec.field(default_factory=dict)  # e-mall catalogue
 
 

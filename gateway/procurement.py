@@ -23,6 +23,7 @@ from engine.messages import (
     ChooseRegions,
     Command,
     CommitDrawSeed,
+    CommitExpertDraw,
     ComplaintFiled,
     ComplaintHandled,
     ConfirmAward,
@@ -31,16 +32,21 @@ from engine.messages import (
     DeclareDefault,
     DeclineAward,
     DepositForfeited,
+    DepositRefunded,
     DrawSeedCommitted,
     DrawSeedRevealed,
     EnterScores,
     EvaluationResult,
+    ExpertDrawCommitted,
+    ExpertDrawRevealed,
     FileComplaint,
     FinalizeEvaluation,
     HandleAlert,
     QualifyWinner,
     ReauctionCreated,
+    RefundDeposit,
     RevealDrawSeed,
+    RevealExpertDraw,
     RevealSealed,
     RevivalAccepted,
     RevivalOffered,
@@ -59,6 +65,9 @@ from gateway import protocol as p
 # AlertHandled is not public: an alert key names what is under watch (an IP, a
 # device); supervisors read decisions from the ledger and the supervision feed.
 PUBLIC_EVENTS = (
+    DepositRefunded,
+    ExpertDrawCommitted,
+    ExpertDrawRevealed,
     ComplaintFiled,
     ComplaintHandled,
     DrawSeedCommitted,
@@ -109,6 +118,15 @@ STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
     p.ConfirmPaymentFrame: lambda o, f: ConfirmPayment(o, f.client_seq, f.lot),
     p.DeclareDefaultFrame: lambda o, f: DeclareDefault(o, f.client_seq, f.lot, f.reason),
     p.QualifyWinnerFrame: lambda o, f: QualifyWinner(o, f.client_seq, f.lot, f.passed, f.reason),
+    p.RefundDepositFrame: lambda o, f: RefundDeposit(
+        o, f.client_seq, f.lot, f.bidder, f.amount_fen, f.bank_ref
+    ),
+    p.CommitExpertDrawFrame: lambda o, f: CommitExpertDraw(
+        o, f.client_seq, f.draw_id, f.lot, f.seed_hash, f.pool_hash
+    ),
+    p.RevealExpertDrawFrame: lambda o, f: RevealExpertDraw(
+        o, f.client_seq, f.draw_id, f.seed_hex, f.drawn_hash
+    ),
     p.HandleAlertFrame: lambda o, f: HandleAlert(
         o, f.client_seq, f.lot, f.alert_key, f.action, f.note
     ),

@@ -272,6 +272,28 @@ class CreateReauctionFrame(StaffFrame, frozen=True, tag="create_reauction"):
     deposit_fen: int = -1  # -1 = the parent's
 
 
+class RefundDepositFrame(StaffFrame, frozen=True, tag="refund_deposit"):
+    """Registry: return a deposit after the close (never the winner's, once)."""
+
+    lot: str
+    bidder: str
+    amount_fen: int
+    bank_ref: str = ""
+
+
+class CommitExpertDrawFrame(StaffFrame, frozen=True, tag="commit_expert_draw"):
+    draw_id: str
+    lot: str
+    seed_hash: str
+    pool_hash: str
+
+
+class RevealExpertDrawFrame(StaffFrame, frozen=True, tag="reveal_expert_draw"):
+    draw_id: str
+    seed_hex: str
+    drawn_hash: str
+
+
 class HandleAlertFrame(StaffFrame, frozen=True, tag="handle_alert"):
     """Staff or a supervisor acknowledge / dismiss / escalate a supervision alert."""
 
@@ -343,6 +365,9 @@ ClientFrame = (
     | UnblacklistFrame
     | HandleAlertFrame
     | AnswerComplaintFrame
+    | RefundDepositFrame
+    | CommitExpertDrawFrame
+    | RevealExpertDrawFrame
 )
 
 LOT_ACTIONS = (
@@ -363,6 +388,9 @@ LOT_ACTIONS = (
 )
 SUPERVISION_ACTIONS = (HandleAlertFrame, AnswerComplaintFrame)  # staff or supervisor
 REGISTRY_ACTIONS = (
+    RefundDepositFrame,
+    CommitExpertDrawFrame,
+    RevealExpertDrawFrame,
     RegisterKeyFrame,
     RegisterBidderFrame,
     ConfirmDepositFrame,

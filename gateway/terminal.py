@@ -197,6 +197,10 @@ WORDING: dict[str, str] = {
     "reauction_cut_too_deep": "降价幅度超过规定 / the start price is cut too deep",
     "complaint_exists": "该质疑编号已使用 / this complaint id is already used",
     "unknown_complaint": "质疑不存在 / no such complaint",
+    "refund_not_due": "尚不能退还保证金 / the deposit is not refundable now",
+    "deposit_already_settled": "保证金已处理 / the deposit was already refunded or forfeited",
+    "draw_exists": "抽取编号已使用 / this draw id is already used",
+    "unknown_draw": "抽取不存在 / no such expert draw",
     # engine: e-mall order book
     "book_invalid": "委托格式错误 / malformed order",
     "book_unknown_order": "委托不存在 / no such resting order of yours",

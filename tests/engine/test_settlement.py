@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from engine.codes import Reject
+from engine.draw import seed_hash
 from engine.messages import (
     AwardVoided,
+    CommitExpertDraw,
     ConfirmPayment,
     CreateReauction,
     DeclareDefault,
     DepositForfeited,
+    DepositRefunded,
+    ExpertDrawCommitted,
+    ExpertDrawRevealed,
     LotSold,
     LotUnsold,
     PhaseChanged,
     QualifyWinner,
     ReauctionCreated,
+    RefundDeposit,
+    RevealExpertDraw,
     RevealSealed,
     SettlementChanged,
     SubmitSealed,
@@ -318,3 +325,62 @@ def test_R_1_2_4_a_voided_sale_award_never_passes_below_the_reserve():
     assert one(out, AwardVoided).passes_to == ""  # 11,000 < 15,000
     assert of_type(out, LotSold) == []
     assert one(out, LotUnsold).reason == "voided" and m.lot("T1").status == UNSOLD
+
+
+# ------------------------------------------------------------ registry: refunds, draws
+def test_R_5_2_5_losers_refunded_once_after_the_close_never_the_winner():
+    m = Market()
+    m.create_english("L1", deposit=200, start_price=1_000, increment=100)
+    for b in "abc":
+        m.register("L1", b)
+    m.tick(START)
+    m.bid("L1", "a", 1_000)
+    early = m.cmd(RefundDeposit, SERVICE, None, lot_id="L1", bidder_id="a", amount_fen=200)
+    assert reject_code(early) == Reject.refund_not_due  # still bidding
+    m.bid("L1", "b", 1_100)
+    m.tick(m.lot("L1").deadline_ns)
+    out = m.cmd(RefundDeposit, SERVICE, None, lot_id="L1", bidder_id="a", amount_fen=200)
+    assert one(out, DepositRefunded).bidder_code == "0001"
+    again = m.cmd(RefundDeposit, SERVICE, None, lot_id="L1", bidder_id="a", amount_fen=200)
+    assert reject_code(again) == Reject.deposit_already_settled
+    winner = m.cmd(RefundDeposit, SERVICE, None, lot_id="L1", bidder_id="b", amount_fen=200)
+    assert reject_code(winner) == Reject.refund_not_due
+    wrong = m.cmd(RefundDeposit, SERVICE, None, lot_id="L1", bidder_id="c", amount_fen=199)
+    assert reject_code(wrong) == Reject.invalid_terms
+    assert (
+        reject_code(
+            m.cmd(
+                RefundDeposit, bidder_origin("c"), None, lot_id="L1", bidder_id="c", amount_fen=200
+            )
+        )
+        == Reject.not_authorized
+    )
+
+
+def test_R_5_2_6_a_forfeited_deposit_is_never_refunded():
+    m = sold_english()
+    m.tick(END + PAY)  # default: b's deposit forfeited
+    out = m.cmd(RefundDeposit, SERVICE, None, lot_id="L1", bidder_id="b", amount_fen=200)
+    assert reject_code(out) == Reject.deposit_already_settled
+    ok = m.cmd(RefundDeposit, SERVICE, None, lot_id="L1", bidder_id="a", amount_fen=200)
+    assert reject_code(ok) is None
+
+
+def test_R_6_5_expert_draw_commit_then_reveal_checks_the_seed():
+    m = Market()
+    m.create_english("L1")
+    seed = "5eed" * 8
+    pool = "ab" * 32
+    commit = dict(lot_id="L1", draw_id="d1", seed_hash=seed_hash(seed), pool_hash=pool)
+    one(m.cmd(CommitExpertDraw, SERVICE, None, **commit), ExpertDrawCommitted)
+    assert reject_code(m.cmd(CommitExpertDraw, SERVICE, None, **commit)) == Reject.draw_exists
+    bad = m.cmd(RevealExpertDraw, SERVICE, None, draw_id="d1", seed_hex="00" * 16, drawn_hash=pool)
+    assert reject_code(bad) == Reject.seed_mismatch
+    out = m.cmd(RevealExpertDraw, SERVICE, None, draw_id="d1", seed_hex=seed, drawn_hash="cd" * 32)
+    assert one(out, ExpertDrawRevealed).seed_hex == seed
+    assert (
+        reject_code(
+            m.cmd(RevealExpertDraw, SERVICE, None, draw_id="d9", seed_hex=seed, drawn_hash=pool)
+        )
+        == Reject.unknown_draw
+    )

@@ -15,7 +15,10 @@ from tests.gateway.conftest import (
     lot_with_bidders,
     next_staff_seq,
     staff_ok,
+    wait_for,
 )
+
+NS = 1_000_000_000
 
 
 def complaint(b, cs: int, cid: str, text: str) -> str:  # type: ignore[no-untyped-def]
@@ -53,3 +56,19 @@ async def test_supervisor_records_and_complaints(nursery, server):
     assert isinstance(answered, p.Ack), answered
     await staff_ok(staff, p.AnswerComplaintFrame(next_staff_seq(), "c-1", "reject", "closed"))
     assert server.gateway.rt.router.state.complaints["c-1"].status == "reject"
+
+
+async def test_registry_refund_and_expert_draw_frames(nursery, server):
+    from engine.draw import seed_hash
+
+    staff = await connect_staff(nursery, server)
+    [b] = await lot_with_bidders(staff, "RG1", 1, duration_ns=2 * NS)
+    early = await staff.staff(p.RefundDepositFrame(next_staff_seq(), "RG1", b.bidder_id, 0))
+    assert isinstance(early, p.Error) and early.name == "refund_not_due"
+    seed = "42" * 16
+    await staff_ok(
+        staff, p.CommitExpertDrawFrame(next_staff_seq(), "d-1", "RG1", seed_hash(seed), "00" * 32)
+    )
+    await staff_ok(staff, p.RevealExpertDrawFrame(next_staff_seq(), "d-1", seed, "11" * 32))
+    await wait_for(lambda: server.gateway.rt.router.state.lots["RG1"].status == "unsold")
+    await staff_ok(staff, p.RefundDepositFrame(next_staff_seq(), "RG1", b.bidder_id, 0))
