@@ -53,6 +53,8 @@ const SETTLEMENT = {
   voided: ["成交无效", "Award voided"],
 };
 const ACTIONS = {
+  register_bidder: ["登记竞买人", "Register bidder"],
+  confirm_deposit: ["确认保证金", "Confirm deposit"],
   freeze_lot: ["暂停", "Freeze"],
   resume_lot: ["恢复", "Resume"],
   terminate_lot: ["终止", "Terminate"],
@@ -764,16 +766,18 @@ function logLine(cls, text) {
   return li;
 }
 
-function staffCommand(type, lot, reason, li = null) {
+// `fields` are the frame's own (a reason for lot actions; bidder and amount for the
+// registry's); `note` is what the log line says about it.
+function staffCommand(type, lot, fields, note, li = null) {
   const seq = ++clientSeq;
   const [zh, en] = ACTIONS[type];
   const label = `${zh} ${en} ${lot}`;
-  if (!send({ type, client_seq: seq, lot, reason })) {
+  if (!send({ type, client_seq: seq, lot, ...fields })) {
     logLine("err", `✗ ${label}: 未连接 not connected`);
     return;
   }
   pending.set(seq, {
-    type, lot, reason, label, retried: li !== null, li: li || logLine("wait", `… ${label} — ${reason}`),
+    type, lot, fields, note, label, retried: li !== null, li: li || logLine("wait", `… ${label} — ${note}`),
   });
 }
 
@@ -787,13 +791,13 @@ function onReply(f, ok) {
   if (!ok && f.name === "client_seq_stale" && !p.retried) {
     // Another console of this staff id used higher numbers: jump past them, once.
     clientSeq = Math.max(clientSeq, Number.parseInt(f.message, 10) || 0);
-    staffCommand(p.type, p.lot, p.reason, p.li);
+    staffCommand(p.type, p.lot, p.fields, p.note, p.li);
     return;
   }
   const li = p.li;
   li.className = ok ? "ok" : "err";
   li.lastChild.textContent = ok
-    ? `✓ ${p.label} — ${p.reason} · 已记录 ledger #${f.seq}`
+    ? `✓ ${p.label} — ${p.note} · 已记录 ledger #${f.seq}`
     : `✗ ${p.label}: ${f.name}${f.message ? ` (${f.message})` : ""}`;
   flash(li, ok ? "rgba(34, 197, 94, .4)" : "rgba(239, 68, 68, .45)");
 }
@@ -809,13 +813,37 @@ function askReason(type) {
     logLine("err", `✗ ${zh} ${en} ${lot}: 需要填写原因 a reason is required`);
     return;
   }
-  staffCommand(type, lot, text);
+  staffCommand(type, lot, { reason: text }, text);
+}
+
+// Registry actions from the console (issue 6): register a bidder for the selected lot,
+// confirm its deposit -- both ledgered commands, so its next bid passes the gate.
+function registryCommand(type) {
+  if (!selected) return;
+  const bidder = $("reg-bidder").value.trim();
+  if (!bidder) {
+    logLine("err", "✗ 需要竞买人编号 a bidder id is required");
+    return;
+  }
+  if (type === "register_bidder") {
+    staffCommand(type, selected.lot, { bidder }, bidder);
+    return;
+  }
+  const yuan = Number.parseFloat($("reg-amount").value || "0");
+  if (!Number.isFinite(yuan) || yuan < 0) {
+    logLine("err", "✗ 保证金金额无效 invalid deposit amount");
+    return;
+  }
+  const amount_fen = Math.round(yuan * 100);
+  staffCommand(type, selected.lot, { bidder, amount_fen }, `${bidder} ${moneyText(amount_fen, false)}`);
 }
 
 $("tab-emall").addEventListener("click", () => showEmall(document.body.dataset.view !== "emall"));
 $("btn-freeze").addEventListener("click", () => askReason("freeze_lot"));
 $("btn-resume").addEventListener("click", () => askReason("resume_lot"));
 $("btn-terminate").addEventListener("click", () => askReason("terminate_lot"));
+$("btn-register").addEventListener("click", () => registryCommand("register_bidder"));
+$("btn-deposit").addEventListener("click", () => registryCommand("confirm_deposit"));
 
 // ------------------------------------------------------ supervision alerts
 // Staff and supervisors subscribe to the supervision service's feed (`supervision_url`

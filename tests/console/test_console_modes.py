@@ -76,3 +76,39 @@ def test_sealed_lot_shows_count_then_the_opening_record(server: Server, page: An
         for b in bidders:
             b.close()
         staff.close()
+
+
+def test_staff_register_and_confirm_a_deposit_from_the_console(server: Server, page: Any) -> None:  # noqa: F811
+    """Issue 6: staff confirm a deposit in the console, and that bidder's next bid is accepted."""
+    staff = Staff(server.ws_url)
+    staff.seq = 100_000  # past the other test's staff commands (same staff id: they'd be retries)
+    key = SigningKey.generate()
+    now = time.time_ns()
+    staff.run(
+        [
+            p.CreateLotFrame(
+                staff.next(), "R7", "english", "Walk-in", 100_000, 1_000, now, now + 3600 * NS
+            ),
+            p.PublishLotFrame(staff.next(), "R7"),
+            p.RegisterKeyFrame(staff.next(), "wk-1", "walk-in", key.verify_key.encode().hex()),
+        ]
+    )
+    bidder = Bidder(server.ws_url, key, "wk-1")
+    try:
+        bidder.seq += 1
+        bidder.ws.send(p.bid_frame(key, "wk-1", "R7", 100_000, bidder.seq))
+        refused = bidder.wait({bidder.seq})[bidder.seq]
+        assert refused["type"] == "error" and refused["name"] == "bidder_not_eligible", refused
+        pg = page
+        pg.get_by_test_id("lot-row-R7").click()
+        expect(pg.get_by_test_id("detail-lot")).to_have_text("R7", timeout=TIMEOUT)
+        pg.get_by_test_id("reg-bidder").fill("walk-in")
+        pg.get_by_test_id("btn-register").click()
+        expect(pg.locator("li.ok", has_text="Register bidder R7")).to_have_count(1, timeout=TIMEOUT)
+        pg.get_by_test_id("reg-amount").fill("0")
+        pg.get_by_test_id("btn-deposit").click()
+        expect(pg.locator("li.ok", has_text="Confirm deposit R7")).to_have_count(1, timeout=TIMEOUT)
+        bidder.bid("R7", 100_000)  # asserts the ack
+    finally:
+        bidder.close()
+        staff.close()
