@@ -20,7 +20,6 @@ follower's position and the notices commit together.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from services.disclosure.projection import (
     DisclosureReader,
 )
 from services.follower import Follower, FollowerMetrics
+from services.lifecycle import on_signals, wait_for_ledger
 
 NAME = "disclosure"
 MAX_PAGE = 1000
@@ -149,12 +149,6 @@ def server_pub_of(data_dir: Path) -> bytes | None:
     return bytes.fromhex(pub.read_text().strip()) if pub.exists() else None
 
 
-async def _wait_for_ledger(ledger_dir: Path) -> None:
-    """The service may start before the engine has written anything."""
-    while not (ledger_dir / "data.mdb").exists():
-        await trio.sleep(0.2)
-
-
 async def disclose(
     data_dir: Path,
     *,
@@ -166,7 +160,7 @@ async def disclose(
     from gateway.http import serve_http
 
     ledger_dir = data_dir / "ledger"
-    await _wait_for_ledger(ledger_dir)
+    await wait_for_ledger(ledger_dir)
     ledger = LedgerStore.open(ledger_dir, readonly=True)
     try:
         store = ServiceStore.open(data_dir / NAME)
@@ -191,7 +185,7 @@ async def disclose(
             if publisher is not None:
                 nursery.start_soon(_publish_checkpoints, follower, publisher, registry)
             port = await nursery.start(serve_http, app, host, http_port, shutdown)
-            nursery.start_soon(_on_signals, shutdown, nursery.cancel_scope)
+            await nursery.start(on_signals, shutdown, nursery.cancel_scope)
             url = f"http://{host}:{port}/"
             task_status.started(url)
             print(f"listening http={url}", flush=True)
@@ -216,11 +210,3 @@ async def _publish_checkpoints(
         published.inc(publisher.publish(follower.position.seq))
         refused.inc(publisher.refused - before)
         await trio.sleep(PUBLISH_EVERY_S)
-
-
-async def _on_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            shutdown.set()
-            scope.cancel()
-            return

@@ -28,7 +28,6 @@ and the projection commit together).
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 from services.follower import Follower, FollowerMetrics
+from services.lifecycle import on_signals, wait_for_ledger
 from services.supervision.model import SupervisionConfig
 from services.supervision.projection import SupervisionProjection, SupervisionReader
 
@@ -224,12 +224,6 @@ def build_app(
     )
 
 
-async def _wait_for_ledger(ledger_dir: Path) -> None:
-    """The service may start before the engine has written anything."""
-    while not (ledger_dir / "data.mdb").exists():
-        await trio.sleep(0.2)
-
-
 async def supervise(
     data_dir: Path,
     *,
@@ -241,7 +235,7 @@ async def supervise(
     from gateway.http import serve_http
 
     ledger_dir = data_dir / "ledger"
-    await _wait_for_ledger(ledger_dir)
+    await wait_for_ledger(ledger_dir)
     ledger = LedgerStore.open(ledger_dir, readonly=True)
     try:
         store = ServiceStore.open(data_dir / NAME)
@@ -268,7 +262,7 @@ async def supervise(
             await nursery.start(follower.run)
             port = await nursery.start(serve_http, app, host, http_port, shutdown)
             nursery.start_soon(_pump, projection, raised, feed)
-            nursery.start_soon(_on_signals, shutdown, nursery.cancel_scope)
+            await nursery.start(on_signals, shutdown, nursery.cancel_scope)
             url = f"http://{host}:{port}/"
             task_status.started(url)
             print(f"listening http={url}", flush=True)
@@ -290,11 +284,3 @@ async def _pump(projection: SupervisionProjection, raised: Counter, feed: Feed) 
             handled = projection.handled
             feed.notify()
         await trio.sleep(PUMP_S)
-
-
-async def _on_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            shutdown.set()
-            scope.cancel()
-            return
