@@ -11,24 +11,25 @@
 * ``service``    -- ``pubex registry``: follower + writer + staff HTTP API + /metrics
 * ``provision``  -- ``pubex registry provision``: bulk keys, registrations, deposits
 
-Engine commands this service needs and does not have yet:
+Engine commands it uses (besides keys, registrations, deposits, blacklist,
+payments and defaults):
 
-* ``RefundDeposit(origin, client_seq, lot_id, bidder_id, amount_fen, bank_ref)``
-  (registry origin; accepted once per registration, only after the lot's
-  outcome is final and not for the winner's or a forfeited deposit; event
-  ``DepositRefunded(lot_id, bidder_code, amount_fen)``).  Today a refund is
-  the registry-side transition ``confirmed -> refunded`` derived from the
-  ledgered close (``rg_steps``); with the command the registry would submit it
-  through its outbox exactly like a confirmation and derive the state from
-  ``DepositRefunded`` instead.  ``ApplyDeposit`` is not needed: LotSold /
+* ``RefundDeposit`` (-> ``DepositRefunded``): the projection derives a refund
+  due (``refund_due``, queued in ``rg_due``) from the ledgered close; the
+  writer's outbox stores one intent per due refund with its client_seq
+  (``rg_refund_cs``) before sending it; the deposit is ``refunded`` only once
+  the ledger shows ``DepositRefunded``.  A refusal of the registry's own
+  refund ends it ``refund_refused`` (``refund_not_due``: the derivation was
+  wrong -- staff look; never resent); ``deposit_already_settled`` means it was
+  already done.  ``ApplyDeposit`` is not needed: LotSold /
   SettlementChanged(paid) already fix the winner's deposit.
-* ``CommitExpertDraw(origin, client_seq, draw_id, lot_id, seed_hash, pool_hash)``
-  and ``RevealExpertDraw(origin, client_seq, draw_id, seed_hex, drawn_hash)``
-  (registry or staff origin; the engine checks ``seed_hash(seed_hex)``
-  against the commitment like ``RevealDrawSeed``; events
-  ``ExpertDrawCommitted`` / ``ExpertDrawRevealed``).  ``CommitDrawSeed`` does
-  not fit: it is staff-only and its seed orders the lot's own tie-breaks.
-  Until then draws live in the registry's store (``rg_draws``) with the seed
-  hash, the pool and its hash, the seed and the result, never rewritten.
+* ``CommitExpertDraw`` before a draw and ``RevealExpertDraw`` after it
+  (-> ``ExpertDrawCommitted`` / ``ExpertDrawRevealed``, ``rg_ldraws``): each
+  queued in the same txn as the draw record it carries, the reveal only once
+  the commitment is accepted; ``experts.rerun_ledgered`` re-runs a draw from
+  the ledgered seed and checks the ledgered hashes.
+
+Engine command this service still needs:
+
 * ``ConfirmDeposit`` carrying ``payer_account`` (supervision's W-F1 needs it).
 """

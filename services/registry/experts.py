@@ -22,9 +22,15 @@ A draw (R-6.5.4) runs in two durable steps:
    called in that order; the seed is published with the result.
 
 Anyone holding the draw record re-runs it (:func:`rerun`): the seed must hash
-to the commitment and the pool to its hash, and the order follows.  Ledgering
-the commitment and the reveal needs an engine command (see the package doc);
-until then both are kept here, never rewritten.
+to the commitment and the pool to its hash, and the order follows.
+
+Both steps are ledgered through the writer's outbox, each intent stored in the
+same txn as the draw record it carries: step 1 queues ``CommitExpertDraw``
+(seed hash, pool hash); step 2 is refused until that commitment is accepted
+(so the ledger holds the commitment before anyone is drawn), then queues
+``RevealExpertDraw`` (the seed and ``drawn_digest`` of who was drawn).  The
+engine checks the seed against its committed hash; :func:`rerun_ledgered`
+re-runs a draw from the seed the ledger holds and checks every hash.
 """
 
 from __future__ import annotations
@@ -32,20 +38,26 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import lmdb
 import msgspec
 
 from engine.draw import draw_key, seed_hash
+from gateway import protocol as p
 from persistence.service import ServiceStore
 from services.registry.model import (
     RELATION_KINDS,
     Draw,
     DrawCriteria,
     Expert,
+    LedgerDraw,
     Relation,
 )
+from services.registry.projection import LDRAWS
+
+if TYPE_CHECKING:
+    from services.registry.writer import Outbox
 
 Txn: TypeAlias = "lmdb.Transaction[bytes]"
 
@@ -123,6 +135,30 @@ def draw_order(seed_hex: str, draw_id: str, pool: Sequence[str], n: int) -> list
     return sorted(pool, key=lambda e: draw_key(seed_hex, draw_id, e))[:n]
 
 
+def drawn_digest(draw_id: str, drawn: Sequence[str]) -> str:
+    """BLAKE2b-256 over the draw id and who was drawn, in order (hex)."""
+    return hashlib.blake2b(msgspec.json.encode([draw_id, list(drawn)]), digest_size=32).hexdigest()
+
+
+def rerun_ledgered(draw: Draw, ledgered: LedgerDraw) -> list[str]:
+    """Re-run a draw from the seed the LEDGER holds: the record's pool must hash
+    to the ledgered pool hash, the ledgered seed to the ledgered commitment
+    (made before the reveal), and the result to the ledgered drawn hash."""
+    if not ledgered.reveal_seq or not ledgered.seed_hex:
+        raise DrawError(f"draw {draw.draw_id} is not revealed in the ledger")
+    if ledgered.commit_seq >= ledgered.reveal_seq:
+        raise DrawError("the ledger holds the reveal before the commitment")
+    if seed_hash(ledgered.seed_hex) != ledgered.seed_hash:
+        raise DrawError("the ledgered seed does not match the ledgered commitment")
+    if pool_digest(draw.draw_id, draw.criteria, draw.pool) != ledgered.pool_hash:
+        raise DrawError("the pool does not match the ledgered pool hash")
+    c = draw.criteria
+    drawn = draw_order(ledgered.seed_hex, draw.draw_id, draw.pool, c.count + c.alternates)
+    if drawn_digest(draw.draw_id, drawn) != ledgered.drawn_hash:
+        raise DrawError("the re-run does not match the ledgered drawn hash")
+    return drawn
+
+
 def rerun(draw: Draw) -> list[str]:
     """Re-run a revealed draw from its record; raises DrawError if the seed
     does not match the commitment or the pool its hash."""
@@ -142,7 +178,7 @@ def rerun(draw: Draw) -> list[str]:
 class ExpertBook:
     """The expert database and the draws, in the registry's store."""
 
-    dbs = (EXPERTS, RELATIONS, DRAWS, XMETA)
+    dbs = (EXPERTS, RELATIONS, DRAWS, XMETA, LDRAWS)  # LDRAWS: the projection's, read here
 
     def __init__(self, store: ServiceStore, window_ns: int = AVOIDANCE_WINDOW_NS) -> None:
         self.store = store
@@ -207,8 +243,15 @@ class ExpertBook:
         return out
 
     # -- draws ------------------------------------------------------------------
-    def commit(self, criteria: DrawCriteria, bidders: Iterable[str]) -> Draw:
-        """Step 1: filter the pool, commit a fresh CSPRNG seed's hash (durable)."""
+    def commit(
+        self,
+        criteria: DrawCriteria,
+        bidders: Iterable[str],
+        outbox: Outbox | None = None,
+    ) -> Draw:
+        """Step 1: filter the pool, commit a fresh CSPRNG seed's hash (durable);
+        with an ``outbox``, CommitExpertDraw is queued in the same txn.  Draw ids
+        the ledger already holds (a rebuilt store) are skipped."""
         c = criteria
         if c.count <= 0 or c.alternates < 0:
             raise DrawError("count must be positive and alternates not negative")
@@ -228,6 +271,8 @@ class ExpertBook:
             made.clear()
             raw = txn.get(NEXT_DRAW, db=self._db(XMETA))
             n = 1 if raw is None else int.from_bytes(raw, "big")
+            while any(txn.get(f"D{n:06d}".encode(), db=self._db(db)) for db in (DRAWS, LDRAWS)):
+                n += 1  # a rebuilt store: the ledger already holds this id
             draw_id = f"D{n:06d}"
             d = Draw(
                 draw_id=draw_id,
@@ -240,6 +285,9 @@ class ExpertBook:
                 committed_ns=c.at_ns,
                 seed_hex=seed_hex,  # kept secret until the reveal (see public())
             )
+            if outbox is not None:
+                frame = p.CommitExpertDrawFrame(0, draw_id, c.lot_id, d.seed_hash, d.pool_hash)
+                [d.commit_cs] = outbox.add_in(txn, [(_frame(frame), f"draw commit {draw_id}")])
             txn.put(draw_id.encode(), _mp.encode(d), db=self._db(DRAWS))
             txn.put(NEXT_DRAW, (n + 1).to_bytes(8, "big"), db=self._db(XMETA))
             made.append(d)
@@ -247,8 +295,10 @@ class ExpertBook:
         self.store.write(write)
         return made[0]
 
-    def reveal(self, draw_id: str, now_ns: int) -> Draw:
-        """Step 2: draw count + alternates in order and publish the seed."""
+    def reveal(self, draw_id: str, now_ns: int, outbox: Outbox | None = None) -> Draw:
+        """Step 2: draw count + alternates in order and publish the seed; with an
+        ``outbox``, RevealExpertDraw is queued in the same txn (once: a second
+        reveal is a read).  The caller checks the commitment is ledgered."""
         out: list[Draw] = []
 
         def write(txn: Txn) -> None:
@@ -260,8 +310,12 @@ class ExpertBook:
             if d.state == "committed":
                 c = d.criteria
                 d.drawn = draw_order(d.seed_hex, d.draw_id, d.pool, c.count + c.alternates)
+                d.drawn_hash = drawn_digest(d.draw_id, d.drawn)
                 d.revealed_ns = now_ns
                 d.state = "revealed"
+                if outbox is not None:
+                    frame = p.RevealExpertDrawFrame(0, d.draw_id, d.seed_hex, d.drawn_hash)
+                    [d.reveal_cs] = outbox.add_in(txn, [(_frame(frame), f"draw reveal {draw_id}")])
                 txn.put(draw_id.encode(), _mp.encode(d), db=self._db(DRAWS))
             out.append(d)
 
@@ -276,6 +330,11 @@ class ExpertBook:
     def draws(self) -> list[Draw]:
         with self.store.read() as txn:
             return [_draw.decode(v) for _, v in txn.cursor(self._db(DRAWS))]
+
+
+def _frame(frame: p.StaffFrame) -> dict[str, object]:
+    d: dict[str, object] = msgspec.to_builtins(frame)
+    return d
 
 
 def public(draw: Draw) -> Draw:

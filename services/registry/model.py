@@ -13,11 +13,25 @@ import msgspec
 #   held       the winner's, while the engine tracks its settlement
 #   applied    the winner's, applied to the price (LotSold without settlement
 #              tracking, or SettlementChanged -> paid)
-#   refunded   everyone else's once the lot's outcome is final (LotUnsold,
-#              LotTerminated, LotSold / settlement paid or defaulted)
+#   refund_due everyone else's once the lot's outcome is final (LotUnsold,
+#              LotTerminated, LotSold / settlement paid or defaulted): the
+#              registry's outbox sends RefundDeposit for it, once
+#   refunded   DepositRefunded (the engine accepted the refund)
+#   refund_refused  the engine refused the registry's RefundDeposit (refund_not_due
+#              or another code, in ``reason``): the derivation was wrong -- staff look
 #   forfeited  DepositForfeited (default, failed post-qualification, bad reveal)
-DepositState = Literal["none", "paid", "confirmed", "held", "applied", "refunded", "forfeited"]
-FINAL_DEPOSIT = ("applied", "refunded", "forfeited")
+DepositState = Literal[
+    "none",
+    "paid",
+    "confirmed",
+    "held",
+    "applied",
+    "refund_due",
+    "refunded",
+    "refund_refused",
+    "forfeited",
+]
+FINAL_DEPOSIT = ("applied", "refunded", "refund_refused", "forfeited")
 RelationKind = Literal["employment", "shareholding", "family", "other"]
 RELATION_KINDS = ("employment", "shareholding", "family", "other")
 
@@ -63,7 +77,8 @@ class Registration(msgspec.Struct, kw_only=True):
     amount_fen: int = 0
     confirmed_seq: int = 0
     settled_seq: int = 0  # the entry that applied, refunded or forfeited it
-    reason: str = ""  # a forfeit's reason
+    reason: str = ""  # a forfeit's reason, or why the engine refused the refund
+    due_seq: int = 0  # the entry that made the refund due
 
 
 class DepositStep(msgspec.Struct, kw_only=True):
@@ -134,6 +149,23 @@ class Draw(msgspec.Struct, kw_only=True):
     drawn: list[str] = []  # the order drawn: count + alternates
     revealed_ns: int = 0
     state: Literal["committed", "revealed"] = "committed"
+    drawn_hash: str = ""  # drawn_digest(draw_id, drawn), ledgered with the seed
+    commit_cs: int = 0  # the outbox intents carrying CommitExpertDraw / RevealExpertDraw
+    reveal_cs: int = 0
+
+
+class LedgerDraw(msgspec.Struct, kw_only=True):
+    """An expert draw as the ledger holds it (ExpertDrawCommitted / ExpertDrawRevealed)."""
+
+    draw_id: str
+    lot_id: str
+    seed_hash: str
+    pool_hash: str
+    commit_seq: int
+    origin: str = ""
+    seed_hex: str = ""
+    drawn_hash: str = ""
+    reveal_seq: int = 0
 
 
 class Intent(msgspec.Struct, kw_only=True):

@@ -16,15 +16,24 @@ one that never stopped.  The dbs (``rg_`` = registry):
 * ``rg_own``       u64 client_seq -> OwnOutcome: the ledger's record of each
   command the registry itself submitted (origin ``service:<id>``); the writer
   reads it to know, after a restart, which of its intents the engine applied
+* ``rg_due``       lot id NUL bidder id -> u64 amount: refunds due and not yet
+  ledgered (the writer's :meth:`~services.registry.writer.Outbox.queue_refunds`
+  turns each into one RefundDeposit intent)
+* ``rg_ldraws``    draw id -> LedgerDraw: expert draws as the ledger holds them
+  (ExpertDrawCommitted, then ExpertDrawRevealed)
 * ``rg_meta``      counters
 
 Deposits: confirmed (DepositConfirmed) -> held (the winner, while the engine
 tracks its settlement) -> applied (LotSold without settlement tracking, or
-SettlementChanged paid); the others' -> refunded once the lot's outcome is
+SettlementChanged paid); the others' -> refund_due once the lot's outcome is
 final (LotUnsold, LotTerminated, LotSold untracked, settlement paid or
-defaulted); -> forfeited on DepositForfeited.  The refund itself (the bank
-transfer) has no engine command: the ledgered close is what makes it due, and
-this journal is its record (see the package doc for the command it needs).
+defaulted) -> refunded on DepositRefunded (the registry's RefundDeposit, sent
+once through its outbox); -> forfeited on DepositForfeited.  A RefundDeposit
+of the registry's origin refused ``refund_not_due`` (or any code but
+``deposit_already_settled``) ends the deposit ``refund_refused`` with the code
+in ``reason`` -- the registry's derivation was wrong, staff look, nothing is
+resent.  ``deposit_already_settled`` means the refund (or a forfeit) is
+already in the ledger.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from typing import Any, TypeAlias
 import lmdb
 import msgspec
 
+from engine.codes import Reject
 from engine.messages import (
     BidderRegistered,
     BlacklistBidder,
@@ -42,11 +52,15 @@ from engine.messages import (
     CommandRetried,
     DepositConfirmed,
     DepositForfeited,
+    DepositRefunded,
     Event,
+    ExpertDrawCommitted,
+    ExpertDrawRevealed,
     LotCreated,
     LotSold,
     LotTerminated,
     LotUnsold,
+    RefundDeposit,
     RegisterBidder,
     RegisterKey,
     SettlementChanged,
@@ -57,6 +71,7 @@ from services.registry.model import (
     DepositState,
     DepositStep,
     KeyRecord,
+    LedgerDraw,
     LotInfo,
     OwnOutcome,
     Registration,
@@ -72,6 +87,8 @@ REGS = b"rg_regs"
 CODES = b"rg_codes"
 STEPS = b"rg_steps"
 OWN = b"rg_own"
+DUE = b"rg_due"
+LDRAWS = b"rg_ldraws"
 META = b"rg_meta"
 NEXT_STEP = b"next_step"
 DEFAULT_ORIGIN = "service:registry"
@@ -83,6 +100,8 @@ _lot = msgspec.msgpack.Decoder(LotInfo)
 _reg = msgspec.msgpack.Decoder(Registration)
 _step = msgspec.msgpack.Decoder(DepositStep)
 _own = msgspec.msgpack.Decoder(OwnOutcome)
+_ldraw = msgspec.msgpack.Decoder(LedgerDraw)
+ALREADY_SETTLED = int(Reject.deposit_already_settled)
 
 
 def u64(n: int) -> bytes:
@@ -91,6 +110,11 @@ def u64(n: int) -> bytes:
 
 def pair(a: str, b: str) -> bytes:
     return a.encode() + b"\x00" + b.encode()
+
+
+def _unpair(key: bytes) -> tuple[str, str]:
+    a, _, b = bytes(key).partition(b"\x00")
+    return a.decode(), b.decode()
 
 
 def own_outcome(events: Sequence[Event]) -> Event | None:
@@ -104,7 +128,7 @@ def own_outcome(events: Sequence[Event]) -> Event | None:
 class RegistryProjection:
     """A follower projection: subjects, keys, registrations, deposits, blacklist."""
 
-    dbs: Sequence[bytes] = (SUBJECTS, KEYS, LOTS, REGS, CODES, STEPS, OWN, META)
+    dbs: Sequence[bytes] = (SUBJECTS, KEYS, LOTS, REGS, CODES, STEPS, OWN, DUE, LDRAWS, META)
 
     def __init__(self, origin: str = DEFAULT_ORIGIN) -> None:
         self.origin = origin
@@ -138,6 +162,12 @@ class RegistryProjection:
                 self._key(txn, cmd, entry.seq)
             elif kind is BlacklistBidder or kind is UnblacklistBidder:
                 self._blacklist(txn, cmd, kind is BlacklistBidder, entry.seq)
+        elif (
+            type(answer) is CommandRejected
+            and type(cmd) is RefundDeposit
+            and cmd.origin == self.origin
+        ):
+            self._refund_refused(txn, cmd, answer, entry.seq)
         for ev in events:
             kind = type(ev)
             if kind is BidderRegistered and type(cmd) is RegisterBidder and answer is None:
@@ -156,6 +186,27 @@ class RegistryProjection:
                 self._settlement(txn, ev, entry.seq)
             elif kind is DepositForfeited:
                 self._forfeited(txn, ev, entry.seq)
+            elif kind is DepositRefunded:
+                self._refunded(txn, ev, entry.seq)
+            elif kind is ExpertDrawCommitted:
+                rec = LedgerDraw(
+                    draw_id=ev.draw_id,
+                    lot_id=ev.lot_id,
+                    seed_hash=ev.seed_hash.lower(),
+                    pool_hash=ev.pool_hash.lower(),
+                    commit_seq=entry.seq,
+                    origin=cmd.origin,
+                )
+                txn.put(ev.draw_id.encode(), _mp.encode(rec), db=self._db[LDRAWS])
+            elif kind is ExpertDrawRevealed:
+                got = self._get(txn, LDRAWS, ev.draw_id.encode(), _ldraw)
+                if got is not None:
+                    got.seed_hex, got.drawn_hash, got.reveal_seq = (
+                        ev.seed_hex,
+                        ev.drawn_hash,
+                        entry.seq,
+                    )
+                    txn.put(ev.draw_id.encode(), _mp.encode(got), db=self._db[LDRAWS])
         if self.next_step != step:
             txn.put(NEXT_STEP, u64(self.next_step), db=self._db[META])
 
@@ -205,6 +256,8 @@ class RegistryProjection:
         reg.deposit = state
         if state == "confirmed":
             reg.confirmed_seq = seq
+        elif state == "refund_due":
+            reg.due_seq = seq
         elif state != "held":
             reg.settled_seq = seq
         if reason:
@@ -281,10 +334,36 @@ class RegistryProjection:
         self._put_lot(txn, lot)
 
     def _refund_others(self, txn: Txn, lot: LotInfo, seq: int, *, held_too: bool) -> None:
+        """The refund is due: queued in ``rg_due`` for the writer (the engine's
+        figure, the lot's deposit), done when DepositRefunded is ledgered."""
         lot.final_seq = seq
         for reg in list(self._regs(txn, lot.lot_id)):
             if reg.deposit == "confirmed" or (held_too and reg.deposit == "held"):
-                self._deposit(txn, reg, "refunded", seq)
+                self._deposit(txn, reg, "refund_due", seq)
+                key = pair(reg.lot_id, reg.bidder_id)
+                txn.put(key, u64(lot.deposit_fen), db=self._db[DUE])
+
+    def _refunded(self, txn: Txn, ev: DepositRefunded, seq: int) -> None:
+        reg = self._by_code(txn, ev.lot_id, ev.bidder_code)
+        if reg is None or reg.deposit == "refunded":
+            return
+        txn.delete(pair(reg.lot_id, reg.bidder_id), db=self._db[DUE])
+        self._deposit(txn, reg, "refunded", seq)
+
+    def _refund_refused(
+        self, txn: Txn, cmd: RefundDeposit, answer: CommandRejected, seq: int
+    ) -> None:
+        """The engine refused the registry's own refund: never resent."""
+        reg = self._get(txn, REGS, pair(cmd.lot_id, cmd.bidder_id), _reg)
+        if reg is None or reg.deposit != "refund_due":
+            return  # already refunded or forfeited in the ledger: nothing to change
+        txn.delete(pair(reg.lot_id, reg.bidder_id), db=self._db[DUE])
+        code = int(answer.code)
+        if code == ALREADY_SETTLED:  # settled by an entry this projection did not read as such
+            self._deposit(txn, reg, "refunded", seq, "deposit_already_settled")
+        else:
+            why = f"{Reject(code).name}: {answer.detail}" if answer.detail else Reject(code).name
+            self._deposit(txn, reg, "refund_refused", seq, why)
 
     def _sold(self, txn: Txn, ev: LotSold, seq: int) -> None:
         lot = self._lot(txn, ev.lot_id)
@@ -316,7 +395,8 @@ class RegistryProjection:
 
     def _forfeited(self, txn: Txn, ev: DepositForfeited, seq: int) -> None:
         reg = self._by_code(txn, ev.lot_id, ev.bidder_code)
-        if reg is not None and reg.deposit in ("confirmed", "held"):
+        if reg is not None and reg.deposit in ("confirmed", "held", "refund_due"):
+            txn.delete(pair(reg.lot_id, reg.bidder_id), db=self._db[DUE])
             self._deposit(txn, reg, "forfeited", seq, ev.reason)
 
 
@@ -413,6 +493,18 @@ class RegistryReader:
         with self.store.read() as txn:
             rows: list[DepositStep] = self._scan(txn, STEPS, _step, u64(since + 1), limit)
             return rows
+
+    def due(self) -> list[tuple[str, str, int]]:
+        """Refunds due and not yet in the ledger: (lot, bidder, amount_fen)."""
+        with self.store.read() as txn:
+            return [
+                (*_unpair(k), int.from_bytes(v, "big")) for k, v in txn.cursor(self.store.db(DUE))
+            ]
+
+    def ledger_draw(self, draw_id: str) -> LedgerDraw | None:
+        with self.store.read() as txn:
+            raw = txn.get(draw_id.encode(), db=self.store.db(LDRAWS))
+        return None if raw is None else _ldraw.decode(raw)
 
     def own(self, client_seq: int) -> OwnOutcome | None:
         with self.store.read() as txn:

@@ -16,14 +16,19 @@ the same trio.run).  JSON in and out:
 * ``GET  /api/blacklist``, ``POST /api/blacklist`` ``{bidder, reason}``,
   ``POST /api/blacklist/remove`` ``{bidder, reason}``
 * ``GET/POST /api/experts``, ``GET /api/experts/{id}``, ``POST /api/relations``
-* ``POST /api/draws`` (DrawCriteria) -> committed; ``POST /api/draws/{id}/reveal``;
-  ``GET /api/draws/{id}``; ``GET /api/draws/{id}/rerun``
+* ``POST /api/draws`` (DrawCriteria) -> committed (CommitExpertDraw);
+  ``POST /api/draws/{id}/reveal`` (409 until the commitment is in the ledger)
+  -> RevealExpertDraw; ``GET /api/draws/{id}``; ``GET /api/draws/{id}/rerun``
+  (from the seed the ledger holds, checked against the ledgered hashes)
 * ``GET  /api/intents?since=N`` (the outbox), ``GET /metrics``, ``GET /healthz``
 
 A write answers 200 (accepted, with its ledger seq), 409 (refused by the
 engine, with the code), or 202 (stored and still pending: it will be sent,
-exactly once, even across restarts).  Prints ``listening http=URL`` once
-caught up and bound.
+exactly once, even across restarts).  Expert draws are writes too (503
+read-only).  Refunds are not an endpoint: the projection derives them and the
+service queues one RefundDeposit per refund due (:meth:`Registry.queue_refunds`,
+every 0.2 s while it writes).  Prints ``listening http=URL`` once caught up
+and bound.
 """
 
 from __future__ import annotations
@@ -45,14 +50,18 @@ from gateway import protocol as p
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 from services.follower import Follower, FollowerMetrics
-from services.registry.experts import DrawError, ExpertBook, public, rerun
-from services.registry.model import DrawCriteria, Expert, Relation
+from services.registry.experts import DrawError, ExpertBook, public, rerun, rerun_ledgered
+from services.registry.model import Draw, DrawCriteria, Expert, Relation
 from services.registry.projection import DEFAULT_ORIGIN, RegistryProjection, RegistryReader
-from services.registry.writer import Outbox, Submitter, frame_dict
+from services.registry.writer import Outbox, Result, Submitter, frame_dict
 
 NAME = "registry"
 MAX_PAGE = 1000
 WRITE_WAIT_S = 10.0
+
+
+class DrawNotLedgered(DrawError):
+    """A reveal before the draw's commitment is accepted in the ledger."""
 
 
 class Registry:
@@ -99,13 +108,55 @@ class Registry:
         self.submitter = Submitter(self.outbox, ws_url, token, identity=self.origin)
         return self.submitter
 
-    async def write(self, frames: list[tuple[p.StaffFrame, str]]) -> list[Any]:
-        sub = self.submitter
-        if sub is None:
+    def _writer(self) -> Submitter:
+        if self.submitter is None:
             raise PermissionError("read-only: start the registry with --ws URL --token T")
+        return self.submitter
+
+    async def write(self, frames: list[tuple[p.StaffFrame, str]]) -> list[Any]:
+        sub = self._writer()
         seqs = self.outbox.add([(frame_dict(f), purpose) for f, purpose in frames])
         sub.wake()
         return [await sub.wait(cs, WRITE_WAIT_S) for cs in seqs]
+
+    def queue_refunds(self) -> list[int]:
+        """One RefundDeposit intent per refund the projection holds due (once)."""
+        sub = self._writer()
+        seqs = self.outbox.queue_refunds()
+        if seqs:
+            sub.wake()
+        return seqs
+
+    async def commit_draw(
+        self, criteria: DrawCriteria, wait_s: float = WRITE_WAIT_S
+    ) -> tuple[Draw, Result]:
+        """Filter the pool and commit the seed, CommitExpertDraw queued with it."""
+        sub = self._writer()
+        bidders = self.reader.lot_bidders(criteria.lot_id)
+        d = self.experts.commit(criteria, bidders, self.outbox)
+        sub.wake()
+        return d, await sub.wait(d.commit_cs, wait_s)
+
+    async def reveal_draw(
+        self, draw_id: str, now_ns: int, wait_s: float = WRITE_WAIT_S
+    ) -> tuple[Draw, Result | None]:
+        """Draw (only once the commitment is accepted in the ledger) and queue
+        RevealExpertDraw with the result; a second reveal is a read."""
+        sub = self._writer()
+        d = self.experts.draw(draw_id)
+        if d is None:
+            raise DrawError(f"unknown draw {draw_id}")
+        if d.state == "committed" and d.commit_cs:
+            r = sub.result(d.commit_cs)
+            if r.state != "accepted":
+                raise DrawNotLedgered(
+                    f"the commitment of {draw_id} is not in the ledger: {r.state} {r.name}".strip()
+                )
+        d = self.experts.reveal(draw_id, now_ns, self.outbox if d.commit_cs else None)
+        if not d.reveal_cs:
+            return d, None  # a draw made before draws were ledgered
+        sub.wake()
+        return d, await sub.wait(d.reveal_cs, wait_s)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -267,13 +318,19 @@ def build_app(reg: Registry) -> Starlette:
         book.add_relations(rows)
         return _json({"stored": len(rows)})
 
+    def outcome(d: Draw, r: Result | None) -> Response:
+        status = 200 if r is None or r.state == "accepted" else 202 if r.state == "pending" else 409
+        return _json({"draw": public(d), "result": r}, status)
+
     async def draws(request: Request) -> Response:
         if request.method == "POST":
             c = await body(request, DrawCriteria)
             if not c.at_ns:
                 c = msgspec.structs.replace(c, at_ns=time.time_ns())
-            d = book.commit(c, reader.lot_bidders(c.lot_id))
-            return _json({"draw": public(d)})
+            try:
+                return outcome(*await reg.commit_draw(c))
+            except PermissionError as e:
+                return _json({"error": str(e)}, 503)
         return _json({"draws": [public(d) for d in book.draws()]})
 
     async def draw(request: Request) -> Response:
@@ -283,15 +340,20 @@ def build_app(reg: Registry) -> Starlette:
         return _json({"draw": public(d)})
 
     async def reveal(request: Request) -> Response:
-        d = book.reveal(request.path_params["did"], time.time_ns())
-        return _json({"draw": d})
+        try:
+            return outcome(*await reg.reveal_draw(request.path_params["did"], time.time_ns()))
+        except PermissionError as e:
+            return _json({"error": str(e)}, 503)
+        except DrawNotLedgered as e:
+            return _json({"error": str(e)}, 409)
 
     async def rerun_draw(request: Request) -> Response:
         d = book.draw(request.path_params["did"])
         if d is None:
             return _json({"error": "unknown draw"}, 404)
-        again = rerun(d)
-        return _json({"drawn": again, "matches": again == d.drawn})
+        ledgered = reader.ledger_draw(d.draw_id)
+        again = rerun_ledgered(d, ledgered) if ledgered is not None else rerun(d)
+        return _json({"drawn": again, "matches": again == d.drawn, "ledgered": ledgered})
 
     async def intents(request: Request) -> Response:
         rows = reg.outbox.intents(_int(request, "since", 0), _int(request, "limit", 500, MAX_PAGE))
@@ -350,6 +412,7 @@ async def _count_steps(reg: Registry) -> None:
         for s in reg.projection.take_steps():
             reg.steps.labels(s.state).inc()
         if reg.submitter is not None:
+            reg.queue_refunds()  # the follower caught up before: rg_due is current
             reg.submitter.changed()
         await trio.sleep(0.2)
 

@@ -28,6 +28,13 @@ fresh client_seq (the old one is marked ``reissued``): the gateway's
 the ledger), and ``client_seq_stale`` (a later client_seq of ours got in
 first, so this one never can).  Other gateway refusals (``not_authorized``,
 a schema violation) are final: ``gateway_refused``.
+
+Refunds are not asked for by staff: the projection derives them (``rg_due``:
+the lot's outcome is final, the deposit is not the winner's) and
+:meth:`Outbox.queue_refunds` turns each due refund into one RefundDeposit
+intent, in the same write txn that records it in ``rg_refund_cs`` (lot NUL
+bidder -> client_seq) -- so a refund is queued once, whatever restarts.  The
+deposit becomes ``refunded`` only when the ledger shows DepositRefunded.
 """
 
 from __future__ import annotations
@@ -46,12 +53,13 @@ from gateway import protocol as p
 from gateway import ws
 from persistence.service import ServiceStore
 from services.registry.model import Intent, OwnOutcome
-from services.registry.projection import OWN, RegistryReader, u64
+from services.registry.projection import DUE, OWN, RegistryReader, pair, u64
 
 Txn: TypeAlias = "lmdb.Transaction[bytes]"
 
 OUTBOX = b"rg_outbox"
 WMETA = b"rg_wmeta"
+REFUND_CS = b"rg_refund_cs"
 NEXT_CS = b"next_client_seq"
 WINDOW = 16
 NOT_APPLIED = {
@@ -89,7 +97,7 @@ def frame_dict(frame: p.StaffFrame) -> dict[str, object]:
 class Outbox:
     """Intents with their client_seqs, in the registry's store."""
 
-    dbs = (OUTBOX, WMETA)
+    dbs = (OUTBOX, WMETA, REFUND_CS)
 
     def __init__(self, store: ServiceStore, reader: RegistryReader) -> None:
         self.store = store
@@ -110,17 +118,57 @@ class Outbox:
         seqs: list[int] = []
 
         def write(txn: Txn) -> None:
-            seqs.clear()
-            cs = self._next_cs(txn)
-            for frame, purpose in frames:
-                intent = Intent(client_seq=cs, frame={**frame, "client_seq": cs}, purpose=purpose)
-                txn.put(u64(cs), _mp.encode(intent), db=self.store.db(OUTBOX))
-                seqs.append(cs)
-                cs += 1
-            txn.put(NEXT_CS, u64(cs), db=self.store.db(WMETA))
+            seqs[:] = self.add_in(txn, frames)
 
         self.store.write(write)
         return seqs
+
+    def add_in(self, txn: Txn, frames: Sequence[tuple[dict[str, object], str]]) -> list[int]:
+        """:meth:`add` inside the caller's write txn (a record and its intent at once)."""
+        seqs: list[int] = []
+        cs = self._next_cs(txn)
+        for frame, purpose in frames:
+            intent = Intent(client_seq=cs, frame={**frame, "client_seq": cs}, purpose=purpose)
+            txn.put(u64(cs), _mp.encode(intent), db=self.store.db(OUTBOX))
+            seqs.append(cs)
+            cs += 1
+        txn.put(NEXT_CS, u64(cs), db=self.store.db(WMETA))
+        return seqs
+
+    def queue_refunds(self, limit: int = 1000) -> list[int]:
+        """One RefundDeposit intent per refund due (``rg_due``) not queued yet;
+        returns the new client_seqs.  Queued once: the intent and its
+        ``rg_refund_cs`` row are written in one txn."""
+        seqs: list[int] = []
+
+        def write(txn: Txn) -> None:
+            seqs.clear()
+            index = self.store.db(REFUND_CS)
+            frames: list[tuple[dict[str, object], str]] = []
+            keys: list[bytes] = []
+            for k, v in txn.cursor(self.store.db(DUE)):
+                if txn.get(k, db=index) is not None:
+                    continue
+                lot, _, bidder = bytes(k).decode().partition("\x00")
+                amount = int.from_bytes(v, "big")
+                frame = p.RefundDepositFrame(0, lot, bidder, amount)
+                frames.append((frame_dict(frame), f"refund {lot}/{bidder}"))
+                keys.append(bytes(k))
+                if len(frames) >= limit:
+                    break
+            if frames:
+                seqs[:] = self.add_in(txn, frames)
+                for k, cs in zip(keys, seqs, strict=True):
+                    txn.put(k, u64(cs), db=index)
+
+        self.store.write(write)
+        return seqs
+
+    def refund_cs(self, lot_id: str, bidder_id: str) -> int:
+        """The client_seq a refund was first queued under (0: never)."""
+        with self.store.read() as txn:
+            raw = txn.get(pair(lot_id, bidder_id), db=self.store.db(REFUND_CS))
+        return 0 if raw is None else int.from_bytes(raw, "big")
 
     def intent(self, cs: int) -> Intent | None:
         with self.store.read() as txn:

@@ -1,14 +1,17 @@
 """The registry's writes through a real gateway over a real WebSocket, as
 ``service:registry``: a write retried after a restart is applied once (the
 engine's retry memory, or the ledger's record read by the follower), a
-client_seq overtaken by a later one is reissued, and the service role may send
-the registry frames only."""
+client_seq overtaken by a later one is reissued, the service role may send
+the registry frames only, refunds derived by the projection are ledgered once
+across restarts, and an expert draw is committed before it is revealed."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import msgspec
+import pytest
 import trio
 from nacl.signing import SigningKey
 
@@ -27,6 +30,7 @@ from tests.gateway.conftest import (
     next_staff_seq,
     staff_ok,
     start_server,
+    wait_for,
 )
 
 TOKEN = "dev-registry-token"
@@ -228,5 +232,150 @@ async def test_the_service_role_sends_registry_frames_only(nursery, tmp_path: Pa
     own2, own3 = reg.reader.own(2), reg.reader.own(3)
     assert own2 is not None and own3 is not None and own2.code == own3.code == 0
     assert reg.reader.own(1) is None  # refused at the gateway: never ledgered
+    reg.store.close()
+    await srv.stop()
+
+
+def refunds_of(srv: Server, lot: str) -> list[tuple[int, str]]:
+    """(ledger seq, bidder code) of every DepositRefunded on ``lot``."""
+    from engine.messages import DepositRefunded, decode_events
+    from ledger.record import decode_body
+
+    out = []
+    for seq, _prev, _h, raw in ledger_of(srv).iter_entries(1, ledger_of(srv).last_seq()):
+        for ev in decode_events(decode_body(raw).events):
+            if type(ev) is DepositRefunded and ev.lot_id == lot:
+                out.append((seq, ev.bidder_code))
+    return out
+
+
+async def test_refunds_due_are_sent_once_across_restarts(nursery, tmp_path: Path) -> None:
+    srv = await start_server(nursery, tmp_path / "data")
+    staff = await connect_staff(nursery, srv)
+    now = time.time_ns()
+    create = p.CreateLotFrame(
+        next_staff_seq(), "R1", "english", "R1", 100_000, 1_000, now - SECOND, now + 2 * SECOND
+    )
+    await staff_ok(staff, msgspec.structs.replace(create, deposit_fen=5_000))
+    await staff_ok(staff, p.PublishLotFrame(next_staff_seq(), "R1"))
+
+    # First life: registrations and deposits through the writer; the lot closes unsold.
+    reg = open_registry(srv, tmp_path / "registry", follow=True)
+    assert reg.follower is not None
+    writer = await run_writer(nursery, reg, srv)
+    frames: list[tuple[p.StaffFrame, str]] = []
+    for b in ("alice", "bob"):
+        frames += [(p.RegisterBidderFrame(0, "R1", b), b)]
+        frames += [(p.ConfirmDepositFrame(0, "R1", b, 5_000), b)]
+    assert {r.state for r in await reg.write(frames)} == {"accepted"}
+    await wait_for(lambda: srv.gateway.rt.router.state.lots["R1"].status == "unsold")
+    await writer.cancel()
+    reg.follower.catch_up()
+    assert {g.deposit for g in reg.reader.registrations("R1")} == {"refund_due"}
+    # the refunds are stored with their client_seqs -- and the registry dies before sending
+    queued = reg.outbox.queue_refunds()
+    assert len(queued) == 2 and reg.outbox.queue_refunds() == []
+    reg.store.close()
+
+    # Second life: nothing is queued twice; the stored intents go out once.
+    reg = open_registry(srv, tmp_path / "registry", follow=True)
+    assert reg.follower is not None
+    reg.follower.catch_up()
+    assert reg.outbox.queue_refunds() == []
+    assert [i.client_seq for i in reg.outbox.pending()] == queued
+    writer = await run_writer(nursery, reg, srv)
+    assert reg.queue_refunds() == []
+    results = [await reg.submitter.wait(cs, 10) for cs in queued]  # type: ignore[union-attr]
+    assert [r.state for r in results] == ["accepted", "accepted"], results
+    # the same client_seq once more (a reply lost): the original outcome, not a second refund
+    intent = reg.outbox.intent(queued[-1])
+    assert intent is not None
+    raw = await Client.connect(nursery, srv.ws_url, token=TOKEN)
+    frame = p.RefundDepositFrame(**{k: v for k, v in intent.frame.items() if k != "type"})  # type: ignore[arg-type]
+    again = await raw.request(queued[-1], p.encode_text(frame))
+    assert isinstance(again, p.Ack) and again.retried
+    await raw.close()
+    reg.follower.catch_up()
+    assert {g.deposit for g in reg.reader.registrations("R1")} == {"refunded"}
+    assert reg.reader.due() == [] and reg.outbox.pending() == []
+    codes = {g.code for g in reg.reader.registrations("R1")}
+    assert sorted(c for _, c in refunds_of(srv, "R1")) == sorted(codes)  # one each
+    await writer.cancel()
+    reg.store.close()
+
+    # Third life: the ledger holds them all, nothing is sent.
+    reg = open_registry(srv, tmp_path / "registry", follow=True)
+    assert reg.follower is not None
+    reg.follower.catch_up()
+    writer = await run_writer(nursery, reg, srv)
+    assert reg.queue_refunds() == []
+    await trio.sleep(0.3)
+    assert reg.submitter is not None and reg.submitter.sent == 0
+    assert len(refunds_of(srv, "R1")) == 2
+    await writer.cancel()
+    reg.store.close()
+    await srv.stop()
+
+
+async def test_an_expert_draw_is_committed_then_revealed_in_the_ledger(
+    nursery, tmp_path: Path
+) -> None:
+    from engine.messages import ExpertDrawCommitted, ExpertDrawRevealed, decode_events
+    from ledger.record import decode_body
+    from services.registry.experts import DrawError, rerun_ledgered
+    from services.registry.model import DrawCriteria, Expert, Relation
+    from services.registry.service import DrawNotLedgered
+
+    srv = await start_server(nursery, tmp_path / "data")
+    staff = await connect_staff(nursery, srv)
+    await lot_with_deposit(staff, "X1")
+    await staff_ok(staff, p.RegisterBidderFrame(next_staff_seq(), "X1", "acme"))
+    reg = open_registry(srv, tmp_path / "registry", follow=True)
+    assert reg.follower is not None
+    reg.follower.catch_up()
+    reg.experts.put_experts(
+        [Expert(expert_id=f"e{i}", name="x", specialties=["civil"], region="JS") for i in range(9)]
+    )
+    reg.experts.add_relations([Relation(expert_id="e3", subject_id="acme", kind="family")])
+    writer = await run_writer(nursery, reg, srv)
+    c = DrawCriteria(lot_id="X1", specialty="civil", count=3, alternates=2, at_ns=time.time_ns())
+
+    d, committed = await reg.commit_draw(c)
+    assert committed.state == "accepted", committed
+    assert "e3" not in d.pool and d.drawn == []
+    revealed, result = await reg.reveal_draw(d.draw_id, time.time_ns())
+    assert result is not None and result.state == "accepted", result
+    again, same = await reg.reveal_draw(d.draw_id, time.time_ns())  # a read: nothing sent
+    assert same is not None and same.client_seq == result.client_seq
+    assert again.drawn == revealed.drawn and len(revealed.drawn) == 5
+
+    # The ledger: the commitment first, then the reveal; a re-run from the
+    # ledgered seed gives the same experts.
+    order = []
+    for seq, _prev, _h, raw in ledger_of(srv).iter_entries(1, ledger_of(srv).last_seq()):
+        for ev in decode_events(decode_body(raw).events):
+            if isinstance(ev, ExpertDrawCommitted | ExpertDrawRevealed) and ev.draw_id == d.draw_id:
+                order.append((seq, type(ev).__name__))
+    assert [name for _, name in order] == ["ExpertDrawCommitted", "ExpertDrawRevealed"]
+    assert order[0][0] < order[1][0]
+    reg.follower.catch_up()
+    ledgered = reg.reader.ledger_draw(d.draw_id)
+    assert ledgered is not None and (ledgered.commit_seq, ledgered.reveal_seq) == tuple(
+        s for s, _ in order
+    )
+    assert ledgered.seed_hex == revealed.seed_hex and ledgered.origin == ORIGIN
+    stored = reg.experts.draw(d.draw_id)
+    assert stored is not None and rerun_ledgered(stored, ledgered) == revealed.drawn
+    forged = msgspec.structs.replace(stored, pool=stored.pool[1:])
+    with pytest.raises(DrawError, match="pool"):
+        rerun_ledgered(forged, ledgered)
+
+    # A commitment the engine refused (no such lot): the draw is never made.
+    bad, refused = await reg.commit_draw(msgspec.structs.replace(c, lot_id="NOPE"))
+    assert refused.state == "refused" and refused.name == "unknown_lot", refused
+    with pytest.raises(DrawNotLedgered):
+        await reg.reveal_draw(bad.draw_id, time.time_ns())
+    assert reg.experts.draw(bad.draw_id).state == "committed"  # type: ignore[union-attr]
+    await writer.cancel()
     reg.store.close()
     await srv.stop()
