@@ -33,7 +33,6 @@ and bound.
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from gateway import protocol as p
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 from services.follower import Follower, FollowerMetrics
+from services.lifecycle import on_signals, wait_for_ledger
 from services.registry.experts import DrawError, ExpertBook, public, rerun, rerun_ledgered
 from services.registry.model import Draw, DrawCriteria, Expert, Relation
 from services.registry.projection import DEFAULT_ORIGIN, RegistryProjection, RegistryReader
@@ -402,11 +402,6 @@ def build_app(reg: Registry) -> Starlette:
     return Starlette(routes=[Route(path, handler(fn), methods=m) for path, fn, m in routes])
 
 
-async def _wait_for_ledger(ledger_dir: Path) -> None:
-    while not (ledger_dir / "data.mdb").exists():
-        await trio.sleep(0.2)
-
-
 async def _count_steps(reg: Registry) -> None:
     while True:
         for s in reg.projection.take_steps():
@@ -430,7 +425,7 @@ async def serve_registry(
     from gateway.http import serve_http
 
     ledger_dir = data_dir / "ledger"
-    await _wait_for_ledger(ledger_dir)
+    await wait_for_ledger(ledger_dir)
     ledger = LedgerStore.open(ledger_dir, readonly=True)
     try:
         store = ServiceStore.open(data_dir / NAME)
@@ -449,18 +444,10 @@ async def serve_registry(
                 await nursery.start(reg.connect(ws_url, token).run)
             port = await nursery.start(serve_http, app, host, http_port, shutdown)
             nursery.start_soon(_count_steps, reg)
-            nursery.start_soon(_on_signals, shutdown, nursery.cancel_scope)
+            await nursery.start(on_signals, shutdown, nursery.cancel_scope)
             url = f"http://{host}:{port}/"
             task_status.started(url)
             print(f"listening http={url}", flush=True)
     finally:
         store.close()
         ledger.close()
-
-
-async def _on_signals(shutdown: trio.Event, scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            shutdown.set()
-            scope.cancel()
-            return
