@@ -21,6 +21,13 @@ was killed and restarted (the follower re-applies nothing twice and skips
 nothing) ends byte-for-byte equal to one that ran uninterrupted.  In-memory
 caches hold decoded watch objects between entries; ``load`` (start, and after
 an aborted write) drops them, so they never hold anything not yet committed.
+
+A lot's watch state changes on most entries (every bid), so within a chunk
+it is written back, not through: ``put_lot`` only marks the lot dirty (lot id
+-> the object, which reads see first), and the follower's per-chunk
+``flush(txn)`` encodes and puts each dirty lot once (``sv_lots`` and
+``sv_monitor``), in the chunk's txn.  The stored bytes are those of the last
+put, as before: the detectors change a lot only on the entry that puts it.
 """
 
 from __future__ import annotations
@@ -92,6 +99,9 @@ class _TxnState:
         self.p, self.txn = p, txn
 
     def lot(self, lot_id: str) -> LotWatch | None:
+        lot = self.p._dirty_lots.get(lot_id)
+        if lot is not None:
+            return lot
         cache = self.p._lots
         lot = cache.get(lot_id)
         if lot is None:
@@ -102,10 +112,8 @@ class _TxnState:
         return lot
 
     def put_lot(self, lot: LotWatch) -> None:
-        p, key = self.p, lot.lot_id.encode()
-        p._lots[lot.lot_id] = lot
-        self.txn.put(key, _mp.encode(lot), db=p._db[LOTS])
-        self.txn.put(key, _json.encode(monitor_of(lot)), db=p._db[MONITOR])
+        """Mark ``lot`` dirty; ``SupervisionProjection.flush`` writes it."""
+        self.p._dirty_lots[lot.lot_id] = lot
 
     def sharing(self, kind: str, key: str) -> Sharing | None:
         ck = f"{kind}\x00{key}"
@@ -156,6 +164,7 @@ class SupervisionProjection:
         self.calendar = calendar or WorkCalendar.load()
         self._db: dict[bytes, Any] = {}
         self._lots: dict[str, LotWatch] = {}
+        self._dirty_lots: dict[str, LotWatch] = {}  # put this chunk, not yet written
         self._shared: dict[str, Sharing] = {}
         self.next_alert_id = 1
         self.raised: list[Alert] = []  # alerts of the entries applied since the last take
@@ -165,6 +174,7 @@ class SupervisionProjection:
     def load(self, store: ServiceStore, txn: Txn) -> None:
         self._db = {name: store.db(name) for name in self.dbs}
         self._lots.clear()
+        self._dirty_lots.clear()  # the txn that would have written them aborted
         self._shared.clear()
         self.raised.clear()
         raw = txn.get(NEXT_ALERT, db=self._db[META])
@@ -192,10 +202,26 @@ class SupervisionProjection:
                 txn.put(a.lot_id.encode() + b"\x00" + u64(aid), b"", db=db[LOT_ALERTS])
                 self.raised.append(a)
             txn.put(NEXT_ALERT, u64(self.next_alert_id), db=db[META])
-        if len(self._lots) > CACHE_MAX:
-            self._lots.clear()  # everything in it is already in the txn
         if len(self._shared) > CACHE_MAX:
             self._shared.clear()
+
+    def flush(self, txn: Txn) -> None:
+        """Write each lot put during the chunk once (the follower calls this
+        after the chunk's last ``apply``, in the same txn)."""
+        dirty = self._dirty_lots
+        if not dirty:
+            return
+        lots_db, monitor_db = self._db[LOTS], self._db[MONITOR]
+        put, mp, js = txn.put, _mp.encode, _json.encode
+        for lot_id, lot in dirty.items():
+            key = lot_id.encode()
+            put(key, mp(lot), db=lots_db)
+            put(key, js(monitor_of(lot)), db=monitor_db)
+        cache = self._lots
+        if len(cache) + len(dirty) > CACHE_MAX:
+            cache.clear()  # everything in it is in the txn
+        cache.update(dirty)
+        dirty.clear()
 
     def take_raised(self) -> list[Alert]:
         raised, self.raised = self.raised, []
