@@ -559,42 +559,31 @@ def bid_frame(
     return encode_text(PlaceBidFrame(payload.decode(), sig))
 
 
-def read_bid(frame: PlaceBidFrame) -> BidPayload:
-    """Decode the payload (not yet trusted: ``verify_bid`` must follow)."""
+def _read_payload(text: str, decoder: msgspec.json.Decoder[Any], domain: str) -> Any:
+    """Decode a signed action's payload text (not yet trusted: ``verify_bid`` must follow)."""
     try:
-        payload: BidPayload = _payload_decoder.decode(frame.payload.encode())
+        payload = decoder.decode(text.encode())
     except msgspec.ValidationError as e:
         raise FrameError(GatewayError.schema_violation, f"payload: {e}") from None
     except msgspec.DecodeError as e:
         raise FrameError(GatewayError.malformed_json, f"payload: {e}") from None
-    if payload.domain != BID_DOMAIN:
-        raise FrameError(GatewayError.bad_domain, f"payload domain must be {BID_DOMAIN}")
+    if payload.domain != domain:
+        raise FrameError(GatewayError.bad_domain, f"payload domain must be {domain}")
+    return payload
+
+
+def read_bid(frame: PlaceBidFrame) -> BidPayload:
+    payload: BidPayload = _read_payload(frame.payload, _payload_decoder, BID_DOMAIN)
     return payload
 
 
 def read_sealed(frame: SealedFrame) -> SealedPayload:
-    """Decode a sealed action's payload (not yet trusted: ``verify_bid`` must follow)."""
-    try:
-        payload: SealedPayload = _sealed_decoder.decode(frame.payload.encode())
-    except msgspec.ValidationError as e:
-        raise FrameError(GatewayError.schema_violation, f"payload: {e}") from None
-    except msgspec.DecodeError as e:
-        raise FrameError(GatewayError.malformed_json, f"payload: {e}") from None
-    if payload.domain != SEALED_DOMAIN:
-        raise FrameError(GatewayError.bad_domain, f"payload domain must be {SEALED_DOMAIN}")
+    payload: SealedPayload = _read_payload(frame.payload, _sealed_decoder, SEALED_DOMAIN)
     return payload
 
 
 def read_order(frame: OrderFrame) -> OrderPayload:
-    """Decode an order action's payload (not yet trusted: ``verify_bid`` must follow)."""
-    try:
-        payload: OrderPayload = _order_decoder.decode(frame.payload.encode())
-    except msgspec.ValidationError as e:
-        raise FrameError(GatewayError.schema_violation, f"payload: {e}") from None
-    except msgspec.DecodeError as e:
-        raise FrameError(GatewayError.malformed_json, f"payload: {e}") from None
-    if payload.domain != ORDER_DOMAIN:
-        raise FrameError(GatewayError.bad_domain, f"payload domain must be {ORDER_DOMAIN}")
+    payload: OrderPayload = _read_payload(frame.payload, _order_decoder, ORDER_DOMAIN)
     return payload
 
 

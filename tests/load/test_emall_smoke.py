@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.locust import summary
+from tests.load.support import require_locust
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def test_short_emall_run_orders_are_acknowledged(tmp_path: Path) -> None:
-    pytest.importorskip("locust")
+    require_locust()
     argv = [sys.executable, "-m", "bench.locust.run", "--scenario", "emall", "--users", "5"]
     argv += ["--duration", "5", "--reports", str(tmp_path), "--no-latency-bounds"]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=170)

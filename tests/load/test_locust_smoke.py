@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.load.support import require_locust
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def test_short_locust_run_succeeds_and_writes_reports(tmp_path: Path) -> None:
-    pytest.importorskip("locust")
+    require_locust()
     argv = [sys.executable, "-m", "bench.locust.run", "--scenario", "storm", "--users", "4"]
     argv += ["--duration", "4", "--reports", str(tmp_path), "--no-latency-bounds"]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=170)
