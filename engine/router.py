@@ -977,7 +977,7 @@ class Router:
     def _holds_award(self, lot: Lot, bidder_id: str) -> bool:
         """Is (or may still become) a winner whose deposit is not refundable now."""
         if lot.status != SOLD or lot.settlement in (DEFAULTED, VOIDED):
-            return lot.settlement == AWAITING_QUALIFICATION and bidder_id in lot.award_order
+            return False  # unsold, terminated, or the award was lost: nobody holds it
         if bidder_id == lot.leader_id or bidder_id in lot.shares_confirmed:
             return True
         if any(w.bidder_id == bidder_id for w in lot.winners):
