@@ -25,6 +25,7 @@ store object; they must not hold a read transaction (e.g. an unfinished
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +43,8 @@ from persistence.env import (
     grow_map,
     open_env,
 )
+
+_pack_key = struct.Struct(">Q").pack  # == seq_key, without the call
 
 __all__ = ["Batch", "LedgerCorrupt", "LedgerStore", "StorageUnavailable"]
 
@@ -236,13 +239,16 @@ class LedgerStore:
 
     # -- writes ------------------------------------------------------------------
 
-    def commit_batch(self, batch: Batch) -> None:
-        """Commit the whole batch durably in one write txn (see module docstring)."""
+    def commit_batch(self, batch: Batch, staged: Callable[[], None] | None = None) -> None:
+        """Commit the whole batch durably in one write txn (see module docstring).
+
+        ``staged`` runs once the batch's puts are in the txn, before the fsync'd
+        commit (the commit worker uses it to end its GIL-hungry phase)."""
         if self.readonly:
             raise StorageUnavailable("ledger store opened read-only")
         while True:
             try:
-                self._commit_once(batch)
+                self._commit_once(batch, staged)
                 return
             except lmdb.MapFullError:
                 # The failed txn was aborted; grow (raises StorageUnavailable at
@@ -254,11 +260,13 @@ class LedgerStore:
             except (lmdb.Error, OSError) as e:
                 raise StorageUnavailable(f"ledger commit failed: {e!r}") from e
 
-    def _commit_once(self, batch: Batch) -> None:
+    def _commit_once(self, batch: Batch, staged: Callable[[], None] | None = None) -> None:
         txn = self.env.begin(write=True)
         try:
             self._put_entries(txn, batch.entries)
             self._put_side(txn, batch)
+            if staged is not None:
+                staged()
             self.commit_attempts += 1
             if self.fault_hook is not None:
                 self.fault_hook(self.commit_attempts)
@@ -268,20 +276,33 @@ class LedgerStore:
             raise
 
     def _put_entries(self, txn: lmdb.Transaction[bytes], entries: list[tuple[int, bytes]]) -> None:
-        """Append entries, refusing anything that does not extend the chain."""
+        """Append entries, refusing anything that does not extend the chain.
+
+        The writer computed the hashes; re-checking that the sequence numbers
+        run on from the stored last entry without a gap and that every entry's
+        prev hash is the hash before it turns a writer bug into a crash here
+        instead of a chain that verify() rejects later.  The checks and the
+        puts are each one C-level pass (``putmulti``): this thread holds the
+        GIL for as little as it can, so the event loop keeps it."""
+        if not entries:
+            return
         last, last_h = self._last_item(txn)
-        db = self._entries
-        for seq, value in entries:
-            # The writer computed the hashes; re-checking seq and the prev link is
-            # two comparisons per entry and turns a writer bug into a crash here
-            # instead of a chain that verify() rejects later.
-            if seq != last + 1:
-                raise LedgerCorrupt(f"append refused: seq {seq} after {last}")
-            if value[:HASH_SIZE] != last_h or len(value) < HEADER_SIZE:
-                raise LedgerCorrupt(f"append refused: seq {seq} prev hash does not link")
-            if not txn.put(seq_key(seq), value, append=True, db=db):
-                raise LedgerCorrupt(f"append refused by LMDB at seq {seq}")
-            last, last_h = seq, value[HASH_SIZE:HEADER_SIZE]
+        first_seq, n = entries[0][0], len(entries)
+        if first_seq != last + 1 or entries[-1][0] != last + n:
+            raise LedgerCorrupt(f"append refused: seq {first_seq}..{entries[-1][0]} after {last}")
+        values = [v for _, v in entries]
+        prevs = [v[:HASH_SIZE] for v in values]
+        hashes = [last_h, *(v[HASH_SIZE:HEADER_SIZE] for v in values[:-1])]
+        if prevs != hashes or min(map(len, values)) < HEADER_SIZE:
+            bad = next(
+                (s for (s, v), h in zip(entries, hashes, strict=True) if v[:HASH_SIZE] != h),
+                first_seq,
+            )
+            raise LedgerCorrupt(f"append refused: seq {bad} prev hash does not link")
+        items = [(_pack_key(s), v) for s, v in entries]
+        _consumed, added = txn.cursor(self._entries).putmulti(items, append=True)
+        if added != n:
+            raise LedgerCorrupt(f"append refused by LMDB at seq {first_seq + added}")
 
     def _put_side(self, txn: lmdb.Transaction[bytes], batch: Batch) -> None:
         """Snapshots, checkpoints, meta and the batch boundary ride in the same txn."""

@@ -19,6 +19,10 @@ from collections.abc import Callable
 
 from ledger.store import Batch, LedgerStore
 
+# The loop never waits longer than this for a staging worker (a stuck put is
+# then contended, not a stalled loop).
+STEP_ASIDE_MAX_S = 0.005
+
 Done = Callable[[BaseException | None], None]
 Notify = Callable[[Callable[[], None]], None]
 
@@ -28,8 +32,25 @@ class CommitWorker:
         self._store = store
         self._notify = notify
         self._jobs: queue.SimpleQueue[tuple[Batch, Done] | None] = queue.SimpleQueue()
+        # Held while this thread stages a batch's puts (see ``step_aside``).
+        self._staging = threading.Lock()
+        self._held = False  # only this worker's thread reads or writes it
         self._thread = threading.Thread(target=self._run, name="ledger-commit", daemon=True)
         self._thread.start()
+
+    def step_aside(self) -> None:
+        """Called on the event loop's thread: while this worker stages puts,
+        block (GIL released) until it is done.
+
+        py-lmdb releases and re-takes the GIL around every single put.  Beside a
+        busy event loop each re-take waits up to a switch interval, so a
+        200-entry batch took ~7 ms to stage instead of ~0.2 ms (GIL probe in
+        bench core).  Stepping aside for the short staging phase costs the loop
+        less than the convoy did and keeps the commit -- and every ack behind
+        it -- close to the disk's own time."""
+        staging = self._staging
+        if staging.locked() and staging.acquire(timeout=STEP_ASIDE_MAX_S):
+            staging.release()
 
     def submit(self, batch: Batch, done: Done) -> None:
         """Commit ``batch`` in the worker; ``done(error_or_None)`` runs via ``notify``."""
@@ -40,6 +61,12 @@ class CommitWorker:
         self._jobs.put(None)
         self._thread.join()
 
+    def _staged(self) -> None:
+        """The puts are in the txn (or the commit ended): let the loop go on."""
+        if self._held:
+            self._held = False
+            self._staging.release()
+
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
@@ -47,10 +74,14 @@ class CommitWorker:
                 return
             batch, done = job
             error: BaseException | None = None
+            self._staging.acquire()
+            self._held = True
             try:
-                self._store.commit_batch(batch)
+                self._store.commit_batch(batch, self._staged)
             except BaseException as e:  # handed to the loop, which decides
                 error = e
+            finally:
+                self._staged()
             try:
                 self._notify(lambda d=done, e=error: d(e))  # type: ignore[misc]
             except RuntimeError:

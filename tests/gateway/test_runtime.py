@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import trio
 import trio.testing
@@ -58,8 +60,8 @@ def _audit_commits(rt: Runtime, committed: list[int]) -> None:
     """Record the last seq of every batch as the commit returns (the T2 audit)."""
     inner = rt.store.commit_batch
 
-    def commit(batch: Batch) -> None:
-        inner(batch)
+    def commit(batch: Batch, staged: Callable[[], None] | None = None) -> None:
+        inner(batch, staged)
         if batch.entries:
             committed.append(batch.entries[-1][0])
 
