@@ -114,6 +114,7 @@ async def serve(
                 f"http://localhost:{http_bound}",
             }
             nursery.start_soon(gw.snapshots)
+            nursery.start_soon(gw.flusher)
             await nursery.start(_on_signals, gw, shutdown, nursery.cancel_scope)
             listening = Listening(ws_url, http_url, gw)
             task_status.started(listening)

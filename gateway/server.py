@@ -146,12 +146,25 @@ class TokenBucket:
 
 
 class Connection:
-    def __init__(self, sock: ws.Socket, who: Principal, max_frames: int) -> None:
+    """One client's queues.  Everything queued is a ready-made WebSocket frame
+    (``ws.frame_text``): a fan-out frames its message once for all subscribers.
+
+    Whatever is queued is handed to ``ready`` (the gateway's flusher), which
+    writes it straight to the socket when the socket takes it; only what the
+    socket will not take now is left to this connection's sender task
+    (``partial`` first, then the queues) -- so a slow reader never delays
+    anyone else."""
+
+    def __init__(
+        self, sock: ws.Socket, who: Principal, max_frames: int, ready: Callable[[Connection], None]
+    ) -> None:
         self.sock = sock
         self.who = who
         self.max_frames = max_frames
-        self.outbox: deque[str] = deque()
-        self.snapshots: dict[str, str] = {}
+        self.ready = ready
+        self.outbox: deque[bytes] = deque()
+        self.snapshots: dict[str, bytes] = {}
+        self.partial = b""  # the unsent tail of a direct write: goes before anything else
         self.lots: set[str] = set()
         self.wake = trio.Event()
         self.overflowed = False
@@ -160,24 +173,49 @@ class Connection:
     def send(self, text: str) -> None:
         """A reply to the client's own frame (hello, ack, error, pong): always
         queued -- bounded by what the client itself sent (rate limit, queue)."""
-        self.outbox.append(text)
-        self.wake.set()
+        self.outbox.append(ws.frame_text(text))
+        self.ready(self)
 
-    def push(self, text: str) -> None:
+    def push(self, frame: bytes) -> None:
         """A lot event pushed to a subscriber: must-deliver, so a connection that
         cannot keep up is marked for a 1013 close instead of growing without bound."""
         if len(self.outbox) >= self.max_frames:
             self.overflowed = True
         else:
-            self.outbox.append(text)
-        self.wake.set()
+            self.outbox.append(frame)
+        self.ready(self)
 
-    def offer_snapshot(self, lot: str, text: str) -> bool:
+    def offer_snapshot(self, lot: str, frame: bytes) -> bool:
         """Conflated: True when an unsent snapshot of this lot was replaced."""
         replaced = lot in self.snapshots
-        self.snapshots[lot] = text
-        self.wake.set()
+        self.snapshots[lot] = frame
+        self.ready(self)
         return replaced
+
+    def take(self) -> list[bytes]:
+        """Everything pending, in order: replies and events, then snapshots."""
+        frames = list(self.outbox)
+        self.outbox.clear()
+        if self.snapshots:
+            frames.extend(self.snapshots.values())
+            self.snapshots.clear()
+        return frames
+
+    def flush(self) -> None:
+        """Write what is pending now if the socket takes it; else wake the sender."""
+        if self.overflowed or self.partial:
+            self.wake.set()  # the sender closes it, or finishes the tail first
+            return
+        if not (self.outbox or self.snapshots):
+            return
+        frames = self.take()
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        sent = self.sock.try_send(data)
+        if sent is None:
+            sent = 0
+        if sent < len(data):
+            self.partial = data[sent:]
+            self.wake.set()
 
 
 class Gateway:
@@ -198,6 +236,8 @@ class Gateway:
         # participants (bidders, staff, supervisors) also get every event in order
         # -- public watchers get the latest state, never a backlog to fan out.
         self.subscribers: dict[str, set[Connection]] = {ALL_LOTS: set()}
+        self._unflushed: set[Connection] = set()
+        self._flush_due = trio.Event()
         self.event_subscribers: dict[str, set[Connection]] = {ALL_LOTS: set()}
         self.connections: set[Connection] = set()
         self.buckets: dict[str, TokenBucket] = {}
@@ -225,7 +265,7 @@ class Gateway:
             sock = await request.accept()
         except ws.ConnectionClosed:
             return
-        conn = Connection(sock, who, self.limits.send_queue_frames)
+        conn = Connection(sock, who, self.limits.send_queue_frames, self._ready)
         self.connections.add(conn)
         self.metrics.connections.labels(who.role).inc()
         try:
@@ -272,11 +312,11 @@ class Gateway:
                     await sock.close(1013, "send queue full: reconnect and resubscribe")
                     scope.cancel()
                     return
-                if conn.outbox:
-                    await sock.send(conn.outbox.popleft())
-                elif conn.snapshots:
-                    lot = next(iter(conn.snapshots))
-                    await sock.send(conn.snapshots.pop(lot))
+                if conn.partial:
+                    data, conn.partial = conn.partial, b""
+                    await sock.send_frames([data])
+                elif conn.outbox or conn.snapshots:
+                    await sock.send_frames(conn.take())
                 else:
                     await conn.wake.wait()
                     conn.wake = trio.Event()
@@ -536,7 +576,7 @@ class Gateway:
             for lot_id in targets:
                 snap = self.views.public_snapshot(lot_id)
                 if snap is not None:
-                    conn.offer_snapshot(lot_id, p.encode_text(snap))
+                    conn.offer_snapshot(lot_id, ws.frame_text(p.encode_text(snap)))
 
     def _unsubscribe(self, conn: Connection, lots: list[str]) -> None:
         for lot in lots:
@@ -563,14 +603,16 @@ class Gateway:
                 subs = self.event_subscribers.get(ev.lot_id)
                 if not subs and not everyone:
                     continue
-                text = p.encode_text(
-                    p.EventFrame(ev.lot_id, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
+                frame = ws.frame_text(
+                    p.encode_text(
+                        p.EventFrame(ev.lot_id, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
+                    )
                 )
                 for conn in subs or ():
-                    conn.push(text)
+                    conn.push(frame)
                 for conn in everyone:
                     if not subs or conn not in subs:
-                        conn.push(text)
+                        conn.push(frame)
         self.metrics.durable_seq.set(self.rt.durable_seq)
 
     def _on_commit(self, entries: int, seconds: float) -> None:
@@ -594,10 +636,24 @@ class Gateway:
                 snap = self.views.public_snapshot(lot)
                 if snap is None:
                     continue
-                text = p.encode_text(snap)
+                frame = ws.frame_text(p.encode_text(snap))
                 for conn in self.subscribers.get(lot, set()) | everyone:
-                    if conn.offer_snapshot(lot, text):
+                    if conn.offer_snapshot(lot, frame):
                         self.metrics.snapshots_dropped.inc()
+
+    def _ready(self, conn: Connection) -> None:
+        self._unflushed.add(conn)
+        self._flush_due.set()
+
+    async def flusher(self) -> None:
+        """Writes every connection's pending frames once per loop pass: one task
+        for all of them, instead of one task switch per message."""
+        while True:
+            await self._flush_due.wait()
+            self._flush_due = trio.Event()
+            pending, self._unflushed = self._unflushed, set()
+            for conn in pending:
+                conn.flush()
 
     async def drain(self) -> None:
         """SIGTERM: refuse new connections, let the open batch finish, close with 1001."""
