@@ -26,6 +26,7 @@ durable.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -622,12 +623,16 @@ class Gateway:
     async def snapshots(self) -> None:
         """At most one snapshot per lot per interval (conflated per connection)."""
         interval = self.limits.snapshot_interval_ms / 1000
-        while True:
+        # The gauges scan every connection: once a second, not every tick (at
+        # 5,000 connections the scan was 2 % of the server's CPU, judicial-day).
+        gauge_every = max(1, round(1 / interval))
+        for tick in itertools.count():
             await trio.sleep(interval)
-            self.metrics.queue_depth.set(self.rt.queue_depth)
-            self.metrics.send_queue_max.set(
-                max((len(c.outbox) for c in self.connections), default=0)
-            )
+            if tick % gauge_every == 0:
+                self.metrics.queue_depth.set(self.rt.queue_depth)
+                self.metrics.send_queue_max.set(
+                    max((len(c.outbox) for c in self.connections), default=0)
+                )
             if not self.dirty:
                 continue
             dirty, self.dirty = self.dirty, set()
