@@ -25,6 +25,7 @@ ledgered (RULES.md R-1.8.1, system failure) -- staff resume those lots.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import time
@@ -202,7 +203,8 @@ class Runtime:
                 nursery.start_soon(self._timer)
                 task_status.started()
         finally:
-            trio.lowlevel.remove_instrument(aside)
+            with contextlib.suppress(KeyError):  # trio drops an instrument that raised
+                trio.lowlevel.remove_instrument(aside)
             worker.stop()  # a batch in flight still commits; its replies are moot
 
     def _suspend_overdue(self) -> None:

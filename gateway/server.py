@@ -152,9 +152,9 @@ class Connection:
 
     Whatever is queued is handed to ``ready`` (the gateway's flusher), which
     writes it straight to the socket when the socket takes it; only what the
-    socket will not take now is left to this connection's sender task
-    (``partial`` first, then the queues) -- so a slow reader never delays
-    anyone else."""
+    socket will not take now is left to this connection's sender task (the
+    socket's unfinished tail first, then the queues) -- so a slow reader never
+    delays anyone else."""
 
     def __init__(
         self, sock: ws.Socket, who: Principal, max_frames: int, ready: Callable[[Connection], None]
@@ -165,7 +165,6 @@ class Connection:
         self.ready = ready
         self.outbox: deque[bytes] = deque()
         self.snapshots: dict[str, bytes] = {}
-        self.partial = b""  # the unsent tail of a direct write: goes before anything else
         self.lots: set[str] = set()
         self.wake = trio.Event()
         self.overflowed = False
@@ -204,19 +203,14 @@ class Connection:
 
     def flush(self) -> None:
         """Write what is pending now if the socket takes it; else wake the sender."""
-        if self.overflowed or self.partial:
-            self.wake.set()  # the sender closes it, or finishes the tail first
+        if not (self.outbox or self.snapshots) and not self.sock.has_tail:
             return
-        if not (self.outbox or self.snapshots):
+        if self.overflowed or not self.sock.writable_now:
+            self.wake.set()  # the sender closes it, or writes the tail, then these
             return
         frames = self.take()
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        sent = self.sock.try_send(data)
-        if sent is None:
-            sent = 0
-        if sent < len(data):
-            self.partial = data[sent:]
-            self.wake.set()
+        if not self.sock.try_send(frames[0] if len(frames) == 1 else b"".join(frames)):
+            self.wake.set()  # the socket kept a tail: the sender finishes it
 
 
 class Gateway:
@@ -313,10 +307,7 @@ class Gateway:
                     await sock.close(1013, "send queue full: reconnect and resubscribe")
                     scope.cancel()
                     return
-                if conn.partial:
-                    data, conn.partial = conn.partial, b""
-                    await sock.send_frames([data])
-                elif conn.outbox or conn.snapshots:
+                if sock.has_tail or conn.outbox or conn.snapshots:
                     await sock.send_frames(conn.take())
                 else:
                     await conn.wake.wait()

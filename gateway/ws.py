@@ -72,8 +72,29 @@ class Request:
 
 
 class Socket:
+    """A WebSocket connection.  Besides trio-websocket's one-message ``send``, the
+    gateway writes ready-made frames itself: ``try_send`` writes without waiting
+    (what the socket does not take becomes this socket's *tail*), ``send_frames``
+    writes under the connection's write lock, the tail first.  A tail is an
+    unfinished frame on the wire, so nothing else may be written before it: not
+    our next frames (``try_send`` refuses while a tail is pending) and not
+    trio-websocket's own pings, pongs and close frames (its ``_send`` is wrapped
+    to write the tail first)."""
+
     def __init__(self, raw: trio_websocket.WebSocketConnection) -> None:
         self._raw = raw
+        self._tail = b""
+        # The plain socket under the stream, for direct writes; None (TLS or
+        # another stream) means every write goes through send_frames.
+        self._direct = getattr(getattr(raw._stream, "socket", None), "_sock", None)
+        library_send = raw._send
+
+        async def send_after_tail(event: Any) -> None:
+            if self._tail:
+                await self.send_frames([])
+            await library_send(event)
+
+        raw._send = send_after_tail  # type: ignore[method-assign]
 
     async def receive(self) -> str | bytes:
         return await self._raw.get_message()
@@ -81,27 +102,46 @@ class Socket:
     async def send(self, text: str) -> None:
         await self._raw.send_message(text)
 
-    def try_send(self, data: bytes) -> int | None:
-        """Write what the socket takes right now, without waiting: the number of
-        bytes written (maybe fewer than ``data``, maybe 0), or None when nothing
-        may be written now (a send is in progress, the connection is closing, or
-        the socket failed -- ``send_frames`` then meets the error properly).
+    @property
+    def has_tail(self) -> bool:
+        return bool(self._tail)
+
+    @property
+    def writable_now(self) -> bool:
+        """``try_send`` may write: no tail, no write in progress, not closing."""
+        raw = self._raw
+        return not (
+            self._tail
+            or self._direct is None
+            or raw._close_reason is not None
+            or raw._stream_lock.locked()
+        )
+
+    def try_send(self, data: bytes) -> bool:
+        """Write ``data`` now without waiting.  True when it is all with the
+        kernel; False when it could not be tried now (a write in progress, a
+        tail pending, the connection closing -- the caller leaves it to
+        ``send_frames``, which meets any error properly) or the socket took only
+        part of it: the rest is this socket's tail, written first by the next
+        ``send_frames``.
 
         This saves a task switch per message: a fan-out to a thousand consoles
         writes from one task instead of waking a thousand."""
-        raw = self._raw
-        if raw._close_reason is not None or raw._stream_lock.locked():
-            return None
+        if not self.writable_now:
+            return False
         try:
-            sent: int = raw._stream.socket._sock.send(data)
+            sent: int = self._direct.send(data)  # type: ignore[union-attr]
         except BlockingIOError:
-            return 0
+            sent = 0
         except OSError:
-            return None
-        return sent
+            sent = 0  # broken: the tail's send_frames raises ConnectionClosed
+        if sent < len(data):
+            self._tail = data[sent:]
+            return False
+        return True
 
     async def send_frames(self, frames: list[bytes]) -> None:
-        """Write ready-made frames (``frame_text``) in one write.
+        """Write the tail, then ready-made frames (``frame_text``), in one write.
 
         trio-websocket frames and writes one message per call; a sender with
         several messages pending (acks, events, snapshots) paid a frame
@@ -111,10 +151,14 @@ class Socket:
         peer's) nothing more is written."""
         raw = self._raw
         async with raw._stream_lock:
+            data = b"".join([self._tail, *frames])
+            self._tail = b""
+            if not data:
+                return
             if raw._close_reason is not None:
                 raise ConnectionClosed(raw._close_reason)
             try:
-                await raw._stream.send_all(frames[0] if len(frames) == 1 else b"".join(frames))
+                await raw._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await raw._abort_web_socket()
                 raise ConnectionClosed(raw._close_reason) from None

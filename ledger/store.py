@@ -242,8 +242,9 @@ class LedgerStore:
     def commit_batch(self, batch: Batch, staged: Callable[[], None] | None = None) -> None:
         """Commit the whole batch durably in one write txn (see module docstring).
 
-        ``staged`` runs once the batch's puts are in the txn, before the fsync'd
-        commit (the commit worker uses it to end its GIL-hungry phase)."""
+        ``staged`` runs once the batch's entries are in the txn, before the side
+        records and the fsync'd commit (the commit worker uses it to end its
+        GIL-hungry phase)."""
         if self.readonly:
             raise StorageUnavailable("ledger store opened read-only")
         while True:
@@ -264,9 +265,9 @@ class LedgerStore:
         txn = self.env.begin(write=True)
         try:
             self._put_entries(txn, batch.entries)
-            self._put_side(txn, batch)
             if staged is not None:
-                staged()
+                staged()  # the GIL-hungry part (one GIL re-take per entry) is over
+            self._put_side(txn, batch)
             self.commit_attempts += 1
             if self.fault_hook is not None:
                 self.fault_hook(self.commit_attempts)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from ledger.store import Batch, LedgerStore
 
-# The loop never waits longer than this for a staging worker (a stuck put is
-# then contended, not a stalled loop).
+# The loop never waits longer than this for one batch's staging (a stuck put
+# is then contended, not a stalled loop).
 STEP_ASIDE_MAX_S = 0.005
 
 Done = Callable[[BaseException | None], None]
@@ -35,6 +36,7 @@ class CommitWorker:
         # Held while this thread stages a batch's puts (see ``step_aside``).
         self._staging = threading.Lock()
         self._held = False  # only this worker's thread reads or writes it
+        self._staging_since = 0.0  # when the current batch's staging began
         self._thread = threading.Thread(target=self._run, name="ledger-commit", daemon=True)
         self._thread.start()
 
@@ -49,7 +51,12 @@ class CommitWorker:
         less than the convoy did and keeps the commit -- and every ack behind
         it -- close to the disk's own time."""
         staging = self._staging
-        if staging.locked() and staging.acquire(timeout=STEP_ASIDE_MAX_S):
+        if not staging.locked():
+            return
+        # One budget per batch, not per task step: a slow staging phase (a
+        # starved thread, a map growth) costs the loop at most this once.
+        left = self._staging_since + STEP_ASIDE_MAX_S - time.monotonic()
+        if left > 0 and staging.acquire(timeout=left):
             staging.release()
 
     def submit(self, batch: Batch, done: Done) -> None:
@@ -74,6 +81,7 @@ class CommitWorker:
                 return
             batch, done = job
             error: BaseException | None = None
+            self._staging_since = time.monotonic()
             self._staging.acquire()
             self._held = True
             try:
