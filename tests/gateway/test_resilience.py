@@ -370,3 +370,65 @@ async def test_drain_closes_with_1001_and_refuses_new(nursery, server):
     assert info.value.status_code == 503
     await wait_for(lambda: not server.gateway.connections)
     _ = time
+
+
+# ----------------------------------------------------------------- heartbeats
+
+
+async def _frames(stream: trio.SocketStream, seconds: float) -> list[int]:
+    """Read for ``seconds``; the opcodes of the frames the server sent (no replies)."""
+    ops: list[int] = []
+    buf = b""
+    with trio.move_on_after(seconds):
+        while True:
+            chunk = await stream.receive_some(1 << 16)
+            if not chunk:
+                ops.append(-1)  # the server closed the connection
+                return ops
+            buf += chunk
+            while len(buf) >= 2:
+                n, off = buf[1] & 0x7F, 2
+                if n == 126:
+                    if len(buf) < 4:
+                        break
+                    n, off = struct.unpack(">H", buf[2:4])[0], 4
+                elif n == 127:
+                    if len(buf) < 10:
+                        break
+                    n, off = struct.unpack(">Q", buf[2:10])[0], 10
+                if len(buf) < off + n:
+                    break
+                ops.append(buf[0] & 0x0F)
+                buf = buf[off + n :]
+    return ops
+
+
+async def test_a_silent_dead_peer_is_dropped_and_a_talking_peer_is_not_pinged(server_factory):
+    """R-3 limits: a peer that answers nothing is dropped within a bounded time
+    (about three heartbeat periods); a peer whose frames keep arriving is alive
+    by that alone and gets no WebSocket pings at all."""
+    period = 1  # seconds (the setting is whole seconds)
+    srv = await server_factory({**FAST, "limits.heartbeat_s": period})
+    gw = srv.gateway
+    port = _port(srv.ws_url)
+    silent = await _stalled(port, "", [])  # never reads, never answers a ping
+    talker = await _stalled(port, "", [])
+    await wait_for(lambda: len(gw.connections) == 2)
+
+    async def talk() -> None:
+        while True:
+            await talker.send_all(_masked_text(json.dumps({"type": "ping", "t": 1}).encode()))
+            await trio.sleep(period / 4)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(talk)
+            ops = await _frames(talker, 4 * period)
+            await wait_for(lambda: len(gw.connections) == 1, timeout=10)
+            ops += await _frames(talker, 2 * period)  # the one left is the talker
+            inner.cancel_scope.cancel()
+    assert -1 not in ops, "the talking peer was dropped"
+    assert 0x9 not in ops, f"a talking peer was pinged: opcodes {ops}"
+    assert ops.count(0x1) >= 10, "the talker's own pings were not answered"
+    await silent.aclose()
+    await talker.aclose()
