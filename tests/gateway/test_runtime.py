@@ -23,7 +23,7 @@ from engine.rules import MINUTE_NS, RuleSet
 from gateway.clock import TrioClock
 from gateway.runtime import Overloaded, Runtime
 from ledger.replay import full_replay
-from ledger.store import Batch
+from ledger.store import Batch, LedgerCorrupt
 from ledger.verify import verify_chain
 from tests.vclock import CommitAwareClock
 
@@ -193,4 +193,44 @@ async def test_signed_checkpoints_periodic_and_on_demand(tmp_path):
     checks = verify_checkpoints(rt.store, load_verify_key(tmp_path))
     assert [c.seq for c in checks] == [10, 13]
     assert all(c.ok for c in checks)
+    rt.store.close()
+
+
+@pytest.mark.parametrize("where", ["commit", "reply"])
+async def test_a_broken_ledger_or_reply_crashes_the_runtime_and_acks_nothing(tmp_path, where):
+    """A commit that raises anything but StorageUnavailable (LedgerCorrupt, a
+    bug) and a reply callback that raises both end the runtime with that very
+    exception -- raised in its nursery, not swallowed by the commit worker's
+    completion -- and nothing of the failed batch is acknowledged."""
+    rt = Runtime.open(tmp_path, clock=TrioClock(EPOCH_NS))
+    seen: list[object] = []
+    with pytest.raises(BaseException) as caught:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rt.run)
+            await _setup_lot(rt)
+            if where == "commit":
+                inner = rt.store.commit_batch
+
+                def corrupt(batch: Batch, staged: Callable[[], None] | None = None) -> None:
+                    raise LedgerCorrupt("injected: append refused")
+
+                rt.store.commit_batch = corrupt  # type: ignore[method-assign]
+                rt.submit(PlaceBid("bidder:b0", 1, "L1", 10_000), seen.append)
+            else:
+
+                def bad_reply(outcome: object) -> None:
+                    raise RuntimeError("injected: a reply callback bug")
+
+                rt.submit(PlaceBid("bidder:b0", 1, "L1", 10_000), bad_reply)
+            with trio.fail_after(10):
+                await trio.sleep_forever()
+    if where == "commit":
+        rt.store.commit_batch = inner  # type: ignore[method-assign]
+    flat = caught.value
+    while isinstance(flat, BaseExceptionGroup):
+        assert len(flat.exceptions) == 1, flat
+        flat = flat.exceptions[0]
+    expected = LedgerCorrupt if where == "commit" else RuntimeError
+    assert type(flat) is expected, repr(caught.value)
+    assert seen == [], "a batch whose commit failed was acknowledged"
     rt.store.close()
