@@ -295,10 +295,14 @@ def steady_report(
     spawned_s: float,
     load_start: list[float],
     connections: int = 0,
+    duration_s: float | None = None,
 ) -> dict[str, Any]:
     """The per-sample reply rates, and the steady window (from the first sample
-    at or after ``spawned_s`` -- every user started -- to the end): its reply
-    rate and ack percentiles, and the load average over the run."""
+    at or after ``spawned_s`` -- every user started -- to the last sample
+    before Locust's ``duration_s`` ran out, when it starts stopping its users:
+    thousands of connections closing at once, with bids in flight, is the
+    end of the test, not the steady state; the whole run is reported too):
+    its reply rate and ack percentiles, and the load average over the run."""
     points = [(0.0, parse_metrics(before), load_start)]
     points += [(t, parse_metrics(text), la) for t, text, la in samples]
     points.append((wall_s, parse_metrics(after), loadavg()))
@@ -317,7 +321,14 @@ def steady_report(
         (pt for pt in points if pt[0] >= spawned_s and connected(pt[1]) >= 0.99 * connections),
         points[-1],
     )
-    window = wall_s - start[0]
+    end = points[-1]
+    if duration_s is not None:
+        end = max(
+            (pt for pt in points if start[0] < pt[0] <= duration_s),
+            key=lambda pt: pt[0],
+            default=end,
+        )
+    window = end[0] - start[0]
     out: dict[str, Any] = {
         "spawned_s": round(spawned_s, 1),
         "rate_series": series,  # [t s, replies/s over the last sample period, load 1 min]
@@ -328,9 +339,10 @@ def steady_report(
     if window < 3:
         out["steady_s"] = 0.0
         return out
-    acks, count, _ = histogram(start[1], points[-1][1], "pubex_ack_latency_us")
+    acks, count, _ = histogram(start[1], end[1], "pubex_ack_latency_us")
     out.update(
         steady_from_s=round(start[0], 1),
+        steady_to_s=round(end[0], 1),
         steady_s=round(window, 1),
         steady_replies=int(count),
         steady_per_s=round(count / window, 1),
@@ -509,7 +521,8 @@ def markdown(
     steady = server.get("steady", {})
     if steady.get("steady_s"):
         lines += [
-            f"- steady window (every user started, from {steady['steady_from_s']} s, "
+            f"- steady window (every user started, from {steady['steady_from_s']} s "
+            f"to {steady.get('steady_to_s', '?')} s, before Locust stops its users, "
             f"{steady['steady_s']} s): {steady['steady_per_s']} replies/s, ack p50 "
             f"{f(steady['steady_ack_p50_us'])} µs, p99 {f(steady['steady_ack_p99_us'])} µs, "
             f"p99.9 {f(steady['steady_ack_p999_us'])} µs",
@@ -635,6 +648,7 @@ def run(args: argparse.Namespace) -> int:
         args.users / args.spawn_rate + 1.0,
         sampler.load_start,
         connections=args.users,  # every user holds one connection
+        duration_s=args.duration,
     )
     srv["profile"] = {
         side: profile_summary(Path(f"{base}-pyspy-{side}.txt"))
