@@ -31,8 +31,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from ledger.store import LedgerStore
-from persistence.service import ServiceStore
 from services.disclosure.checkpoints import CheckpointPublisher
 from services.disclosure.pages import index_page, lot_page
 from services.disclosure.projection import (
@@ -41,7 +39,7 @@ from services.disclosure.projection import (
     DisclosureReader,
 )
 from services.follower import Follower, FollowerMetrics
-from services.lifecycle import on_signals, wait_for_ledger
+from services.lifecycle import on_signals, open_stores
 
 NAME = "disclosure"
 MAX_PAGE = 1000
@@ -159,14 +157,7 @@ async def disclose(
 ) -> None:
     from gateway.http import serve_http
 
-    ledger_dir = data_dir / "ledger"
-    await wait_for_ledger(ledger_dir)
-    ledger = LedgerStore.open(ledger_dir, readonly=True)
-    try:
-        store = ServiceStore.open(data_dir / NAME)
-    except BaseException:
-        ledger.close()
-        raise
+    ledger, store = await open_stores(data_dir, NAME)
     try:
         registry = CollectorRegistry()
         follower = Follower(

@@ -49,7 +49,7 @@ from gateway import protocol as p
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 from services.follower import Follower, FollowerMetrics
-from services.lifecycle import on_signals, wait_for_ledger
+from services.lifecycle import on_signals, open_stores
 from services.registry.experts import DrawError, ExpertBook, public, rerun, rerun_ledgered
 from services.registry.model import Draw, DrawCriteria, Expert, Relation
 from services.registry.projection import DEFAULT_ORIGIN, RegistryProjection, RegistryReader
@@ -424,14 +424,7 @@ async def serve_registry(
 ) -> None:
     from gateway.http import serve_http
 
-    ledger_dir = data_dir / "ledger"
-    await wait_for_ledger(ledger_dir)
-    ledger = LedgerStore.open(ledger_dir, readonly=True)
-    try:
-        store = ServiceStore.open(data_dir / NAME)
-    except BaseException:
-        ledger.close()
-        raise
+    ledger, store = await open_stores(data_dir, NAME)
     try:
         reg = Registry(store, ledger, origin=origin)
         assert reg.follower is not None

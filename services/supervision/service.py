@@ -41,10 +41,8 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ledger.store import LedgerStore
-from persistence.service import ServiceStore
 from services.follower import Follower, FollowerMetrics
-from services.lifecycle import on_signals, wait_for_ledger
+from services.lifecycle import on_signals, open_stores
 from services.supervision.model import SupervisionConfig
 from services.supervision.projection import SupervisionProjection, SupervisionReader
 
@@ -234,14 +232,7 @@ async def supervise(
 ) -> None:
     from gateway.http import serve_http
 
-    ledger_dir = data_dir / "ledger"
-    await wait_for_ledger(ledger_dir)
-    ledger = LedgerStore.open(ledger_dir, readonly=True)
-    try:
-        store = ServiceStore.open(data_dir / NAME)
-    except BaseException:
-        ledger.close()
-        raise
+    ledger, store = await open_stores(data_dir, NAME)
     try:
         registry = CollectorRegistry()
         raised = Counter(
