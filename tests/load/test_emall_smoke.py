@@ -11,30 +11,24 @@ bound: the suite never asserts a speed (``--no-latency-bounds``).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.locust import summary
-from tests.load.support import require_locust
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.load.support import run_short
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def test_short_emall_run_orders_are_acknowledged(tmp_path: Path) -> None:
-    require_locust()
-    argv = [sys.executable, "-m", "bench.locust.run", "--scenario", "emall", "--users", "5"]
-    argv += ["--duration", "5", "--reports", str(tmp_path), "--no-latency-bounds"]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=170)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    (server_json,) = tmp_path.glob("emall-*-server.json")
-    base = str(server_json).removesuffix("-server.json")
-    for suffix in (".html", ".json", ".md", "_stats.csv", "-plan.json", "-server.log"):
-        assert Path(base + suffix).stat().st_size > 0, suffix
+    server_json, base = run_short(
+        "emall",
+        5,
+        5,
+        tmp_path,
+        (".html", ".json", ".md", "_stats.csv", "-plan.json", "-server.log"),
+    )
     plan = json.loads(Path(base + "-plan.json").read_text())
     assert len(plan["items"]) == 100 and len(plan["bidders"]) == 5
     assert {t["role"] for t in plan["bidders"]} == {"supplier", "purchaser", "bidder"}

@@ -10,29 +10,23 @@ asserts a speed (``--no-latency-bounds``).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.load.support import require_locust
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.load.support import run_short
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def test_short_locust_run_succeeds_and_writes_reports(tmp_path: Path) -> None:
-    require_locust()
-    argv = [sys.executable, "-m", "bench.locust.run", "--scenario", "storm", "--users", "4"]
-    argv += ["--duration", "4", "--reports", str(tmp_path), "--no-latency-bounds"]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=170)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    (server_json,) = tmp_path.glob("storm-*-server.json")
-    base = str(server_json).removesuffix("-server.json")
-    for suffix in (".html", ".json", ".md", "_stats.csv", "_failures.csv", "-plan.json"):
-        assert Path(base + suffix).stat().st_size > 0, suffix
+    server_json, _ = run_short(
+        "storm",
+        4,
+        4,
+        tmp_path,
+        (".html", ".json", ".md", "_stats.csv", "_failures.csv", "-plan.json"),
+    )
     report = json.loads(server_json.read_text())
     assert report["broken"] == []
     rows = {(r["type"], r["name"]): r for r in report["locust"]}
