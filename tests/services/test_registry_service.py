@@ -32,6 +32,7 @@ from engine.rules import JUDICIAL_SETTLED, RuleSet
 from persistence.service import ServiceStore
 from services.follower import Follower
 from services.registry.projection import RegistryProjection, RegistryReader
+from tests.services.service_process import kill_while_growing, start, wait_listening
 from tests.services.supervision_market import HOUR_NS, MINUTE_NS, NS_PER_S, Market
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,24 +72,6 @@ def grow(market: Market, rng: random.Random, lots: int) -> Iterator[None]:
         yield
 
 
-def start(data: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "gateway.cli", "registry", "--data", str(data), "--http-port", "0"]
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-
-def wait_listening(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 30) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if line.startswith("listening http="):
-                return line.split("=", 1)[1]
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"no listening line: {log.read_text()}")
-
-
 def call(url: str, body: object | None = None) -> tuple[int, object]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
@@ -117,22 +100,13 @@ def test_registry_killed_at_random_points_equals_uninterrupted(tmp_path: Path) -
     next(lots)
     market.journal.commit()
     log = tmp_path / "registry.log"
-    for round_ in range(6):
-        proc = start(data, log)
-        if round_ % 2:
-            wait_listening(proc, log)  # else killed anywhere from start-up on
-        for _ in range(5):
-            next(lots)
-            market.journal.commit()
-            time.sleep(rng.uniform(0, 0.05))
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL, log.read_text()
+    kill_while_growing("registry", data, log, market, lots, rng)
     for _ in lots:
         market.journal.commit()
     market.journal.commit()
     last = market.store.last_seq()
 
-    proc = start(data, log)
+    proc = start("registry", data, log)
     try:
         url = wait_listening(proc, log)
         deadline = time.monotonic() + 30

@@ -17,8 +17,9 @@ import pytest
 import websocket
 
 from engine.messages import AnswerComplaint, FileComplaint, HandleAlert, PlaceBid
+from tests.services.service_process import start, wait_listening
 from tests.services.supervision_market import HOUR_NS, MINUTE_NS, Market
-from tests.services.test_supervision_service import get, start, wait_listening
+from tests.services.test_supervision_service import get
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Market, str]]:
     market.bidder("b", PlaceBid, "L1", 101_000, t_ns=start_ns + 2 * MINUTE_NS, ip="1.2.3.4")
     market.journal.commit()
     log = tmp_path / "supervise.log"
-    proc = start(data, log)
+    proc = start("supervise", data, log)
     try:
         url = wait_listening(proc, log)
         yield market, url

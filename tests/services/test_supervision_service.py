@@ -9,8 +9,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from engine.messages import FreezeLot, PlaceBid
 from persistence.service import ServiceStore
 from services.follower import Follower
 from services.supervision.projection import SupervisionProjection, SupervisionReader
+from tests.services.service_process import kill_while_growing, start, wait_listening
 from tests.services.supervision_market import HOUR_NS, MINUTE_NS, NS_PER_S, Market
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,33 +47,6 @@ def grow(market: Market, rng: random.Random, lots: int) -> Iterator[None]:
         yield
 
 
-def start(data: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "gateway.cli",
-        "supervise",
-        "--data",
-        str(data),
-        "--http-port",
-        "0",
-    ]
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-
-def wait_listening(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 30) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            if line.startswith("listening http="):
-                return line.split("=", 1)[1]
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"no listening line: {log.read_text()}")
-
-
 def get(url: str) -> object:
     with urllib.request.urlopen(url, timeout=10) as r:
         body = r.read()
@@ -97,23 +69,14 @@ def test_supervise_killed_at_random_points_equals_uninterrupted(tmp_path: Path) 
     next(lots)
     market.journal.commit()
     log = tmp_path / "supervise.log"
-    for round_ in range(6):
-        proc = start(data, log)
-        if round_ % 2:
-            wait_listening(proc, log)  # else killed anywhere from start-up on
-        for _ in range(5):
-            next(lots)
-            market.journal.commit()
-            time.sleep(rng.uniform(0, 0.05))
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL, log.read_text()
+    kill_while_growing("supervise", data, log, market, lots, rng)
     for _ in lots:
         market.journal.commit()
     market.fire(market.now_ns + 10 * HOUR_NS)  # the last lots close
     market.journal.commit()
     last = market.store.last_seq()
 
-    proc = start(data, log)
+    proc = start("supervise", data, log)
     try:
         url = wait_listening(proc, log)
         deadline = time.monotonic() + 30
