@@ -2,6 +2,8 @@
 #   make run    start pubex on ./var        make test   the test suite (what CI runs)
 #   make lint   ruff + mypy                 make bench  every benchmark -> docs/benchmarks.md
 #   make console-deps  uPlot from npm into gateway/console/vendor (ignored; never committed)
+#   make screenshots   refresh docs/console*.png (the images the README shows)
+#   make soak   the long fuzz sets (outside CI)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -33,10 +35,10 @@ UPLOT_VERSION ?= 1.6.32
 CONSOLE_VENDOR := gateway/console/vendor
 STAMP_CONSOLE := $(CONSOLE_VENDOR)/.installed-uplot-$(UPLOT_VERSION)
 
-.PHONY: help venv run test sysdeps console-deps lint bench load clean distclean
+.PHONY: help venv run test sysdeps console-deps lint screenshots soak bench load clean distclean
 
 help:
-	@echo "targets: venv run test sysdeps console-deps lint bench load clean distclean"
+	@echo "targets: venv run test sysdeps console-deps lint screenshots soak bench load clean distclean"
 
 # --- virtualenv ------------------------------------------------------------------------
 # Debian's python3 has no ensurepip unless python3-venv is installed; then the venv is made
@@ -68,6 +70,12 @@ run: $(STAMP_RUN) console-deps
 
 test: venv sysdeps console-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The console tests write their screenshots to a temporary folder; this target points
+# them at docs/ instead, so the README's images change only when asked for.
+screenshots: venv sysdeps console-deps
+	PUBEX_SCREENSHOT_DIR=$(CURDIR)/docs PUBEX_REQUIRE_BROWSER=1 \
+	  $(VENV)/bin/pytest -q tests/console/test_console.py
 
 # A no-op when SYSDEPS is empty or every package is already installed.
 sysdeps:

@@ -264,7 +264,7 @@ class Emall:
 
     # ----------------------------------------------------------- helpers
     def _item(self, item_id: str) -> Item:
-        item = self.router.state.items.get(item_id)
+        item: Item | None = self.router.state.items.get(item_id)
         if item is None:
             raise Refused(Reject.unknown_item, item_id)
         return item
@@ -309,7 +309,7 @@ class Emall:
             elif t is B.SessionChanged:
                 append(ItemSessionChanged(iid, e.session, now_ns))  # type: ignore[attr-defined]
             else:  # OrderRejected | BookRejected: the book changed nothing
-                code = Reject(int(e.code))  # type: ignore[attr-defined]
-                append(CommandRejected(iid, code, "", item.codes.get(owner, ""), 0))
-                return int(code)
+                refused = Reject(int(e.code))  # type: ignore[attr-defined]
+                append(CommandRejected(iid, refused, "", item.codes.get(owner, ""), 0))
+                return int(refused)
         return None

@@ -617,10 +617,13 @@ class LotSold(Event, frozen=True, tag="lot_sold"):
     reserve_fen: int  # disclosed only now that the lot has closed (0 = no reserve)
 
 
+UnsoldReason = Literal[
+    "no_bids", "below_reserve", "too_few_valid_bids", "all_declined", "no_winner", "voided"
+]
+
+
 class LotUnsold(Event, frozen=True, tag="lot_unsold"):
-    reason: Literal[
-        "no_bids", "below_reserve", "too_few_valid_bids", "all_declined", "no_winner", "voided"
-    ]
+    reason: UnsoldReason
     closed_at_ns: int
     price_fen: int
     reserve_fen: int

@@ -48,6 +48,7 @@ from engine.messages import (
     ScoreEntry,
     SealedBidReceived,
     SealedBidWithdrawn,
+    UnsoldReason,
 )
 from engine.state import (
     DRAW,
@@ -170,7 +171,7 @@ class Sealed(Ascending):
         lot.deadline_ns = -1
         if len(valid) < lot.rules.min_valid_bids or not valid:
             lot.status = UNSOLD
-            reason = "too_few_valid_bids" if valid else "no_bids"
+            reason: UnsoldReason = "too_few_valid_bids" if valid else "no_bids"
             out.append(LotUnsold(lot.lot_id, reason, at_ns, 0, lot.reserve_fen))
             return
         lot.bid_count = len(valid)

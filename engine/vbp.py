@@ -36,7 +36,7 @@ region of its preference list (the lot's region order when it gave none).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -176,7 +176,7 @@ def agreed_units(demands: Sequence[int], pct: int) -> list[int]:
 def assign_regions(
     regions: Sequence[str],
     winners: Sequence[str],
-    preferences: dict[str, Sequence[str]],
+    preferences: Mapping[str, Sequence[str]],
 ) -> dict[str, str]:
     """R-4.3.2 region -> winner code: rank order, round-robin, one region per
     turn, each taking its first free preferred region (else the first free in

@@ -7,7 +7,9 @@ connections while the page is watched: a new bid shows, every row of the
 page shows the lot frozen.  A ``pubex supervise`` beside it feeds the alert
 area (the bidders share one IP: W-D1), and a click acknowledges an alert with
 a ledgered ``handle_alert``; the replay page plays a lot's bids back.  The
-wall-screen view is saved to docs/console.png.
+wall-screen view is saved as console.png in a temporary folder, or in
+$PUBEX_SCREENSHOT_DIR when set (``make screenshots`` sets it to docs/, the
+images the README shows): a test run writes no tracked file.
 
 Never ``playwright install``: the browser is /usr/bin/chromium (``make test``
 installs it through SYSDEPS).  Without it the test skips, unless
@@ -24,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -42,7 +45,10 @@ websocket = pytest.importorskip("websocket", reason="websocket-client is not ins
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "docs" / "console.png"
+SCREENSHOT = (
+    Path(os.environ.get("PUBEX_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="pubex-shots-"))
+    / "console.png"
+)
 STAFF_TOKEN = "dev-staff-token"
 NS = 1_000_000_000
 N_LOTS = 50
@@ -407,7 +413,7 @@ def test_console_live(server: Server, market: Market, page: Any) -> None:
     expect(tid("bid-list").locator("tr")).to_have_count(n_bids, timeout=TIMEOUT)
     expect(pg.locator("#chart canvas")).to_have_count(1, timeout=TIMEOUT)
     pg.wait_for_timeout(1200)  # let the bid flashes fade
-    SCREENSHOT.parent.mkdir(exist_ok=True)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(SCREENSHOT))
 
     # The replay page plays the first lot's bids back at 100x.
