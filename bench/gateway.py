@@ -878,8 +878,10 @@ def run(
     with tempfile.TemporaryDirectory(prefix="pubex-bench-gw-") as tmp:
         cfg = Path(tmp) / "bench.toml"
         cfg.write_text(
-            "# bench gateway: lift only the per-bidder rate limit\n"
+            "# bench gateway: lift the per-bidder rate limit, the refusal budget and the\n"
+            "# per-address cap (every client connects from 127.0.0.1)\n"
             "[limits]\nbids_per_s = 100000000\nbid_burst = 100000000\n"
+            "refusals_per_minute = 1000000000\nmax_connections_per_address = 1000000\n"
         )
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)]
         argv += ["--data", str(Path(tmp) / "data"), "--ws-port", "0", "--http-port", "0"]

@@ -85,13 +85,33 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    max_frame_bytes: Positive = 16_384
-    bids_per_s: Positive = 20  # per bidder, token bucket
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=_MiB)] = 16_384
+    # Every money field of every frame and HTTP body: at most this many fen. The
+    # schema itself stops at 2**63 - 1 (what the ledger stores).
+    max_amount_fen: Annotated[int, msgspec.Meta(ge=1, le=2**62)] = 10**15
+    # Every identifier (lot, item, bidder, key, expert, complaint, alert, ...) must
+    # match this whole (ASCII by default: no look-alike ids); at most 128 characters.
+    id_pattern: NonEmpty = r"[A-Za-z0-9._-]{1,64}"
+    max_depth: Annotated[int, msgspec.Meta(ge=4, le=64)] = 8  # JSON nesting of a frame
+    bids_per_s: Positive = 20  # per bidder, token bucket (every signed frame takes a token)
     bid_burst: Positive = 40
-    send_queue_frames: Positive = 8_192  # must-deliver frames before a close with 1013
-    subscriptions_per_connection: Positive = 5_000
+    # A key's (or staff member's) engine refusals ledgered per minute; past the
+    # budget its commands are refused at the edge, unledgered, until it refills.
+    refusals_per_minute: Positive = 60
+    # Everything a connection is owed (replies, events, snapshots) in bytes; past
+    # it the connection is closed with 1013.
+    send_queue_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024)] = _MiB
+    max_connections: Positive = 20_000  # WebSocket connections in total
+    max_connections_per_address: Positive = 200  # from one client IP
+    subscriptions_per_connection: Positive = 5_000  # known lots and items only
     snapshot_interval_ms: Positive = 100
     heartbeat_s: Positive = 15  # a peer that misses a ping for this long is dropped
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.id_pattern)
+        except re.error as exc:
+            raise ValueError(f"id_pattern is not a regular expression: {exc}") from None
 
 
 class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

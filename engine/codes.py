@@ -62,6 +62,7 @@ class Reject(IntEnum):
     bid_above_ceiling = 414
     quote_not_below_best = 415
     not_awarded = 416
+    tick_price_mismatch = 417  # a Dutch acceptance signed for another price than its tick's
     # 43x: draws, evaluation, procurement, settlement (issue 4)
     not_committee_for_lot = 430
     invalid_scores = 431
@@ -113,3 +114,4 @@ class Reject(IntEnum):
     # 9xx runtime
     storage_unavailable = 901
     overloaded = 902
+    command_failed = 903  # applying or storing it raised: refused alone, nothing recorded

@@ -27,7 +27,8 @@ Mechanism = Literal["english", "listing", "dutch", "sealed", "reverse", "vbp"]
 # a ledger replays exactly only with the engine version that wrote it, so each
 # start records it (RuntimeStarted) and verification can tell a mismatch from
 # tampering.
-ENGINE_VERSION = 5  # 2: Dutch; 3: sealed; 4: reverse; 5: VBP, scoring, draws, settlement, e-mall
+ENGINE_VERSION = 6  # 2: Dutch; 3: sealed; 4: reverse; 5: VBP, scoring, draws, settlement, e-mall;
+# 6: a Dutch acceptance carries its signed price (AcceptPrice.amount_fen)
 
 
 # ---------------------------------------------------------------- commands
@@ -141,10 +142,13 @@ class PlaceBid(Command, frozen=True, tag="place_bid"):
 
 class AcceptPrice(Command, frozen=True, tag="accept_price"):
     """Dutch clock: the bidder (the origin) accepts the price of tick ``tick``;
-    a stale tick is refused (RULES.md R-2.5.5)."""
+    a stale tick is refused (RULES.md R-2.5.5).  ``amount_fen`` is the price the
+    bidder signed: it must be the tick's (-1: not given, ledgers written before
+    it was signed)."""
 
     lot_id: str
     tick: int
+    amount_fen: int = -1
 
 
 class SubmitSealed(Command, frozen=True, tag="submit_sealed"):

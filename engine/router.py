@@ -607,6 +607,9 @@ class Router:
             refused = Reject.wrong_mechanism
         else:
             refused = DUTCH.refuse_accept(lot, cmd.tick)
+        if refused is None and cmd.amount_fen >= 0 and cmd.amount_fen != lot.price_fen:
+            refused = Reject.tick_price_mismatch
+            detail = f"tick {cmd.tick} is offered at {lot.price_fen} fen"
         if refused is None:
             detail = gate(lot, bidder, bidder_id in self.state.blacklist)
             if detail:

@@ -54,7 +54,25 @@ class Metrics:
             "pubex_sequencer_queue_depth", "Commands waiting for the sequencer", registry=r
         )
         self.send_queue_max = Gauge(
-            "pubex_send_queue_max", "Longest per-connection send queue (frames)", registry=r
+            "pubex_send_queue_max_bytes",
+            "Most bytes owed to one connection (replies, events, snapshots, unsent tail)",
+            registry=r,
+        )
+        self.closed_slow = Counter(
+            "pubex_connections_closed_slow",
+            "Connections closed 1013: owed more than send_queue_bytes",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "pubex_connections_refused",
+            "Upgrade requests refused for a connection cap",
+            ["cap"],
+            registry=r,
+        )
+        self.commands_failed = Counter(
+            "pubex_commands_failed",
+            "Commands refused because applying or storing them raised (the engine was rebuilt)",
+            registry=r,
         )
         self.snapshots_dropped = Counter(
             "pubex_snapshots_dropped",

@@ -18,6 +18,13 @@ durable (the failed batch and the open one) is answered
 ``storage_unavailable`` -- never acknowledged -- and the engine is rebuilt
 from the store (snapshot + ledger) before anything new is applied.
 
+If one command cannot be stored (its encoding raises) it is refused
+``command_failed`` before it touches the engine.  If applying it, or encoding
+its events, raises, it is refused alone the same way, logged with its
+evidence and counted, and the engine is rebuilt in place from the store plus
+the entries not yet durable (``ledger.replay.rebuild``): nothing is
+half-applied, everything else in flight stands, the process stays up.
+
 Start-up: the engine is recovered from the store; if a lot's deadline passed
 while the server was down, a ``SuspendOverdue`` command is the first thing
 ledgered (RULES.md R-1.8.1, system failure) -- staff resume those lots.
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import sys
 import time
 from collections import deque
@@ -43,7 +51,7 @@ from engine.router import Router
 from gateway.clock import SequencerClock
 from ledger.checkpoint import Receipt, load_or_create_signing_key, sign_receipt
 from ledger.journal import Journal, Outcome
-from ledger.replay import recover
+from ledger.replay import rebuild, recover
 from ledger.store import Batch, LedgerStore, StorageUnavailable
 from ledger.writer import CommitWorker
 
@@ -57,6 +65,12 @@ SWITCH_INTERVAL_S = 0.00005
 # A drain hands what it has to an idle writer every HANDOFF_EVERY commands, and
 # that many queued commands wake the sequencer even while a commit runs.
 HANDOFF_EVERY = 64
+# The timer's back-off while its Tick is refused (storage down, or a deadline
+# whose handling raises): doubling up to the cap, so nothing spins.
+TICK_RETRY_S = 0.05
+TICK_RETRY_MAX_S = 5.0
+
+log = logging.getLogger("pubex.runtime")
 
 
 class Overloaded(Exception):
@@ -98,6 +112,9 @@ class Runtime:
         self.durable_seq = store.last_seq()
         self.batch_sizes: list[int] | None = [] if record_batch_sizes else None
         self.storage_failures = 0
+        self.command_failures = 0
+        self.on_command_failed: Callable[[], None] | None = None
+        self._inflight: Batch | None = None  # the batch in the commit worker
         self.sandbox = False  # set by the server from the ledger's meta
         self.sign_receipts = False  # the gateway turns it on: acks carry receipts
         self.on_commit: Callable[[int, float], None] | None = None  # (entries, seconds)
@@ -250,7 +267,32 @@ class Runtime:
         self, journal: Journal, item: tuple[Command, Reply | None, bytes], ts_ns: int
     ) -> None:
         cmd, reply, meta = item
-        self._waiting.append((reply, journal.append(cmd, ts_ns, meta)))
+        try:
+            applied = journal.append(cmd, ts_ns, meta)
+        except Exception:  # one command's content, never the process: see the module doc
+            self._command_failed(journal, cmd, meta)
+            if reply is not None:
+                reply(Outcome.refused(Reject.command_failed))  # nothing recorded: answer now
+            return
+        self._waiting.append((reply, applied))
+
+    def _command_failed(self, journal: Journal, cmd: Command, meta: bytes) -> None:
+        self.command_failures += 1
+        log.exception(
+            "command refused (command_failed): %s origin=%r client_seq=%r command=%.500r "
+            "meta=%.300s; rebuilding the engine at seq %d",
+            type(cmd).__name__,
+            getattr(cmd, "origin", None),
+            getattr(cmd, "client_seq", None),
+            cmd,
+            meta.hex(),
+            journal.batch.entries[-1][0] if journal.batch.entries else self.durable_seq,
+        )
+        inflight = self._inflight.entries if self._inflight is not None else []
+        journal.router = rebuild(self.store, [*inflight, *journal.batch.entries])
+        self._known_deadline = None
+        if self.on_command_failed is not None:
+            self.on_command_failed()
 
     def _check_deadline(self) -> None:
         nd = self.router.next_deadline_ns()
@@ -269,11 +311,13 @@ class Runtime:
             if batch is None:
                 continue
             self._writer_idle = False
+            self._inflight = batch
             started = time.perf_counter()
             try:
                 error = await _commit(worker, batch)
             finally:
                 self._writer_idle = True
+                self._inflight = None
                 if self._queue and not self._arrived.is_set():
                     self._arrived.set()  # what queued during the commit goes next
             if isinstance(error, StorageUnavailable):
@@ -327,6 +371,7 @@ class Runtime:
                 reply(outcome)
 
     async def _timer(self) -> None:
+        retry_s = TICK_RETRY_S
         while True:
             moved = self._deadline_moved
             due = self.router.next_deadline_ns()
@@ -337,8 +382,11 @@ class Runtime:
                     await moved.wait()
             else:
                 outcome = await self.call(Tick(SYSTEM, 0))
-                if outcome.error is not None:
-                    await trio.sleep(0.05)  # storage down: retry, don't spin
+                if outcome.error is None:
+                    retry_s = TICK_RETRY_S
+                else:  # storage down, or the deadline's handling raised: retry, don't spin
+                    await trio.sleep(retry_s)
+                    retry_s = min(retry_s * 2, TICK_RETRY_MAX_S)
             if moved.is_set():
                 self._deadline_moved = trio.Event()
 

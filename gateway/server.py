@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 import trio
 
+from engine.codes import Reject
 from engine.messages import (
     AcceptPrice,
     AwardLapsed,
@@ -128,6 +129,10 @@ PUBLIC_EVENTS = (
     *PROCUREMENT_EVENTS,  # draws, evaluation, VBP, shares, settlement: codes only
 )
 ALL_LOTS = "*"
+# An overflowed connection gets this long to take what it is owed and its
+# 1013 close frame; then its TCP connection is dropped.
+OVERFLOW_GRACE_S = 5.0
+CLOSE_TIMEOUT_S = 1.0
 
 
 class TokenBucket:
@@ -136,14 +141,28 @@ class TokenBucket:
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, time.monotonic()
 
-    def take(self) -> bool:
+    def _refill(self) -> float:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens < 1:
+        return self.tokens
+
+    def take(self) -> bool:
+        if self._refill() < 1:
             return False
         self.tokens -= 1
         return True
+
+    def available(self) -> bool:
+        """A token is there (none is taken)."""
+        return self._refill() >= 1
+
+    def spend(self) -> None:
+        """Take a token even when none is left (a debt, down to -burst): what
+        already happened counts against the future, so the long-run rate holds
+        even when many were in flight at once."""
+        self._refill()
+        self.tokens = max(-self.burst, self.tokens - 1)
 
 
 class Connection:
@@ -154,43 +173,98 @@ class Connection:
     writes it straight to the socket when the socket takes it; only what the
     socket will not take now is left to this connection's sender task (the
     socket's unfinished tail first, then the queues) -- so a slow reader never
-    delays anyone else."""
+    delays anyone else.
+
+    Every byte a connection is owed counts against one bound, ``max_bytes``:
+    replies to its own frames (pongs, acks, errors), lot events, snapshots and
+    the socket's unwritten tail alike.  A must-deliver frame (a reply, an
+    event) past it marks the connection ``overflowed``: its receiver stops
+    (nothing more is read, so nothing more is owed) and it is closed 1013
+    within ``OVERFLOW_GRACE_S``, however slowly the peer reads.  A snapshot
+    that does not fit is not owed yet: its lot id goes to ``stale`` and the
+    snapshot is rendered afresh when the connection has room (``refill``) --
+    so subscribing to ``*`` on a ledger of 10,000 lots costs a set of ids,
+    not 4 MB of frames."""
 
     def __init__(
-        self, sock: ws.Socket, who: Principal, max_frames: int, ready: Callable[[Connection], None]
+        self,
+        sock: ws.Socket,
+        who: Principal,
+        max_bytes: int,
+        ready: Callable[[Connection], None],
+        refill: Callable[[Connection], None] = lambda conn: None,
     ) -> None:
         self.sock = sock
         self.who = who
-        self.max_frames = max_frames
+        self.max_bytes = max_bytes
         self.ready = ready
+        self.refill = refill
         self.outbox: deque[bytes] = deque()
         self.snapshots: dict[str, bytes] = {}
+        self.stale: set[str] = set()  # lots whose snapshot is owed once there is room
+        self.queued_bytes = 0  # outbox + snapshots (the tail is the socket's)
+        self.peak_bytes = 0  # the most ever owed at once, tail included
         self.lots: set[str] = set()
         self.wake = trio.Event()
         self.overflowed = False
+        self.receive_scope: trio.CancelScope | None = None
+        self.scope: trio.CancelScope | None = None
         self.last_heard = time.monotonic()
 
+    @property
+    def owed_bytes(self) -> int:
+        return self.queued_bytes + self.sock.tail_bytes
+
+    def _fits(self, size: int) -> bool:
+        owed = self.queued_bytes + self.sock.tail_bytes + size
+        if owed > self.max_bytes:
+            return False
+        if owed > self.peak_bytes:
+            self.peak_bytes = owed
+        return True
+
+    def _overflow(self) -> None:
+        if self.overflowed:
+            return
+        self.overflowed = True
+        if self.receive_scope is not None:
+            self.receive_scope.cancel()  # read nothing more: nothing more is owed
+        if self.scope is not None:
+            self.scope.deadline = min(self.scope.deadline, trio.current_time() + OVERFLOW_GRACE_S)
+        self.wake.set()
+
     def send(self, text: str) -> None:
-        """A reply to the client's own frame (hello, ack, error, pong): always
-        queued -- bounded by what the client itself sent (rate limit, queue)."""
-        self.outbox.append(ws.frame_text(text))
-        self.ready(self)
+        """A reply to the client's own frame (hello, ack, error, pong)."""
+        self.push(ws.frame_text(text))
 
     def push(self, frame: bytes) -> None:
-        """A lot event pushed to a subscriber: must-deliver, so a connection that
-        cannot keep up is marked for a 1013 close instead of growing without bound."""
-        if len(self.outbox) >= self.max_frames:
-            self.overflowed = True
-        else:
-            self.outbox.append(frame)
+        """Must-deliver (a reply or a lot event): queued, or -- past the byte
+        bound -- the connection is marked for a 1013 close instead of growing."""
+        if self.overflowed:
+            return
+        if not self._fits(len(frame)):
+            self._overflow()
+            return
+        self.outbox.append(frame)
+        self.queued_bytes += len(frame)
         self.ready(self)
 
     def offer_snapshot(self, lot: str, frame: bytes) -> bool:
-        """Conflated: True when an unsent snapshot of this lot was replaced."""
-        replaced = lot in self.snapshots
+        """Conflated: True when an unsent snapshot of this lot was replaced.
+        One that does not fit leaves the lot ``stale`` (sent when there is room)."""
+        if self.overflowed:
+            return False
+        old = self.snapshots.pop(lot, None)
+        if old is not None:
+            self.queued_bytes -= len(old)
+        if not self._fits(len(frame)):
+            self.stale.add(lot)
+            return old is not None
+        self.stale.discard(lot)
         self.snapshots[lot] = frame
+        self.queued_bytes += len(frame)
         self.ready(self)
-        return replaced
+        return old is not None
 
     def take(self) -> list[bytes]:
         """Everything pending, in order: replies and events, then snapshots."""
@@ -199,6 +273,7 @@ class Connection:
         if self.snapshots:
             frames.extend(self.snapshots.values())
             self.snapshots.clear()
+        self.queued_bytes = 0
         return frames
 
     def flush(self) -> None:
@@ -211,6 +286,10 @@ class Connection:
         frames = self.take()
         if not self.sock.try_send(frames[0] if len(frames) == 1 else b"".join(frames)):
             self.wake.set()  # the socket kept a tail: the sender finishes it
+            if self.sock.tail_bytes > self.max_bytes:
+                self._overflow()
+        elif self.stale:
+            self.refill(self)
 
 
 class Gateway:
@@ -235,11 +314,17 @@ class Gateway:
         self._flush_due = trio.Event()
         self.event_subscribers: dict[str, set[Connection]] = {ALL_LOTS: set()}
         self.connections: set[Connection] = set()
+        self.per_address: dict[str, int] = {}
         self.buckets: dict[str, TokenBucket] = {}
+        # identity -> its budget of ledgered refusals (refusals_per_minute)
+        self.refusals: dict[str, TokenBucket] = {}
+        self.reader = p.Reader.from_limits(limits)
         self.dirty: set[str] = set()
+        self._snap_frames: dict[str, bytes] = {}  # lot -> its current snapshot frame
         rt.subscribers.append(self._on_durable)
         rt.sign_receipts = True
         rt.on_commit = self._on_commit
+        rt.on_command_failed = metrics.commands_failed.inc
         self.accepting = True
         self._counters: dict[tuple[str, str], Any] = {}
 
@@ -248,28 +333,61 @@ class Gateway:
         if not self.accepting:
             await request.reject(503, "draining")
             return
+        ip = request.remote_ip
+        refused = self._capped(ip)
+        if refused is not None:
+            self.metrics.connections_refused.labels(refused[0]).inc()
+            await request.reject(refused[1], refused[2])
+            return
         try:
-            who = self.auth.authenticate(
-                request.path, request.headers, request.remote_ip, self.rt.router.state
-            )
+            who = self.auth.authenticate(request.path, request.headers, ip, self.rt.router.state)
         except AuthError as e:
             self.metrics.frames_refused.labels("handshake").inc()
             await request.reject(e.status, e.reason)
             return
+        self.per_address[ip] = self.per_address.get(ip, 0) + 1
         try:
-            sock = await request.accept()
-        except ws.ConnectionClosed:
-            return
-        conn = Connection(sock, who, self.limits.send_queue_frames, self._ready)
+            try:
+                sock = await request.accept()
+            except ws.ConnectionClosed:
+                return
+            await self._serve(
+                Connection(sock, who, self.limits.send_queue_bytes, self._ready, self._refill)
+            )
+        finally:
+            left = self.per_address[ip] - 1
+            if left:
+                self.per_address[ip] = left
+            else:
+                del self.per_address[ip]
+
+    def _capped(self, ip: str) -> tuple[str, int, str] | None:
+        """A connection cap this upgrade would pass: (metric label, HTTP status, reason)."""
+        limits = self.limits
+        if len(self.connections) >= limits.max_connections:
+            return "total", 503, "too many connections: try again later"
+        if self.per_address.get(ip, 0) >= limits.max_connections_per_address:
+            return "address", 429, "too many connections from this address"
+        return None
+
+    async def _serve(self, conn: Connection) -> None:
         self.connections.add(conn)
-        self.metrics.connections.labels(who.role).inc()
+        self.metrics.connections.labels(conn.who.role).inc()
         try:
-            conn.send(p.encode_text(self._hello(who)))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._sender, conn, nursery.cancel_scope)
-                nursery.start_soon(self._heartbeat, conn, nursery.cancel_scope)
-                await self._receiver(conn)
-                nursery.cancel_scope.cancel()
+            conn.send(p.encode_text(self._hello(conn.who)))
+            with trio.CancelScope() as conn.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._sender, conn, nursery.cancel_scope)
+                    nursery.start_soon(self._heartbeat, conn, nursery.cancel_scope)
+                    with trio.CancelScope() as conn.receive_scope:
+                        await self._receiver(conn)
+                    if not conn.overflowed:
+                        nursery.cancel_scope.cancel()
+            if conn.overflowed:
+                self.metrics.closed_slow.inc()
+                await conn.sock.close_within(
+                    CLOSE_TIMEOUT_S, 1013, "send queue full: reconnect and resubscribe"
+                )
         finally:
             self._forget(conn)
 
@@ -293,22 +411,29 @@ class Gateway:
                 self._refuse(conn, 0, p.GatewayError.malformed_json, "text frames only")
                 continue
             try:
-                frame = p.decode_client(message, self.limits.max_frame_bytes)
+                frame = self.reader.frame(message)
             except p.FrameError as e:
-                self._refuse(conn, 0, e.code, e.message)
+                self._refuse(conn, e.client_seq, e.code, e.message)
                 continue
             self._dispatch(conn, frame)
 
     async def _sender(self, conn: Connection, scope: trio.CancelScope) -> None:
+        """Writes what the flusher could not, until the connection ends -- or,
+        once it overflowed, until everything owed is written (then the handler
+        closes it 1013; the connection's deadline bounds how long this takes)."""
         sock = conn.sock
         try:
             while True:
-                if conn.overflowed:
-                    await sock.close(1013, "send queue full: reconnect and resubscribe")
+                if conn.overflowed and not (sock.has_tail or conn.outbox or conn.snapshots):
                     scope.cancel()
                     return
                 if sock.has_tail or conn.outbox or conn.snapshots:
                     await sock.send_frames(conn.take())
+                elif conn.stale and not conn.overflowed:
+                    conn.refill(conn)
+                    if not (conn.outbox or conn.snapshots):
+                        await conn.wake.wait()  # nothing fit: wait for room
+                        conn.wake = trio.Event()
                 else:
                     await conn.wake.wait()
                     conn.wake = trio.Event()
@@ -359,15 +484,14 @@ class Gateway:
         conn.send(p.encode_text(p.Error(client_seq, code, p.error_name(code), message)))
 
     def _signed(
-        self,
-        conn: Connection,
-        frame: p.PlaceBidFrame | p.SealedFrame | p.OrderFrame,
-        read: Callable[[Any], Any],
+        self, conn: Connection, frame: p.PlaceBidFrame | p.SealedFrame | p.OrderFrame
     ) -> Any:
         """What every signed action passes, bids and non-bid actions alike: the
-        bidder role, its registered key, a payload naming that key, the Ed25519
-        signature over the exact payload, and the bidder's rate limit.  Returns
-        the payload, or None after refusing."""
+        bidder role, its registered key, a payload that reads within bounds and
+        names that key, the bidder's rate limit and refusal budget -- all before
+        the Ed25519 signature is checked, so a flood of bad signatures costs one
+        token each, not a verification each -- then the signature over the
+        exact payload.  Returns the payload, or None after refusing."""
         who = conn.who
         if who.role != BIDDER:
             self._refuse(conn, 0, p.GatewayError.not_authorized, f"{who.role} cannot sign actions")
@@ -377,12 +501,15 @@ class Gateway:
             self._refuse(conn, 0, p.GatewayError.unknown_key, who.identity)
             return None
         try:
-            payload = read(frame)
-            if payload.key != who.identity:
-                raise p.FrameError(p.GatewayError.wrong_key, "payload key is not this connection's")
-            p.verify_bid(frame, vk)
+            payload = self.reader.payload(frame)
         except p.FrameError as e:
-            self._refuse(conn, 0, e.code, e.message)
+            self._refuse(conn, e.client_seq, e.code, e.message)
+            return None
+        client_seq = payload.client_seq
+        if payload.key != who.identity:
+            self._refuse(
+                conn, client_seq, p.GatewayError.wrong_key, "payload key is not this connection's"
+            )
             return None
         bucket = self.buckets.get(who.bidder_id)
         if bucket is None:
@@ -390,9 +517,37 @@ class Gateway:
                 self.limits.bids_per_s, self.limits.bid_burst
             )
         if not bucket.take():
-            self._refuse(conn, payload.client_seq, p.GatewayError.rate_limited, "slow down")
+            self._refuse(conn, client_seq, p.GatewayError.rate_limited, "slow down")
+            return None
+        if self._over_budget(conn, client_seq):
+            return None
+        try:
+            p.verify_bid(frame, vk)
+        except p.FrameError as e:
+            self._refuse(conn, client_seq, e.code, e.message)
             return None
         return payload
+
+    def _over_budget(self, conn: Connection, client_seq: int) -> bool:
+        """Refuse at the edge, unledgered, while this identity's budget of
+        ledgered refusals is spent (refusals_per_minute)."""
+        budget = self.refusals.get(conn.who.identity)
+        if budget is None or budget.available():
+            return False
+        self._refuse(
+            conn,
+            client_seq,
+            p.GatewayError.too_many_refusals,
+            f"over {self.limits.refusals_per_minute} refused commands a minute: wait",
+        )
+        return True
+
+    def _spend_refusal(self, identity: str) -> None:
+        budget = self.refusals.get(identity)
+        if budget is None:
+            per_minute = self.limits.refusals_per_minute
+            budget = self.refusals[identity] = TokenBucket(per_minute / 60, per_minute)
+        budget.spend()
 
     def _origin(self, conn: Connection) -> str:
         """``<role>:<bidder id>``: the role the signing key was registered for."""
@@ -417,13 +572,13 @@ class Gateway:
 
     def _bid(self, conn: Connection, frame: p.PlaceBidFrame) -> None:
         received = time.perf_counter_ns()
-        bid = self._signed(conn, frame, p.read_bid)
+        bid = self._signed(conn, frame)
         if bid is None:
             return
         origin = self._origin(conn)
         cmd: Command
         if bid.tick >= 0:
-            cmd = AcceptPrice(origin, bid.client_seq, bid.lot, bid.tick)
+            cmd = AcceptPrice(origin, bid.client_seq, bid.lot, bid.tick, bid.amount_fen)
         else:
             cmd = PlaceBid(origin, bid.client_seq, bid.lot, bid.amount_fen)
         self._submit_signed(conn, frame, cmd, bid.client_seq, received)
@@ -431,7 +586,7 @@ class Gateway:
     def _sealed(self, conn: Connection, frame: p.SealedFrame) -> None:
         """Sealed-tender and award actions: signed and ledgered exactly like bids."""
         received = time.perf_counter_ns()
-        act = self._signed(conn, frame, p.read_sealed)
+        act = self._signed(conn, frame)
         if act is None:
             return
         cmd = signed_command(self._origin(conn), act)
@@ -440,7 +595,7 @@ class Gateway:
     def _order(self, conn: Connection, frame: p.OrderFrame) -> None:
         """E-mall order actions: signed and ledgered exactly like bids."""
         received = time.perf_counter_ns()
-        act = self._signed(conn, frame, p.read_order)
+        act = self._signed(conn, frame)
         if act is None:
             return
         cmd = order_command(self._origin(conn), act)
@@ -462,10 +617,19 @@ class Gateway:
     ) -> None:
         kind = type(cmd).__name__
         if outcome.error is not None:
-            self._count(kind, "storage_unavailable")
-            self._refuse(conn, client_seq, p.GatewayError.storage_unavailable, "not recorded")
+            if outcome.error == Reject.command_failed:
+                self._count(kind, "failed")
+                self._spend_refusal(conn.who.identity)
+                self._refuse(
+                    conn, client_seq, p.GatewayError.internal_error, "not applied, not recorded"
+                )
+            else:
+                self._count(kind, "storage_unavailable")
+                self._refuse(conn, client_seq, p.GatewayError.storage_unavailable, "not recorded")
             return
         first = _own_event(outcome.events)
+        if type(first) in (CommandRejected, CommandRetried):
+            self._spend_refusal(conn.who.identity)  # ledgered without effect
         if type(first) is CommandRejected:
             self._count(kind, "rejected")
             code = int(first.code)
@@ -556,25 +720,63 @@ class Gateway:
                 f"{who.role} cannot {type(frame).__name__}",
             )
             return
+        if self._over_budget(conn, client_seq):
+            return
         cmd = _STAFF_COMMANDS[type(frame)](f"{who.role}:{who.identity}", frame)
         meta = encode_envelope(Envelope(who.role, who.identity, who.ip, who.fingerprint))
         self._submit(conn, cmd, client_seq, meta, time.perf_counter_ns())
 
     # ------------------------------------------------------ subscriptions
     def _subscribe(self, conn: Connection, lots: list[str]) -> None:
-        if len(conn.lots) + len(lots) > self.limits.subscriptions_per_connection:
+        """Known lots and items (or ``*``) only: an unknown id costs nothing --
+        it is refused, and nothing is kept for it."""
+        views = self.views
+        unknown = [
+            lot
+            for lot in lots
+            if lot != ALL_LOTS and lot not in views.lots and lot not in views.items.items
+        ]
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            self._refuse(conn, 0, p.GatewayError.unknown_subscription, f"no such lot: {shown}")
+            refused = set(unknown)
+            lots = [lot for lot in lots if lot not in refused]
+        wanted = list(dict.fromkeys(lots))
+        new = [lot for lot in wanted if lot not in conn.lots]
+        if len(conn.lots) + len(new) > self.limits.subscriptions_per_connection:
             self._refuse(conn, 0, p.GatewayError.rate_limited, "too many subscriptions")
             return
-        for lot in lots:
+        for lot in wanted:
             conn.lots.add(lot)
             self.subscribers.setdefault(lot, set()).add(conn)
             if conn.who.role != WATCHER:
                 self.event_subscribers.setdefault(lot, set()).add(conn)
-            targets = self.views.all_ids() if lot == ALL_LOTS else (lot,)
-            for lot_id in targets:
-                snap = self.views.public_snapshot(lot_id)
-                if snap is not None:
-                    conn.offer_snapshot(lot_id, ws.frame_text(p.encode_text(snap)))
+            # Every snapshot is owed now; the refill sends what fits, the rest as
+            # the connection drains.
+            conn.stale.update(views.all_ids() if lot == ALL_LOTS else (lot,))
+        self._refill(conn)
+
+    def _refill(self, conn: Connection) -> None:
+        """Offer the snapshots of ``conn.stale`` lots while they fit."""
+        stale = conn.stale
+        while stale and not conn.overflowed:
+            lot = stale.pop()
+            frame = self._snapshot_frame(lot)
+            if frame is None:
+                continue
+            conn.offer_snapshot(lot, frame)
+            if lot in stale:
+                break  # no room: the rest waits for the connection to drain
+
+    def _snapshot_frame(self, lot: str) -> bytes | None:
+        """A lot's snapshot frame, rendered once per change for every subscriber."""
+        frame = self._snap_frames.get(lot)
+        if frame is None:
+            snap = self.views.public_snapshot(lot)
+            if snap is None:
+                return None
+            frame = self._snap_frames[lot] = ws.frame_text(p.encode_text(snap))
+        return frame
 
     def _unsubscribe(self, conn: Connection, lots: list[str]) -> None:
         for lot in lots:
@@ -595,6 +797,8 @@ class Gateway:
             if not touched:
                 continue
             self.dirty |= touched
+            for lot in touched:
+                self._snap_frames.pop(lot, None)
             for ev in outcome.events:
                 if not isinstance(ev, PUBLIC_EVENTS):
                     continue
@@ -628,17 +832,16 @@ class Gateway:
             if tick % gauge_every == 0:
                 self.metrics.queue_depth.set(self.rt.queue_depth)
                 self.metrics.send_queue_max.set(
-                    max((len(c.outbox) for c in self.connections), default=0)
+                    max((c.owed_bytes for c in self.connections), default=0)
                 )
             if not self.dirty:
                 continue
             dirty, self.dirty = self.dirty, set()
             everyone = self.subscribers[ALL_LOTS]
             for lot in dirty:
-                snap = self.views.public_snapshot(lot)
-                if snap is None:
+                frame = self._snapshot_frame(lot)
+                if frame is None:
                     continue
-                frame = ws.frame_text(p.encode_text(snap))
                 for conn in self.subscribers.get(lot, set()) | everyone:
                     if conn.offer_snapshot(lot, frame):
                         self.metrics.snapshots_dropped.inc()

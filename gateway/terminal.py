@@ -171,6 +171,7 @@ WORDING: dict[str, str] = {
     "bid_above_ceiling": "报价高于最高限价 / quote above the ceiling",
     "quote_not_below_best": "报价须低于当前最低价一个降价幅度 / must beat the best quote by a step",
     "not_awarded": "未获授标 / the award is not yours",
+    "tick_price_mismatch": "接受价格与当前报价不符 / the signed price is not this tick's price",
     "not_committee_for_lot": "评审专家须回避本项目 / a committee member may not score this lot",
     "invalid_scores": "评分无效 / invalid score",
     "scores_incomplete": "评分未完成 / not every member has scored every bid",
@@ -217,6 +218,7 @@ WORDING: dict[str, str] = {
     # runtime
     "storage_unavailable": "未能记账，请重试 / not recorded (storage unavailable), retry",
     "overloaded": "服务器繁忙，请稍后重试 / server busy, retry shortly",
+    "command_failed": "指令未能执行，未记账 / the command could not be applied, nothing recorded",
     # gateway
     "malformed_json": "报文格式错误 / malformed JSON frame",
     "schema_violation": "报文字段错误 / frame does not match the protocol",
@@ -226,6 +228,12 @@ WORDING: dict[str, str] = {
     "bad_domain": "签名域错误 / wrong signature domain",
     "rate_limited": "出价过于频繁 / too many bids, slow down",
     "unknown_key": "密钥未登记 / the key is not registered",
+    "payload_ambiguous": "报文字段重复 / a key appears twice: the frame has two readings",
+    "nesting_too_deep": "报文嵌套过深 / the frame nests too deep",
+    "field_not_applicable": "签名内容含无关字段 / a signed field this action does not use",
+    "too_many_refusals": "被拒指令过多，请稍候 / too many refused commands, wait a minute",
+    "unknown_subscription": "订阅的标的不存在 / no such lot or item to subscribe to",
+    "internal_error": "指令未能执行，未记账 / the command could not be applied, nothing recorded",
 }
 
 

@@ -14,11 +14,30 @@ from typing import Any
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 __all__ = ["ConnectionClosed", "Request", "Socket", "connect", "frame_text", "serve"]
 
 _U16 = struct.Struct(">BBH").pack
 _U64 = struct.Struct(">BBQ").pack
+
+_library_close_event = trio_websocket.WebSocketConnection._handle_close_connection_event
+
+
+async def _close_event(self: Any, event: CloseConnection) -> None:
+    """Say why before hanging up.  wsproto reports a frame it cannot parse --
+    invalid UTF-8 in a text frame (1007), a protocol error (1002) -- as if the
+    peer had closed with that code, and the library then dropped TCP without a
+    close frame: the peer never learnt why.  A real close from the peer leaves
+    wsproto REMOTE_CLOSING and is answered by the library as before."""
+    if self._wsproto.state == ConnectionState.OPEN:
+        with contextlib.suppress(ConnectionClosed):
+            await self._send(CloseConnection(code=event.code, reason=event.reason))
+    await _library_close_event(self, event)
+
+
+trio_websocket.WebSocketConnection._handle_close_connection_event = _close_event  # type: ignore[method-assign]
 
 
 def frame_text(text: str) -> bytes:
@@ -84,12 +103,16 @@ class Socket:
     def __init__(self, raw: trio_websocket.WebSocketConnection) -> None:
         self._raw = raw
         self._tail = b""
+        self._writing = False  # inside send_all: cancelling now leaves half a frame
+        self._broken = False  # aborted: nothing more may be written
         # The plain socket under the stream, for direct writes; None (TLS or
         # another stream) means every write goes through send_frames.
         self._direct = getattr(getattr(raw._stream, "socket", None), "_sock", None)
         library_send = raw._send
 
         async def send_after_tail(event: Any) -> None:
+            if self._broken:
+                raise ConnectionClosed(raw._close_reason)
             if self._tail:
                 await self.send_frames([])
             await library_send(event)
@@ -105,6 +128,11 @@ class Socket:
     @property
     def has_tail(self) -> bool:
         return bool(self._tail)
+
+    @property
+    def tail_bytes(self) -> int:
+        """Bytes of a frame the socket took only part of, not yet written."""
+        return len(self._tail)
 
     @property
     def writable_now(self) -> bool:
@@ -155,19 +183,41 @@ class Socket:
             self._tail = b""
             if not data:
                 return
-            if raw._close_reason is not None:
+            if raw._close_reason is not None or self._broken:
                 raise ConnectionClosed(raw._close_reason)
+            self._writing = True
             try:
                 await raw._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await raw._abort_web_socket()
                 raise ConnectionClosed(raw._close_reason) from None
+            self._writing = False
 
     async def ping(self) -> None:
         await self._raw.ping()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._raw.aclose(code, reason)
+
+    async def close_within(self, seconds: float, code: int, reason: str) -> None:
+        """Close with ``code`` if the peer lets us within ``seconds``; else (a
+        peer that never reads, or a write cut off halfway) drop the TCP
+        connection.  Never waits longer, whatever the peer does."""
+        if self._writing:
+            await self.abort()  # half a frame is on the wire: a close frame would be garbage
+            return
+        with trio.move_on_after(seconds) as scope:
+            await self._raw.aclose(code, reason)
+        if scope.cancelled_caught:
+            await self.abort()
+
+    async def abort(self) -> None:
+        """Drop the connection now: no close frame, nothing more written."""
+        self._broken = True
+        raw = self._raw
+        with trio.CancelScope(shield=True):
+            await raw._abort_web_socket()
+            await raw._close_stream()
 
     @property
     def closed(self) -> bool:

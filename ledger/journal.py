@@ -118,9 +118,14 @@ class Journal:
         self.batch_bytes = 0
 
     def append(self, cmd: Command, ts_ns: int, meta: bytes = b"") -> Outcome:
+        """Apply and chain one command.  Whether the command can be stored is
+        known before it is applied (its encoding raises first); if applying it
+        or encoding its events raises, nothing is chained, but the engine may
+        be half-changed: the caller must rebuild it (``rebuild_router``)."""
+        command = encode_command(cmd)
         events = self.router.apply(cmd, ts_ns)
         seq = self.router.applied
-        body = encode_body(EntryBody(seq, ts_ns, encode_command(cmd), encode_events(events), meta))
+        body = encode_body(EntryBody(seq, ts_ns, command, encode_events(events), meta))
         entry_hash, value, body_hash = chain_entry(self.prev_hash, body)
         self.prev_hash = entry_hash
         batch = self.batch

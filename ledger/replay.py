@@ -11,7 +11,7 @@ its sequence number.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import msgspec
@@ -19,7 +19,7 @@ import msgspec
 from engine.messages import AnyCommand, Event, decode_command, encode_events
 from engine.router import Router
 from ledger.journal import decode_snapshot
-from ledger.record import EntryBody, decode_body
+from ledger.record import HEADER_SIZE, EntryBody, decode_body
 from ledger.store import LedgerStore
 
 OnEntry = Callable[[EntryBody, AnyCommand, list[Event]], None]
@@ -50,18 +50,37 @@ def replay(
     on_entry: OnEntry | None = None,
 ) -> Router:
     for seq, _prev, _hash, raw in store.iter_entries(from_seq, until_seq):
-        body = decode_body(raw)
-        if body.seq != seq or router.applied != seq - 1:
-            raise ReplayDivergence(seq, "sequence out of order")
-        try:
-            cmd = decode_command(body.command)
-        except msgspec.DecodeError as e:  # a chained but forged entry: refuse, never crash
-            raise ReplayDivergence(seq, f"undecodable command: {e}") from e
-        events = router.apply(cmd, body.ts_ns)
-        if check_events and encode_events(events) != body.events:
-            raise ReplayDivergence(seq, "events differ from the recorded ones")
-        if on_entry is not None:
-            on_entry(body, cmd, events)
+        _apply_entry(router, seq, raw, check_events, on_entry)
+    return router
+
+
+def _apply_entry(
+    router: Router, seq: int, raw: bytes, check_events: bool, on_entry: OnEntry | None
+) -> None:
+    body = decode_body(raw)
+    if body.seq != seq or router.applied != seq - 1:
+        raise ReplayDivergence(seq, "sequence out of order")
+    try:
+        cmd = decode_command(body.command)
+    except msgspec.DecodeError as e:  # a chained but forged entry: refuse, never crash
+        raise ReplayDivergence(seq, f"undecodable command: {e}") from e
+    events = router.apply(cmd, body.ts_ns)
+    if check_events and encode_events(events) != body.events:
+        raise ReplayDivergence(seq, "events differ from the recorded ones")
+    if on_entry is not None:
+        on_entry(body, cmd, events)
+
+
+def rebuild(store: LedgerStore, pending: Iterable[tuple[int, bytes]]) -> Router:
+    """The engine as of the last of ``pending``: the store's ledger (snapshot
+    + tail), then the entries not yet durable -- still in memory, as packed
+    values -- re-applied and checked like any replay.  Used when a command
+    raised inside ``Router.apply`` and may have left the engine half-changed:
+    the command is refused alone and everything else stands."""
+    router = recover(store)
+    for seq, value in pending:
+        if seq > router.applied:
+            _apply_entry(router, seq, value[HEADER_SIZE:], True, None)
     return router
 
 

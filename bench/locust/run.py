@@ -576,7 +576,14 @@ def run(args: argparse.Namespace) -> int:
     provisioned = min(spec.get("bidders", args.users), args.users)  # watchers: its bidders
     with tempfile.TemporaryDirectory(prefix="pubex-load-") as tmp:
         config = Path(tmp) / "load.toml"
-        overrides = {"net": {"host": "127.0.0.1"}, **spec.get("server", {})}
+        overrides: dict[str, dict[str, Any]] = {
+            "net": {"host": "127.0.0.1"},
+            # every simulated user connects from 127.0.0.1: the per-address cap
+            # (meant for one client's many connections) would refuse them
+            "limits": {"max_connections_per_address": 1_000_000},
+        }
+        for table, values in spec.get("server", {}).items():
+            overrides[table] = {**overrides.get(table, {}), **values}
         config.write_text(toml_tables(overrides), encoding="utf-8")
         server = Server(Path(tmp) / "data", config)
         broken: list[str] = []

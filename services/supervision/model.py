@@ -10,6 +10,7 @@ fields are appended with defaults, like the engine's messages.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -124,19 +125,33 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     subjects: tuple[str, ...] = ()  # bidder ids involved
     detail: str = ""
     alert_id: int = 0  # assigned by the projection, 1, 2, ... in raising order
+    legacy_key: str = ""  # its key in older ledgers' handling records
 
 
-ALERT_KEY_MAX = 128  # the engine's limit on HandleAlert.alert_key
+ALERT_KEY_MAX = 64  # an alert key is an identifier: [limits] id_pattern's default
+_SAFE_KEY = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def alert_key(seq: int, rule: str, lot_id: str, subject: str) -> str:
-    """Stable and at most ALERT_KEY_MAX characters, so every alert can be handled:
-    a long subject (a device fingerprint, key material) is replaced by its hash."""
+    """Stable, and an identifier every deployment's id pattern admits (ASCII
+    letters, digits, ``.``, ``-``; at most 64): ``SEQ.RULE.LOT.SUBJECT`` when
+    that is one, else ``SEQ.RULE.h<hash of lot and subject>`` (an IPv6
+    address, a device fingerprint, a long subject)."""
+    key = f"{seq}.{rule}.{lot_id}.{subject}"
+    if _SAFE_KEY.fullmatch(key):
+        return key
+    digest = hashlib.blake2b(f"{lot_id}/{subject}".encode(), digest_size=8).hexdigest()
+    return f"{seq}.{rule}.h{digest}"
+
+
+def legacy_alert_key(seq: int, rule: str, lot_id: str, subject: str) -> str:
+    """The key alerts had before keys became identifiers: handling records in
+    older ledgers name them so, and still find their alert."""
     key = f"{seq}/{rule}/{lot_id}/{subject}"
-    if len(key) <= ALERT_KEY_MAX:
+    if len(key) <= 128:
         return key
     digest = hashlib.blake2b(subject.encode(), digest_size=16).hexdigest()
-    return f"{seq}/{rule}/{lot_id}/h:{digest}"[:ALERT_KEY_MAX]
+    return f"{seq}/{rule}/{lot_id}/h:{digest}"[:128]
 
 
 def make_alert(
@@ -156,6 +171,7 @@ def make_alert(
         ev = ev[:cap]
     return Alert(
         key=alert_key(seq, rule, lot_id, subject),
+        legacy_key=legacy_alert_key(seq, rule, lot_id, subject),
         rule=rule,
         level=level,
         lot_id=lot_id,

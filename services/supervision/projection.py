@@ -199,6 +199,8 @@ class SupervisionProjection:
                 a = msgspec.structs.replace(a, alert_id=aid)
                 txn.put(u64(aid), _json.encode(a), db=db[ALERTS])
                 txn.put(a.key.encode(), u64(aid), db=db[ALERT_KEYS])
+                if a.legacy_key:
+                    txn.put(a.legacy_key.encode(), u64(aid), db=db[ALERT_KEYS])
                 txn.put(a.lot_id.encode() + b"\x00" + u64(aid), b"", db=db[LOT_ALERTS])
                 self.raised.append(a)
             txn.put(NEXT_ALERT, u64(self.next_alert_id), db=db[META])

@@ -279,7 +279,7 @@ async def test_authorisation_matrix(nursery, server):
     MATRIX_COUNT["tried"] = tried
     print(f"authorisation matrix: {tried} combinations, {len(mismatches)} mismatches")
     assert tried == len(ROLES) * len(COMMANDS) * len(STATES) == 228
-    assert mismatches == []
+    assert mismatches == [], mismatches
 
 
 def _frame_text(cmd: str, cs: int, lot: str, owner: Bidder, role: str, state: str, n: int) -> str:

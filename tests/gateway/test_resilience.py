@@ -247,7 +247,8 @@ async def _close_code(stream: trio.SocketStream, timeout: float = 20) -> int | N
 
 
 async def test_stalled_console_is_bounded_and_bids_flow(nursery, server_factory):
-    srv = await server_factory({**FAST, "limits.send_queue_frames": 50})
+    bound = 256 * 1024
+    srv = await server_factory({**FAST, "limits.send_queue_bytes": bound})
     gw = srv.gateway
     staff = await connect_staff(nursery, srv)
     (b,) = await lot_with_bidders(staff, "T1", 1)
@@ -259,31 +260,30 @@ async def test_stalled_console_is_bounded_and_bids_flow(nursery, server_factory)
     await wait_for(lambda: len(gw.connections) == 3)
     stalled = {c for c in gw.connections if c.who.role in ("supervisor", "watcher")}
     bidder = await connect_bidder(nursery, srv, b)
-    max_outbox = 0
-    max_snapshots = 0
-    n = 1500
-    with trio.fail_after(60):
+    max_owed = 0
+    n = 4000  # ~1 MB of events: four times what a participant may be owed
+    with trio.fail_after(90):
         seqs = []
         for i in range(n):
             cs, text = b.frame("T1", 10_000 + 100 * i)
             seqs.append(cs)
             await bidder.send_text(text)
             if i % 50 == 0:
-                # the bound is on pushed lot events to subscribers; a client's own
-                # replies are bounded by what it sent (rate limit, runtime queue)
+                # one byte bound on everything a connection is owed
                 for c in stalled & gw.connections:
-                    max_outbox = max(max_outbox, len(c.outbox))
-                    max_snapshots = max(max_snapshots, len(c.snapshots))
-                await trio.sleep(0)
+                    max_owed = max(max_owed, c.owed_bytes)
+                # the bidder itself reads its replies (it is owed them too)
+                while not all(cs in bidder.replies for cs in seqs[:-50]):
+                    await trio.sleep(0.005)
         while not all(cs in bidder.replies for cs in seqs):
             for c in stalled & gw.connections:
-                max_outbox = max(max_outbox, len(c.outbox))
+                max_owed = max(max_owed, c.owed_bytes)
             await trio.sleep(0.01)
     assert all(isinstance(bidder.replies[cs], p.Ack) for cs in seqs)
-    assert max_outbox <= 50
-    assert max_snapshots <= 21  # one pending snapshot per lot at most
+    assert max_owed <= bound
     for c in stalled:
-        assert len(c.outbox) <= 50 and len(c.snapshots) <= 21
+        assert c.owed_bytes <= bound and c.peak_bytes <= bound
+        assert len(c.snapshots) <= 21  # one pending snapshot per lot at most
     # the stalled participant console could not keep up with must-deliver events:
     sup = next(c for c in stalled if c.who.role == "supervisor")
     assert sup.overflowed or sup not in gw.connections

@@ -263,13 +263,19 @@ def test_epoch_is_inside_the_calendar() -> None:
     assert datetime.fromtimestamp(EPOCH_NS / 1e9, CHINA).year == 2026
 
 
-def test_alert_keys_fit_the_engines_limit_whatever_the_subject():
-    from services.supervision.model import ALERT_KEY_MAX, alert_key
+def test_alert_keys_are_identifiers_whatever_the_subject():
+    from gateway.protocol import Reader
+    from services.supervision.model import ALERT_KEY_MAX, alert_key, legacy_alert_key
 
     short = alert_key(7, "W-D1", "L1", "10.0.0.1")
-    assert short == "7/W-D1/L1/10.0.0.1"
+    assert short == "7.W-D1.L1.10.0.0.1"
     long_subject = "fp:" + "ab" * 200  # a very long device fingerprint
-    key = alert_key(7, "W-D2", "L" * 64, long_subject)
-    assert len(key) <= ALERT_KEY_MAX
-    assert key == alert_key(7, "W-D2", "L" * 64, long_subject)  # stable across rebuilds
-    assert key != alert_key(7, "W-D2", "L" * 64, long_subject + "x")
+    reader = Reader()
+    for subject in (long_subject, "::1", "2001:db8::7", "bidder 7", "投标人"):
+        key = alert_key(7, "W-D2", "L" * 64, subject)
+        assert len(key) <= ALERT_KEY_MAX
+        assert reader._id(key), key  # what a handle_alert frame may name
+        assert key == alert_key(7, "W-D2", "L" * 64, subject)  # stable across rebuilds
+        assert key != alert_key(7, "W-D2", "L" * 64, subject + "x")
+    # older ledgers' handling records named the old form
+    assert legacy_alert_key(7, "W-D1", "L1", "10.0.0.1") == "7/W-D1/L1/10.0.0.1"

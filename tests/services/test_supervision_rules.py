@@ -202,7 +202,7 @@ def test_p2_price_ladder(
 ) -> None:
     sealed(market, "S1", dict(zip("abc", amounts, strict=True)))
     [p2] = of(run(market, tmp_path), "W-P2")
-    assert p2.key.endswith(f"/W-P2/S1/{kind}") and p2.subjects == ("a", "b", "c")
+    assert p2.key.endswith(f".W-P2.S1.{kind}") and p2.subjects == ("a", "b", "c")
 
 
 def test_p2_near_miss_irregular_steps(market: Market, tmp_path: Path) -> None:
@@ -398,7 +398,8 @@ def test_o1_freeze_near_the_close_and_reserve_edit(market: Market, tmp_path: Pat
     alerts = of(run(market, tmp_path), "W-O1")
     assert [(a.level, a.seq) for a in alerts] == [("block", edit), ("block", freeze)]
     assert alerts[0].evidence == (first, edit)
-    assert alerts[1].key.endswith("near-close:FreezeLot")
+    assert alerts[1].legacy_key.endswith("near-close:FreezeLot")
+    assert alerts[1].key.startswith(f"{freeze}.W-O1.h")  # ":" is not in an identifier
 
 
 def test_o1_near_miss_early_freeze_single_reserve(market: Market, tmp_path: Path) -> None:
