@@ -35,7 +35,9 @@ async def test_supervisor_records_and_complaints(nursery, server):
     watcher = await connect_watcher(nursery, server)
     bidder = await connect_bidder(nursery, server, b)
 
-    ack = await supervisor.staff(p.HandleAlertFrame(1, "SV1", "3.W-D1.SV1.10.0.0.1", "escalate", "same IP"))
+    ack = await supervisor.staff(
+        p.HandleAlertFrame(1, "SV1", "3.W-D1.SV1.10.0.0.1", "escalate", "same IP")
+    )
     assert isinstance(ack, p.Ack), ack
     entry = decode_body(server.gateway.rt.store.get(ack.seq)[2])
     assert decode_command(entry.command).origin.startswith("supervisor:")
