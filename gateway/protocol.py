@@ -626,6 +626,8 @@ ID_FIELDS = frozenset(
         "region",
         "expert_id",
         "subject_id",
+        "lot_id",
+        "specialty",
     }
 )
 # Identifiers that may be "" although they have no default ("" = none).
@@ -741,7 +743,11 @@ class Reader:
             raise FrameError(
                 GatewayError.bad_domain, f"payload domain must be {domain}", client_seq
             )
-        problem = self.problem(value)
+        problem = (
+            next(filter(None, (self.problem(v, f"$[{i}]") for i, v in enumerate(value))), "")
+            if isinstance(value, list)
+            else self.problem(value)
+        )
         if problem:
             raise FrameError(GatewayError.schema_violation, problem, client_seq)
         return value, keys

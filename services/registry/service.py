@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import trio
@@ -45,13 +45,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from config.settings import LimitSettings
 from gateway import protocol as p
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 from services.follower import Follower, FollowerMetrics
 from services.lifecycle import on_signals, open_stores
 from services.registry.experts import DrawError, ExpertBook, public, rerun, rerun_ledgered
-from services.registry.model import Draw, DrawCriteria, Expert, Relation
+from services.registry.model import Draw, DrawCriteria, Expert, Relation, RelationKind
 from services.registry.projection import DEFAULT_ORIGIN, RegistryProjection, RegistryReader
 from services.registry.writer import Outbox, Result, Submitter, frame_dict
 
@@ -74,9 +75,13 @@ class Registry:
         *,
         origin: str = DEFAULT_ORIGIN,
         metrics_registry: CollectorRegistry | None = None,
+        limits: LimitSettings | None = None,
     ) -> None:
         self.store = store
         self.origin = origin
+        # how request bodies are bounded (the engine's own [limits]; the defaults
+        # until the companions read the platform's config)
+        self.limits = limits or LimitSettings()
         self.projection = RegistryProjection(origin)
         self.metrics = metrics_registry or CollectorRegistry()
         self.follower: Follower | None = None
@@ -177,41 +182,94 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
+# Request bodies: read by the same ``protocol.Reader`` as WebSocket frames (depth,
+# duplicate keys, 63-bit integers, ids matching [limits] id_pattern, money at
+# most max_amount_fen), then turned into the registry's own records.
+Day = Annotated[str, msgspec.Meta(pattern="^[0-9]{4}-[0-9]{2}-[0-9]{2}$", max_length=10)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=1_000)]
+
+
+@p.register_body
 class KeyBody(_Body):
-    key: str
-    bidder: str
-    public_key_hex: str
-    role: str = "bidder"
+    key: p.Id
+    bidder: p.Id
+    public_key_hex: p.Hex32
+    role: Literal["bidder", "supplier", "purchaser", "committee"] = "bidder"
 
 
+@p.register_body
 class RegistrationBody(_Body):
-    lot: str
-    bidder: str
-    priority_rank: int = 0
+    lot: p.Id
+    bidder: p.Id
+    priority_rank: p.Rank = 0
     sme: bool = False
 
 
+@p.register_body
 class DepositBody(_Body):
-    lot: str
-    bidder: str
-    amount_fen: int
+    lot: p.Id
+    bidder: p.Id
+    amount_fen: p.Fen
 
 
+@p.register_body
 class LotBody(_Body):
-    lot: str
-    reason: str = ""
+    lot: p.Id
+    reason: p.Reason = ""
 
 
+@p.register_body
 class BlacklistBody(_Body):
-    bidder: str
-    reason: str
+    bidder: p.Id
+    reason: p.Reason
+
+
+@p.register_body
+class ExpertBody(_Body):
+    expert_id: p.Id
+    name: p.Title
+    specialties: Annotated[list[p.Id], msgspec.Meta(max_length=32)]
+    region: p.Id
+    available: bool = True
+    engaged_days: Annotated[list[Day], msgspec.Meta(max_length=366)] = []
+    barred: bool = False
+
+
+@p.register_body
+class RelationBody(_Body):
+    expert_id: p.Id
+    subject_id: p.Id
+    kind: RelationKind
+    until_ns: Annotated[int, msgspec.Meta(ge=-1, le=p.INT63_MAX)] = -1
+    note: p.Reason = ""
+
+
+@p.register_body
+class DrawBody(_Body):
+    lot_id: p.Id
+    specialty: p.Id  # "" = any
+    region: p.Id = ""  # "" = nationwide
+    region_reason: p.Reason = ""
+    count: Count = 5
+    alternates: Count = 2
+    day: Annotated[str, msgspec.Meta(max_length=10)] = ""
+    avoid_subjects: Annotated[list[p.Id], msgspec.Meta(max_length=1_000)] = []
+    at_ns: p.Ns = 0
+    operator: p.Title = ""
+    supervisor: p.Title = ""
+
+
+def _listed(got: Any) -> list[Any]:
+    return got if isinstance(got, list) else [got]
 
 
 def build_app(reg: Registry) -> Starlette:
     reader, book = reg.reader, reg.experts
 
+    bodies = p.Reader.from_limits(reg.limits)
+
     async def body(request: Request, kind: Any) -> Any:
-        return msgspec.json.decode(await request.body(), type=kind)
+        return bodies.body(await request.body(), kind)
 
     async def write(frames: list[tuple[p.StaffFrame, str]]) -> Response:
         try:
@@ -227,6 +285,8 @@ def build_app(reg: Registry) -> Starlette:
             try:
                 out: Response = await fn(request)
                 return out
+            except p.FrameError as e:
+                return _json({"error": e.message, "code": e.code.name}, 400)
             except (ValueError, msgspec.ValidationError, msgspec.DecodeError, DrawError) as e:
                 return _json({"error": str(e)}, 400)
 
@@ -298,9 +358,8 @@ def build_app(reg: Registry) -> Starlette:
 
     async def experts(request: Request) -> Response:
         if request.method == "POST":
-            raw = msgspec.json.decode(await request.body())
-            items = raw if isinstance(raw, list) else [raw]
-            rows = msgspec.convert(items, list[Expert])
+            got = await body(request, list[ExpertBody] | ExpertBody)
+            rows = [Expert(**msgspec.structs.asdict(b)) for b in _listed(got)]
             book.put_experts(rows)
             return _json({"stored": len(rows)})
         return _json({"experts": book.experts()})
@@ -313,8 +372,8 @@ def build_app(reg: Registry) -> Starlette:
         return _json({"expert": e, "relations": book.relations(eid)})
 
     async def relations(request: Request) -> Response:
-        raw = msgspec.json.decode(await request.body())
-        rows = msgspec.convert(raw if isinstance(raw, list) else [raw], list[Relation])
+        got = await body(request, list[RelationBody] | RelationBody)
+        rows = [Relation(**msgspec.structs.asdict(b)) for b in _listed(got)]
         book.add_relations(rows)
         return _json({"stored": len(rows)})
 
@@ -324,7 +383,7 @@ def build_app(reg: Registry) -> Starlette:
 
     async def draws(request: Request) -> Response:
         if request.method == "POST":
-            c = await body(request, DrawCriteria)
+            c = DrawCriteria(**msgspec.structs.asdict(await body(request, DrawBody)))
             if not c.at_ns:
                 c = msgspec.structs.replace(c, at_ns=time.time_ns())
             try:

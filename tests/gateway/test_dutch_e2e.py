@@ -63,7 +63,10 @@ async def test_dutch_clock_over_the_gateway(tmp_path):
             alice = await Client.connect(
                 nursery, listening.ws_url, key=keys["alice"], key_id="k-alice"
             )
-            won = await alice.request(1, p.bid_frame(keys["alice"], "k-alice", "D1", 10_000, 1, 0))
+            # the signed amount is the price accepted: 1 fen does not buy a 10,000 fen tick
+            cheap = await alice.request(1, p.bid_frame(keys["alice"], "k-alice", "D1", 1, 1, 0))
+            assert isinstance(cheap, p.Error) and cheap.name == "tick_price_mismatch", cheap
+            won = await alice.request(2, p.bid_frame(keys["alice"], "k-alice", "D1", 10_000, 2, 0))
             assert isinstance(won, p.Ack)
             late = await bob.request(2, p.bid_frame(keys["bob"], "k-bob", "D1", 10_000, 2, tick=0))
             assert isinstance(late, p.Error) and late.name == "lot_closed"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -27,7 +26,16 @@ from tests.gateway.conftest import (
     signed_query,
     wait_for,
 )
-from tests.gateway.helpers import send_and_error, sync
+from tests.gateway.helpers import (
+    close_code,
+    masked_frame,
+    port_of,
+    read_headers,
+    send_and_error,
+    stalled,
+    sync,
+    upgrade_request,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -77,53 +85,17 @@ async def test_payload_claiming_another_key_is_wrong_key(nursery, server):
 # ----------------------------------------------------------- raw websocket bits
 
 
-def _upgrade(port: int, query: str = "") -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    path = "/ws" + (f"?{query}" if query else "")
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
-def _masked_text(data: bytes, declared: int | None = None) -> bytes:
-    n = len(data) if declared is None else declared
-    mask = os.urandom(4)
-    if n < 126:
-        head = bytes([0x81, 0x80 | n])
-    elif n < 65536:
-        head = bytes([0x81, 0x80 | 126]) + struct.pack(">H", n)
-    else:
-        head = bytes([0x81, 0x80 | 127]) + struct.pack(">Q", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-
-
-async def _read_headers(stream: trio.SocketStream) -> bytes:
-    buf = b""
-    with trio.fail_after(10):
-        while b"\r\n\r\n" not in buf:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                break
-            buf += chunk
-    return buf
-
-
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
-
-
 async def _drop(port: int, query: str, mode: int) -> None:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     try:
-        req = _upgrade(port, query)
+        req = upgrade_request(port, query)
         if mode == 0:  # half the upgrade request, then gone
             await stream.send_all(req[: len(req) // 2])
         else:
             await stream.send_all(req)
-            head = await _read_headers(stream)
+            head = await read_headers(stream)
             assert head.startswith(b"HTTP/1.1 101"), head[:80]
-            frame = _masked_text(b'{"type":"subscribe","lots":["S1"]}' * 4)
+            frame = masked_frame(b'{"type":"subscribe","lots":["S1"]}' * 4)
             await stream.send_all(frame[: len(frame) // 2])  # half a frame
         if mode in (1, 2):  # abortive close: RST
             stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -155,7 +127,7 @@ async def test_disconnect_storm(nursery, server_factory):
     await sync(steady)
     await trio.sleep(0.1)
     base_fds, base_tasks, base_conns = _fds(), _count_tasks(), set(gw.connections)
-    port = _port(srv.ws_url)
+    port = port_of(srv.ws_url)
     acks: list[p.Ack | p.Error] = []
     stop = trio.Event()
 
@@ -204,48 +176,6 @@ async def test_disconnect_storm(nursery, server_factory):
 # ------------------------------------------------------ T11 stalled console
 
 
-async def _stalled(port: int, query: str, subscribe: list[str]) -> trio.SocketStream:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-    await stream.socket.connect(("127.0.0.1", port))
-    await stream.send_all(_upgrade(port, query))
-    head = await _read_headers(stream)
-    assert head.startswith(b"HTTP/1.1 101"), head[:80]
-    await stream.send_all(
-        _masked_text(json.dumps({"type": "subscribe", "lots": subscribe}).encode())
-    )
-    return stream
-
-
-async def _close_code(stream: trio.SocketStream, timeout: float = 20) -> int | None:
-    """Read (and discard) everything until the server's close frame; its code."""
-    buf = b""
-    with trio.move_on_after(timeout):
-        while True:
-            chunk = await stream.receive_some(1 << 16)
-            if not chunk:
-                return None
-            buf += chunk
-            while len(buf) >= 2:
-                op, n = buf[0] & 0x0F, buf[1] & 0x7F
-                off = 2
-                if n == 126:
-                    if len(buf) < 4:
-                        break
-                    n, off = struct.unpack(">H", buf[2:4])[0], 4
-                elif n == 127:
-                    if len(buf) < 10:
-                        break
-                    n, off = struct.unpack(">Q", buf[2:10])[0], 10
-                if len(buf) < off + n:
-                    break
-                body, buf = buf[off : off + n], buf[off + n :]
-                if op == 0x8:
-                    return struct.unpack(">H", body[:2])[0] if len(body) >= 2 else 1005
-    return -1
-
-
 async def test_stalled_console_is_bounded_and_bids_flow(nursery, server_factory):
     bound = 256 * 1024
     srv = await server_factory({**FAST, "limits.send_queue_bytes": bound})
@@ -254,11 +184,11 @@ async def test_stalled_console_is_bounded_and_bids_flow(nursery, server_factory)
     (b,) = await lot_with_bidders(staff, "T1", 1)
     for extra in range(20):
         await lot_with_bidders(staff, f"T-extra-{extra}", 0)
-    port = _port(srv.ws_url)
-    console = await _stalled(port, f"token={SUPERVISOR_TOKEN}", ["*"])
-    watcher = await _stalled(port, "", ["*"])
+    port = port_of(srv.ws_url)
+    console = await stalled(port, f"token={SUPERVISOR_TOKEN}", ["*"])
+    watcher = await stalled(port, "", ["*"])
     await wait_for(lambda: len(gw.connections) == 3)
-    stalled = {c for c in gw.connections if c.who.role in ("supervisor", "watcher")}
+    stuck = {c for c in gw.connections if c.who.role in ("supervisor", "watcher")}
     bidder = await connect_bidder(nursery, srv, b)
     max_owed = 0
     n = 4000  # ~1 MB of events: four times what a participant may be owed
@@ -270,25 +200,25 @@ async def test_stalled_console_is_bounded_and_bids_flow(nursery, server_factory)
             await bidder.send_text(text)
             if i % 50 == 0:
                 # one byte bound on everything a connection is owed
-                for c in stalled & gw.connections:
+                for c in stuck & gw.connections:
                     max_owed = max(max_owed, c.owed_bytes)
                 # the bidder itself reads its replies (it is owed them too)
                 while not all(cs in bidder.replies for cs in seqs[:-50]):
                     await trio.sleep(0.005)
         while not all(cs in bidder.replies for cs in seqs):
-            for c in stalled & gw.connections:
+            for c in stuck & gw.connections:
                 max_owed = max(max_owed, c.owed_bytes)
             await trio.sleep(0.01)
     assert all(isinstance(bidder.replies[cs], p.Ack) for cs in seqs)
     assert max_owed <= bound
-    for c in stalled:
+    for c in stuck:
         assert c.owed_bytes <= bound and c.peak_bytes <= bound
         assert len(c.snapshots) <= 21  # one pending snapshot per lot at most
     # the stalled participant console could not keep up with must-deliver events:
-    sup = next(c for c in stalled if c.who.role == "supervisor")
+    sup = next(c for c in stuck if c.who.role == "supervisor")
     assert sup.overflowed or sup not in gw.connections
     # once it reads again it learns it was cut off: 1013, then it is forgotten
-    assert await _close_code(console) == 1013
+    assert await close_code(console) == 1013
     await wait_for(lambda: sup not in gw.connections, timeout=10)
     assert isinstance(await bidder.bid(b.key, b.key_id, "T1", 10**8, b.next_seq()), p.Ack)
     await console.aclose()
@@ -410,14 +340,14 @@ async def test_a_silent_dead_peer_is_dropped_and_a_talking_peer_is_not_pinged(se
     period = 1  # seconds (the setting is whole seconds)
     srv = await server_factory({**FAST, "limits.heartbeat_s": period})
     gw = srv.gateway
-    port = _port(srv.ws_url)
-    silent = await _stalled(port, "", [])  # never reads, never answers a ping
-    talker = await _stalled(port, "", [])
+    port = port_of(srv.ws_url)
+    silent = await stalled(port, "", [])  # never reads, never answers a ping
+    talker = await stalled(port, "", [])
     await wait_for(lambda: len(gw.connections) == 2)
 
     async def talk() -> None:
         while True:
-            await talker.send_all(_masked_text(json.dumps({"type": "ping", "t": 1}).encode()))
+            await talker.send_all(masked_frame(json.dumps({"type": "ping", "t": 1}).encode()))
             await trio.sleep(period / 4)
 
     with trio.fail_after(30):
