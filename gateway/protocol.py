@@ -61,10 +61,29 @@ MAX_POINTS_CENTI = 10_000  # 100.00 points
 
 Seq = Annotated[int, msgspec.Meta(ge=0, le=INT63_MAX)]  # client_seq, order ids, ticks
 Ns = Annotated[int, msgspec.Meta(ge=0, le=INT63_MAX)]  # a time, Unix epoch nanoseconds
-Fen = Annotated[int, msgspec.Meta(ge=0, le=INT63_MAX)]  # money; <= max_amount_fen
+Fen = Annotated[  # money; <= max_amount_fen
+    int,
+    msgspec.Meta(
+        ge=0,
+        le=INT63_MAX,
+        extra_json_schema={
+            "maximum": MAX_AMOUNT_FEN,
+            "description": "fen; at most [limits] max_amount_fen (default 10^15)",
+        },
+    ),
+]
 Qty = Annotated[int, msgspec.Meta(ge=0, le=MAX_QTY)]
 Rank = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
-Id = Annotated[str, msgspec.Meta(max_length=ID_MAX_CHARS)]  # must match id_pattern
+Id = Annotated[  # must match id_pattern
+    str,
+    msgspec.Meta(
+        max_length=ID_MAX_CHARS,
+        extra_json_schema={
+            "description": f"an identifier: matches [limits] id_pattern whole (default "
+            f"{ID_PATTERN}); empty only where the field is optional"
+        },
+    ),
+]
 Hex32 = Annotated[str, msgspec.Meta(max_length=64)]  # the engine checks it is hex
 SeedHex = Annotated[str, msgspec.Meta(max_length=128)]
 SigHex = Annotated[str, msgspec.Meta(max_length=128)]  # 64 bytes of hex
