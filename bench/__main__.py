@@ -24,6 +24,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "bench.services",
         "each follower's catch-up vs a verify-and-decode scan, live lag at half max acks",
     ),
+    "abuse": (
+        "bench.abuse",
+        "one hostile client: RSS of a never-reading pinger, ledger growth of a refuser",
+    ),
     "report": (
         "bench.report",
         "every suite in turn -> docs/benchmarks.md (+ .json, ack latency chart)",
