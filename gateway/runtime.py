@@ -67,6 +67,8 @@ SWITCH_INTERVAL_S = 0.00005
 HANDOFF_EVERY = 64
 # The timer's back-off while its Tick is refused (storage down, or a deadline
 # whose handling raises): doubling up to the cap, so nothing spins.
+# Entries of a commit batch covered by one signed receipt (see _attach_receipt).
+RECEIPT_GROUP = 16
 TICK_RETRY_S = 0.05
 TICK_RETRY_MAX_S = 5.0
 
@@ -346,16 +348,22 @@ class Runtime:
                 sub(applied_list)
 
     def _attach_receipt(self, batch: list[Outcome]) -> None:
-        """One signature per batch: the receipt of its last entry; each outcome's
-        proof is the body hashes that chain it to that entry (Outcome.proof)."""
+        """One signature per group of at most RECEIPT_GROUP entries of the batch
+        (groups counted from the batch's first entry): the receipt of the
+        group's last entry; each outcome's proof is the body hashes that chain
+        it to that entry (Outcome.proof) -- at most RECEIPT_GROUP - 1 of them,
+        so an ack's size does not grow with the batch (a client pipelining a
+        thousand commands into one batch was owed megabytes of proofs)."""
         key = self.journal.signing_key
         if key is None:
             return
-        last = batch[-1]
-        blob = sign_receipt(key, Receipt(last.seq, last.entry_hash, last.ts_ns))
-        for outcome in batch:
-            outcome.receipt = blob
-            outcome.batch = batch
+        for start in range(0, len(batch), RECEIPT_GROUP):
+            group = batch[start : start + RECEIPT_GROUP]
+            last = group[-1]
+            blob = sign_receipt(key, Receipt(last.seq, last.entry_hash, last.ts_ns))
+            for outcome in group:
+                outcome.receipt = blob
+                outcome.batch = group
 
     def _storage_failed(self, waiting: list[tuple[Reply | None, Outcome]]) -> None:
         """Refuse everything not yet durable; rebuild the engine from the store."""

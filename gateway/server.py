@@ -96,7 +96,7 @@ from gateway.metrics import Metrics
 from gateway.procurement import PUBLIC_EVENTS as PROCUREMENT_EVENTS
 from gateway.procurement import STAFF_COMMANDS as PROCUREMENT_STAFF_COMMANDS
 from gateway.procurement import signed_command
-from gateway.runtime import Overloaded, Runtime
+from gateway.runtime import RECEIPT_GROUP, Overloaded, Runtime
 from gateway.views import Views
 from ledger.checkpoint import Receipt, sign_receipt
 from ledger.journal import Outcome
@@ -668,7 +668,8 @@ class Gateway:
     def _original(self, client_seq: int, retried: CommandRetried) -> str:
         """The original outcome of a retried command, rebuilt from the ledger: the
         same seq, entry hash, receipt and proof (Ed25519 signatures are
-        deterministic, and the store keeps each batch's boundary)."""
+        deterministic, and the store keeps each batch's boundary, so the receipt
+        group is found again)."""
         seq = retried.original_seq
         if retried.code:
             return p.encode_text(
@@ -681,7 +682,9 @@ class Gateway:
                 )
             )
         store = self.rt.store
-        last = store.batch_end(seq) or seq
+        first, last = store.batch_bounds(seq) or (seq, seq)
+        group_end = first + ((seq - first) // RECEIPT_GROUP + 1) * RECEIPT_GROUP - 1
+        last = min(last, group_end)  # the receipt of seq's group (Runtime._attach_receipt)
         rows = list(store.iter_entries(seq, last))
         _s, _prev, entry_hash, raw = rows[0]
         _s, _prev, last_hash, last_raw = rows[-1]

@@ -210,11 +210,20 @@ class LedgerStore:
 
     def batch_end(self, seq: int) -> int | None:
         """The last seq of the committed batch holding ``seq`` (None if unknown)."""
+        bounds = self.batch_bounds(seq)
+        return None if bounds is None else bounds[1]
+
+    def batch_bounds(self, seq: int) -> tuple[int, int] | None:
+        """(first, last) seq of the committed batch holding ``seq`` (None if unknown)."""
         if self._batches is None:
             return None
         with self._read_txn() as txn:
             cur = txn.cursor(self._batches)
-            return key_seq(cur.key()) if cur.set_range(seq_key(seq)) else None
+            if not cur.set_range(seq_key(seq)):
+                return None
+            last = key_seq(cur.key())
+            first = key_seq(cur.key()) + 1 if cur.prev() else 1
+            return first, last
 
     def get_meta(self, key: bytes) -> bytes | None:
         with self._read_txn() as txn:

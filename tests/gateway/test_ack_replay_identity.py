@@ -1,5 +1,6 @@
 """A retried bid gets the byte-identical original ack: same seq, entry hash,
-receipt and proof (Ed25519 is deterministic; the store keeps batch boundaries)."""
+receipt and proof (Ed25519 is deterministic; the store keeps batch boundaries,
+so each entry's receipt group is found again)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import trio
 from nacl.signing import SigningKey
 
 from config.settings import load_settings
+from engine.messages import CommandRetried, CreateItem
 from engine.rules import RuleSet
 from gateway import protocol as p
+from gateway.runtime import RECEIPT_GROUP
 from gateway.serve import serve
 from gateway.tclient import Client
+from ledger.journal import Outcome
 
 NS = 1_000_000_000
 
@@ -41,10 +45,11 @@ async def test_retry_returns_the_identical_ack(tmp_path):
                 assert isinstance(await staff.staff(frame), p.Ack)
             bidder = await Client.connect(nursery, listening.ws_url, key=key, key_id="k1")
             # several bids in flight share a batch, so the first one's proof is non-empty
-            texts = [p.bid_frame(key, "k1", "L1", 10_000 + 100 * i, i + 1) for i in range(20)]
+            n = 20
+            texts = [p.bid_frame(key, "k1", "L1", 10_000 + 100 * i, i + 1) for i in range(n)]
             for text in texts:
                 await bidder.send_text(text)
-            while len(bidder.replies) < 20:
+            while len(bidder.replies) < n:
                 await bidder.changed.wait()
             originals = dict(bidder.replies)
             again = await Client.connect(nursery, listening.ws_url, key=key, key_id="k1")
@@ -60,5 +65,37 @@ async def test_retry_returns_the_identical_ack(tmp_path):
                     first.proof,
                     first.ts_ns,
                 )
-            assert listening.gateway.views.lots["L1"].bid_count == 20
+            assert listening.gateway.views.lots["L1"].bid_count == n
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_long_batch_has_one_receipt_per_group_and_retries_find_it(tmp_path):
+    """40 commands queued before the sequencer runs commit as one batch: every
+    16 entries share a receipt, no proof is longer than 15 hashes, and the ack a
+    retry rebuilds from the ledger is the original's, group for group."""
+    async with trio.open_nursery() as nursery:
+        listening = await nursery.start(
+            lambda task_status: serve(
+                load_settings(), tmp_path, ws_port=0, http_port=0, task_status=task_status
+            )
+        )
+        gw = listening.gateway
+        outcomes: list[Outcome] = []
+        n = 40
+        for i in range(n):  # no await between: one drain, one batch
+            gw.rt.submit(CreateItem("staff:s1", i + 1, f"I{i}", "t"), outcomes.append)
+        with trio.fail_after(10):
+            while len(outcomes) < n:
+                await trio.sleep(0.01)
+        first, last = gw.rt.store.batch_bounds(outcomes[0].seq)
+        assert last - first + 1 == n
+        assert len({o.receipt for o in outcomes}) == -(-n // RECEIPT_GROUP)
+        assert max(len(o.proof()) for o in outcomes) == RECEIPT_GROUP - 1
+        for i, o in enumerate(outcomes):
+            rebuilt = p.decode_server(gw._original(i + 1, CommandRetried(f"I{i}", i + 1, o.seq, 0)))
+            assert isinstance(rebuilt, p.Ack)
+            assert (rebuilt.receipt, rebuilt.proof) == (
+                o.receipt.hex(),
+                [h.hex() for h in o.proof()],
+            )
         nursery.cancel_scope.cancel()
