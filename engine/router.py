@@ -106,6 +106,7 @@ from engine.messages import (
     WithdrawSealed,
 )
 from engine.reverse import Reverse
+from engine.rules import MAX_DURATION_NS, MAX_TIME_NS, MAX_UNITS
 from engine.sealed import Sealed
 from engine.state import (
     AWAITING_PAYMENT,
@@ -1125,20 +1126,25 @@ def _terms_problem(cmd: CreateLot, now_ns: int) -> str:
         return "timed increment and deposit must not be negative"
     if cmd.end_ns <= cmd.start_ns or cmd.end_ns <= now_ns:
         return "end_ns must be after start_ns and in the future"
+    if cmd.end_ns > MAX_TIME_NS:
+        return "end_ns is past the year 2116"
     if cmd.mechanism == "dutch":
         if cmd.rules.tick_ns <= 0:
             return "a Dutch lot needs rules.tick_ns > 0"
         if not 0 <= cmd.floor_fen <= cmd.start_price_fen:
             return "floor_fen must be between 0 and the start price"
+        ticks = (cmd.start_price_fen - cmd.floor_fen) // cmd.increment_fen + 1
+        if ticks * cmd.rules.tick_ns > MAX_DURATION_NS:
+            return f"a Dutch clock of {ticks} ticks of rules.tick_ns runs longer than ten years"
     elif cmd.floor_fen:
         return "floor_fen is for Dutch lots"
     if cmd.regions and cmd.mechanism != "vbp":
         return "regions are for volume-based procurement lots"
     names = [r.region for r in cmd.regions]
     if len(set(names)) != len(names) or any(
-        not r.region or r.demand_units < 0 for r in cmd.regions
+        not r.region or not 0 <= r.demand_units <= MAX_UNITS for r in cmd.regions
     ):
-        return "regions must be distinct, named, with demand_units >= 0"
+        return "regions must be distinct, named, with demand_units 0 .. 10^12"
     if cmd.mechanism == "vbp" and cmd.rules.evaluation != "vbp":
         return "a vbp lot needs rules.evaluation = vbp"
     if cmd.mechanism == "sealed" and cmd.rules.evaluation == "vbp":

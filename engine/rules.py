@@ -17,13 +17,21 @@ import msgspec
 NS_PER_S = 1_000_000_000
 MINUTE_NS = 60 * NS_PER_S
 HOUR_NS = 60 * MINUTE_NS
+DAY_NS = 24 * HOUR_NS
+# The engine adds times and durations (a close, plus a wait, plus a countdown,
+# plus a window ...): kept within these, no sum of them can pass what the ledger
+# stores (63 bits).  2**62 ns is the year 2116; ten years is longer than any
+# window a trading rule names (RULES.md: 60-day sale windows at most).
+MAX_TIME_NS = 2**62
+MAX_DURATION_NS = 3653 * DAY_NS
+MAX_UNITS = 10**12  # VBP demand units of one region
 
 IncrementMode = Literal["multiple", "min_step"]  # R-0.6 (a) / (b)
 TimedTrigger = Literal["eligible_bidders", "quoters_in_last_window", "always"]
 ResumePolicy = Literal["keep_remaining", "restart_phase"]
 
 
-class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
+class RuleSet(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Parameters of one rule variant.  Defaults are the judicial English rules."""
 
     name: str = "judicial"
@@ -152,6 +160,16 @@ PRESETS: dict[str, RuleSet] = {
 
 def validate(rules: RuleSet) -> str:
     """Return "" when the rule set is usable, else what is wrong with it."""
+    too_long = [
+        name
+        for name in rules.__struct_fields__
+        if name.endswith("_ns") and getattr(rules, name) > MAX_DURATION_NS
+    ]
+    if too_long:
+        return f"{too_long[0]} is longer than ten years"
+    counts = (rules.version, rules.min_valid_bids, rules.reverse_winners, rules.vbp_low_price_units)
+    if any(c > MAX_UNITS for c in counts):
+        return "version, min_valid_bids, reverse_winners, vbp_low_price_units are at most 10^12"
     durations = (
         rules.extension_window_ns,
         rules.reserve_cutoff_ns,

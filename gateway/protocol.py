@@ -37,7 +37,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from engine.codes import Reject
 from engine.messages import RegionDemand
-from engine.rules import RuleSet
+from engine.rules import MAX_TIME_NS, RuleSet
 from gateway.strict import DuplicateKey, TooDeep, check_depth, object_keys
 
 BID_DOMAIN = "pubex-bid-v1"
@@ -60,7 +60,7 @@ MAX_QTY = 10**12
 MAX_POINTS_CENTI = 10_000  # 100.00 points
 
 Seq = Annotated[int, msgspec.Meta(ge=0, le=INT63_MAX)]  # client_seq, order ids, ticks
-Ns = Annotated[int, msgspec.Meta(ge=0, le=INT63_MAX)]  # a time, Unix epoch nanoseconds
+Ns = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_NS)]  # a time, Unix epoch nanoseconds
 Fen = Annotated[  # money; <= max_amount_fen
     int,
     msgspec.Meta(
