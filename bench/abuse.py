@@ -156,7 +156,10 @@ def junk(watchers: int, ids: int) -> dict[str, Any]:
         try:
             time.sleep(0.5)
             start = rss_bytes(srv.pid)
-            frame = ws_frame(p.encode(p.Subscribe([f"made-up-{i:06d}" for i in range(ids)])))
+            made_up = [f"made-up-{i:06d}" for i in range(ids)]
+            frame = b"".join(  # 500 ids a frame: each frame under max_frame_bytes
+                ws_frame(p.encode(p.Subscribe(made_up[i : i + 500]))) for i in range(0, ids, 500)
+            )
             conns, refused = [], 0
             for _ in range(watchers):
                 try:
