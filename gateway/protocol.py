@@ -727,6 +727,15 @@ class Reader:
             )
         return payload
 
+    def payload_seq(self, frame: PlaceBidFrame | SealedFrame | OrderFrame) -> int:
+        """The ``client_seq`` of a signed action's payload, read leniently (for
+        a refusal that comes before the payload is read in full); 0 if unreadable."""
+        try:
+            check_depth(frame.payload, self.max_depth)
+        except TooDeep:
+            return 0
+        return _client_seq_of(frame.payload)
+
     def body(self, data: bytes, kind: type[T]) -> T:
         """An HTTP request body, read exactly like a frame."""
         if len(data) > self.max_frame_bytes:

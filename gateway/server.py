@@ -494,11 +494,18 @@ class Gateway:
         exact payload.  Returns the payload, or None after refusing."""
         who = conn.who
         if who.role != BIDDER:
-            self._refuse(conn, 0, p.GatewayError.not_authorized, f"{who.role} cannot sign actions")
+            self._refuse(
+                conn,
+                self.reader.payload_seq(frame),
+                p.GatewayError.not_authorized,
+                f"{who.role} cannot sign actions",
+            )
             return None
         vk = self.auth.verify_key(who.identity, self.rt.router.state)
         if vk is None:
-            self._refuse(conn, 0, p.GatewayError.unknown_key, who.identity)
+            self._refuse(
+                conn, self.reader.payload_seq(frame), p.GatewayError.unknown_key, who.identity
+            )
             return None
         try:
             payload = self.reader.payload(frame)
