@@ -882,6 +882,7 @@ def run(
             "# per-address cap (every client connects from 127.0.0.1)\n"
             "[limits]\nbids_per_s = 100000000\nbid_burst = 100000000\n"
             "refusals_per_minute = 1000000000\nmax_connections_per_address = 1000000\n"
+            "staff_commands_per_s = 1000000\nstaff_burst = 1000000\n"
         )
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)]
         argv += ["--data", str(Path(tmp) / "data"), "--ws-port", "0", "--http-port", "0"]

@@ -95,6 +95,10 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_depth: Annotated[int, msgspec.Meta(ge=4, le=64)] = 8  # JSON nesting of a frame
     bids_per_s: Positive = 20  # per bidder, token bucket (every signed frame takes a token)
     bid_burst: Positive = 40
+    # Commands of one staff member, supervisor or service (token bucket): each is
+    # ledgered, accepted or not, so a token cannot grow the ledger without bound.
+    staff_commands_per_s: Positive = 100
+    staff_burst: Positive = 1_000
     # A key's (or staff member's) engine refusals ledgered per minute; past the
     # budget its commands are refused at the edge, unledgered, until it refills.
     refusals_per_minute: Positive = 60

@@ -106,7 +106,7 @@ from engine.messages import (
     WithdrawSealed,
 )
 from engine.reverse import Reverse
-from engine.rules import MAX_DURATION_NS, MAX_TIME_NS, MAX_UNITS
+from engine.rules import MAX_DURATION_NS, MAX_TIME_NS, MAX_UNITS, MIN_TICK_NS
 from engine.sealed import Sealed
 from engine.state import (
     AWAITING_PAYMENT,
@@ -493,6 +493,12 @@ class Router:
             raise Reply(Reject.increment_change_not_allowed)
         if cmd.increment_fen <= 0:
             raise Reply(Reject.invalid_increment)
+        if lot.mechanism == "dutch":
+            problem = _dutch_clock_problem(
+                lot.start_price_fen, lot.floor_fen, cmd.increment_fen, lot.rules.tick_ns
+            )
+            if problem:
+                raise Reply(Reject.invalid_increment, problem)
         if cmd.phase == "timed":
             lot.timed_increment_fen = cmd.increment_fen
         else:
@@ -1115,6 +1121,18 @@ def _amount_of(cmd: Command) -> int:
     return getattr(cmd, "amount_fen", 0)
 
 
+def _dutch_clock_problem(start_fen: int, floor_fen: int, step_fen: int, tick_ns: int) -> str:
+    """A Dutch clock the engine can run: each price held at least a second (a
+    1 ns tick made the engine fire a deadline per nanosecond and never catch
+    up), the whole descent within ten years (its end must stay storable)."""
+    if tick_ns < MIN_TICK_NS:
+        return "rules.tick_ns must be at least one second"
+    ticks = (start_fen - floor_fen) // step_fen + 1
+    if ticks * tick_ns > MAX_DURATION_NS:
+        return f"a Dutch clock of {ticks} ticks of rules.tick_ns runs longer than ten years"
+    return ""
+
+
 def _terms_problem(cmd: CreateLot, now_ns: int) -> str:
     if cmd.mechanism not in MECHANISMS:
         return f"unknown mechanism {cmd.mechanism}"
@@ -1133,9 +1151,11 @@ def _terms_problem(cmd: CreateLot, now_ns: int) -> str:
             return "a Dutch lot needs rules.tick_ns > 0"
         if not 0 <= cmd.floor_fen <= cmd.start_price_fen:
             return "floor_fen must be between 0 and the start price"
-        ticks = (cmd.start_price_fen - cmd.floor_fen) // cmd.increment_fen + 1
-        if ticks * cmd.rules.tick_ns > MAX_DURATION_NS:
-            return f"a Dutch clock of {ticks} ticks of rules.tick_ns runs longer than ten years"
+        problem = _dutch_clock_problem(
+            cmd.start_price_fen, cmd.floor_fen, cmd.increment_fen, cmd.rules.tick_ns
+        )
+        if problem:
+            return problem
     elif cmd.floor_fen:
         return "floor_fen is for Dutch lots"
     if cmd.regions and cmd.mechanism != "vbp":

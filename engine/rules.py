@@ -25,6 +25,7 @@ DAY_NS = 24 * HOUR_NS
 MAX_TIME_NS = 2**62
 MAX_DURATION_NS = 3653 * DAY_NS
 MAX_UNITS = 10**12  # VBP demand units of one region
+MIN_TICK_NS = NS_PER_S  # a Dutch price is offered at least a second (R-2.5: typically 30 s+)
 
 IncrementMode = Literal["multiple", "min_step"]  # R-0.6 (a) / (b)
 TimedTrigger = Literal["eligible_bidders", "quoters_in_last_window", "always"]

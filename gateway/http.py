@@ -7,6 +7,7 @@ and whether a reserve exists, never its amount before the close.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from gateway.server import Gateway
 
 CONSOLE_DIR = Path(__file__).parent / "console"
+_TOKEN = re.compile(r"[!#-+\--:<-~]{1,256}")  # printable ASCII but space, '"', ',' and ';'
 VENDOR_DIR = CONSOLE_DIR / "vendor"  # installed from npm by the Makefile, never committed
 
 
@@ -49,6 +51,8 @@ def build_app(gw: Gateway, ws_url: str, supervision_url: str = "") -> Starlette:
     async def login(request: Request) -> Response:
         """Staff open /login?token=...; the console then authenticates by cookie."""
         token = request.query_params.get("token", "")
+        if not _TOKEN.fullmatch(token):  # a header value: printable ASCII only (was HTTP 500)
+            return JSONResponse({"error": "token must be 1-256 printable ASCII characters"}, 400)
         response = RedirectResponse("/", 303)
         response.set_cookie("pubex_token", token, httponly=True, samesite="strict")
         return response

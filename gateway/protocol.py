@@ -116,6 +116,7 @@ class GatewayError(IntEnum):
     too_many_refusals = 1015
     unknown_subscription = 1016
     internal_error = 1017
+    client_seq_reused = 1018
 
 
 def error_name(code: int) -> str:
@@ -598,11 +599,22 @@ class _SeqOnly(msgspec.Struct):
 _seq_decoder = msgspec.json.Decoder(_SeqOnly)
 
 
-def _client_seq_of(text: str) -> int:
-    """Only called on texts that passed the depth check."""
+def _client_seq_of(text: str, max_depth: int = MAX_DEPTH) -> int:
+    """Only called on texts that passed the depth check.  A frame without its
+    own ``client_seq`` (a signed action) gives its payload's."""
     try:
-        return _seq_decoder.decode(text).client_seq
+        env = _envelope_decoder.decode(text)
     except (msgspec.DecodeError, msgspec.ValidationError):
+        try:
+            return _seq_decoder.decode(text).client_seq
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return 0
+    if env.client_seq or not env.payload:
+        return env.client_seq
+    try:
+        check_depth(env.payload, max_depth)
+        return _seq_decoder.decode(env.payload).client_seq
+    except (TooDeep, msgspec.DecodeError, msgspec.ValidationError):
         return 0
 
 
@@ -711,13 +723,16 @@ class Reader:
         text = frame.payload
         kind = type(frame)
         if kind is PlaceBidFrame:
-            return self._decode(text, _bid_decoder, BID_DOMAIN)[0]
+            payload = self._decode(text, _bid_decoder, BID_DOMAIN)[0]
+            _check_padding(text, payload)
+            return payload
         if kind is SealedFrame:
             payload, keys = self._decode(text, _sealed_decoder, SEALED_DOMAIN)
             allowed = _SEALED_COMMON | SEALED_FIELDS[payload.action]
         else:
             payload, keys = self._decode(text, _order_decoder, ORDER_DOMAIN)
             allowed = _ORDER_COMMON | ORDER_FIELDS[payload.action]
+        _check_padding(text, payload)
         extra = [k for k in keys if k not in allowed]
         if extra:
             raise FrameError(
@@ -891,6 +906,30 @@ def _generic_problem(value: Any, at: str) -> str:
             if found:
                 return found
     return ""
+
+
+def _check_padding(text: str, payload: Any) -> None:
+    """A signed payload is ledgered as sent: one padded with whitespace (a 150
+    byte bid sent as 16 KB) would make every refusal of it 100 times dearer
+    in the ledger.  Its text may exceed its compact form by a quarter, 64
+    characters and the escapes it spells out (``\u4e2d`` is one character)."""
+    compact = len(_encoder.encode(payload))
+    if len(text) > compact + compact // 4 + 64 + 5 * text.count("\\u"):
+        raise FrameError(
+            GatewayError.schema_violation,
+            f"payload padded: {len(text)} characters for {compact} of content",
+            payload.client_seq,
+        )
+
+
+class _Envelope(msgspec.Struct):
+    """A refused frame's own ``client_seq``, or its signed payload's."""
+
+    client_seq: Seq = 0
+    payload: Annotated[str, msgspec.Meta(max_length=12_288)] = ""
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
 
 
 def _utf8(data: bytes) -> str:

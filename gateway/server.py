@@ -77,6 +77,7 @@ from engine.messages import (
     SetReserve,
     TerminateLot,
     UnblacklistBidder,
+    encode_command,
 )
 from gateway import protocol as p
 from gateway import ws
@@ -153,9 +154,9 @@ class TokenBucket:
         self.tokens -= 1
         return True
 
-    def available(self) -> bool:
-        """A token is there (none is taken)."""
-        return self._refill() >= 1
+    def level(self) -> float:
+        """Tokens there now (none is taken)."""
+        return self._refill()
 
     def spend(self) -> None:
         """Take a token even when none is left (a debt, down to -burst): what
@@ -318,6 +319,7 @@ class Gateway:
         self.buckets: dict[str, TokenBucket] = {}
         # identity -> its budget of ledgered refusals (refusals_per_minute)
         self.refusals: dict[str, TokenBucket] = {}
+        self.in_flight: dict[str, int] = {}  # identity -> commands submitted, not answered
         self.reader = p.Reader.from_limits(limits)
         self.dirty: set[str] = set()
         self._snap_frames: dict[str, bytes] = {}  # lot -> its current snapshot frame
@@ -538,8 +540,16 @@ class Gateway:
     def _over_budget(self, conn: Connection, client_seq: int) -> bool:
         """Refuse at the edge, unledgered, while this identity's budget of
         ledgered refusals is spent (refusals_per_minute)."""
-        budget = self.refusals.get(conn.who.identity)
-        if budget is None or budget.available():
+        identity = conn.who.identity
+        budget = self.refusals.get(identity)
+        if budget is None:
+            return False
+        # Once it has been refused lately, what it has in flight may all be
+        # refused too: count it against what is left, so pipelining cannot
+        # overshoot the budget by more than one commit's worth.
+        level = budget.level()
+        pending = self.in_flight.get(identity, 0) if level < budget.burst else 0
+        if level - pending >= 1:
             return False
         self._refuse(
             conn,
@@ -611,13 +621,23 @@ class Gateway:
     def _submit(
         self, conn: Connection, cmd: Command, client_seq: int, meta: bytes, received: int
     ) -> None:
+        identity = conn.who.identity
+        in_flight = self.in_flight
+
         def reply(outcome: Outcome) -> None:
+            left = in_flight[identity] - 1
+            if left:
+                in_flight[identity] = left
+            else:
+                del in_flight[identity]
             self._reply(conn, cmd, client_seq, outcome, received)
 
         try:
             self.rt.submit(cmd, reply, meta)
         except Overloaded:
             self._refuse(conn, client_seq, p.GatewayError.overloaded, "server busy, retry")
+            return
+        in_flight[identity] = in_flight.get(identity, 0) + 1
 
     def _reply(
         self, conn: Connection, cmd: Command, client_seq: int, outcome: Outcome, received: int
@@ -647,7 +667,7 @@ class Gateway:
             )
         elif type(first) is CommandRetried:
             self._count(kind, "retried")
-            conn.send(self._original(client_seq, first))
+            conn.send(self._original(client_seq, first, cmd))
         else:
             self._count(kind, "accepted")
             proof = [h.hex() for h in outcome.proof()]
@@ -672,12 +692,24 @@ class Gateway:
             child = self._counters[(kind, outcome)] = self.metrics.commands.labels(kind, outcome)
         child.inc()
 
-    def _original(self, client_seq: int, retried: CommandRetried) -> str:
+    def _original(self, client_seq: int, retried: CommandRetried, cmd: Command) -> str:
         """The original outcome of a retried command, rebuilt from the ledger: the
         same seq, entry hash, receipt and proof (Ed25519 signatures are
         deterministic, and the store keeps each batch's boundary, so the receipt
-        group is found again)."""
+        group is found again).  A retry is the *same* command again: one that
+        reuses the client_seq for anything else is refused client_seq_reused,
+        never answered with another command's ack."""
         seq = retried.original_seq
+        stored = self.rt.store.get(seq)
+        if stored is None or decode_body(stored[2]).command != encode_command(cmd):
+            return p.encode_text(
+                p.Error(
+                    client_seq,
+                    p.GatewayError.client_seq_reused,
+                    p.GatewayError.client_seq_reused.name,
+                    f"client_seq {client_seq} was used by entry {seq} for another command",
+                )
+            )
         if retried.code:
             return p.encode_text(
                 p.Error(
@@ -730,9 +762,18 @@ class Gateway:
                 f"{who.role} cannot {type(frame).__name__}",
             )
             return
+        origin = f"{who.role}:{who.identity}"
+        bucket = self.buckets.get(origin)
+        if bucket is None:
+            bucket = self.buckets[origin] = TokenBucket(
+                self.limits.staff_commands_per_s, self.limits.staff_burst
+            )
+        if not bucket.take():
+            self._refuse(conn, client_seq, p.GatewayError.rate_limited, "slow down")
+            return
         if self._over_budget(conn, client_seq):
             return
-        cmd = _STAFF_COMMANDS[type(frame)](f"{who.role}:{who.identity}", frame)
+        cmd = _STAFF_COMMANDS[type(frame)](origin, frame)
         meta = encode_envelope(Envelope(who.role, who.identity, who.ip, who.fingerprint))
         self._submit(conn, cmd, client_seq, meta, time.perf_counter_ns())
 

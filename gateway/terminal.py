@@ -234,6 +234,7 @@ WORDING: dict[str, str] = {
     "too_many_refusals": "被拒指令过多，请稍候 / too many refused commands, wait a minute",
     "unknown_subscription": "订阅的标的不存在 / no such lot or item to subscribe to",
     "internal_error": "指令未能执行，未记账 / the command could not be applied, nothing recorded",
+    "client_seq_reused": "序号已用于另一指令 / this client_seq belongs to another command",
 }
 
 

@@ -580,7 +580,12 @@ def run(args: argparse.Namespace) -> int:
             "net": {"host": "127.0.0.1"},
             # every simulated user connects from 127.0.0.1: the per-address cap
             # (meant for one client's many connections) would refuse them
-            "limits": {"max_connections_per_address": 1_000_000},
+            # ... and provisioning pipelines thousands of staff commands
+            "limits": {
+                "max_connections_per_address": 1_000_000,
+                "staff_commands_per_s": 1_000_000,
+                "staff_burst": 1_000_000,
+            },
         }
         for table, values in spec.get("server", {}).items():
             overrides[table] = {**overrides.get(table, {}), **values}

@@ -66,6 +66,7 @@ NOT_APPLIED = {
     int(p.GatewayError.overloaded),
     int(p.GatewayError.rate_limited),
     int(p.GatewayError.storage_unavailable),
+    int(p.GatewayError.too_many_refusals),
     int(Reject.client_seq_stale),
 }
 

@@ -92,7 +92,9 @@ async def test_a_long_batch_has_one_receipt_per_group_and_retries_find_it(tmp_pa
         assert len({o.receipt for o in outcomes}) == -(-n // RECEIPT_GROUP)
         assert max(len(o.proof()) for o in outcomes) == RECEIPT_GROUP - 1
         for i, o in enumerate(outcomes):
-            rebuilt = p.decode_server(gw._original(i + 1, CommandRetried(f"I{i}", i + 1, o.seq, 0)))
+            again = CreateItem("staff:s1", i + 1, f"I{i}", "t")
+            retried = CommandRetried(f"I{i}", i + 1, o.seq, 0)
+            rebuilt = p.decode_server(gw._original(i + 1, retried, again))
             assert isinstance(rebuilt, p.Ack)
             assert (rebuilt.receipt, rebuilt.proof) == (
                 o.receipt.hex(),

@@ -1177,11 +1177,19 @@ def build(w: World, spec: Spec, muts: list[Mut], probe: str) -> Input:
 
 def predict(doc: dict[str, Any], inner: list[Mut], outer: list[Mut]) -> tuple[G | None, int]:
     """The first fault the Reader meets decides the code; the client_seq is the
-    one a refusal can carry: none before decoding or on a signed frame's
-    envelope, the one read on its own after a failed decode, else the decoded one."""
-    faults = sorted((m.stage, m.code) for m in outer if m.code is not None)
-    if faults:
-        return faults[0][1], 0
+    one a refusal can carry: none before decoding; on a signed frame's envelope
+    that fails its schema, the payload's when the payload reads (intact, not too
+    deep, its client_seq an integer in range); the one read on its own after a
+    failed decode; else the decoded one."""
+    outer_faults = sorted((m for m in outer if m.code is not None), key=lambda m: m.stage)
+    if outer_faults:
+        first = outer_faults[0]
+        payload_reads = not any(m.code is not None and m.stage <= 1 for m in inner)
+        envelope = first.code == SCHEMA and first.target[0] != "payload"
+        if first.stage == 2 and envelope and payload_reads:
+            seq = doc.get("client_seq", 0)
+            return first.code, seq if type(seq) is int and 0 <= seq <= INT63 else 0
+        return first.code, 0
     faults = sorted((m.stage, m.code) for m in inner if m.code is not None)
     if not faults:
         return None, 0

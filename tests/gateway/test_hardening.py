@@ -18,6 +18,7 @@ from ledger.replay import full_replay
 from tests.gateway.conftest import (
     connect_bidder,
     connect_staff,
+    connect_supervisor,
     connect_watcher,
     create_lot,
     lot_with_bidders,
@@ -287,3 +288,102 @@ async def test_a_command_that_raises_inside_the_engine_is_refused_alone(nursery,
     assert full_replay(rt.store).state_hash() == rt.router.state_hash()
     # the rebuilt engine has its own (healthy) handler: the freeze now goes through
     assert isinstance(await staff.staff(p.FreezeLotFrame(next_staff_seq(), "X1", "x")), p.Ack)
+
+
+# ------------------------------------------------------ one meaning per client_seq
+
+
+async def test_a_reused_client_seq_is_not_a_retry(nursery, server):
+    """The same command again is a retry (its original ack); anything else under
+    that client_seq is refused client_seq_reused and done nowhere."""
+    staff = await connect_staff(nursery, server)
+    (b,) = await lot_with_bidders(staff, "U1", 1)
+    bidder = await connect_bidder(nursery, server, b)
+    cs, text = b.frame("U1", 10_000)
+    first = await bidder.request(cs, text)
+    assert isinstance(first, p.Ack)
+    again = await bidder.request(cs, text)
+    assert isinstance(again, p.Ack) and again.retried and again.seq == first.seq
+    other = await bidder.request(cs, b.frame("U1", 90_000, cs)[1])
+    assert isinstance(other, p.Error) and (other.name, other.client_seq) == (
+        "client_seq_reused",
+        cs,
+    )
+    assert server.gateway.rt.router.state.lots["U1"].price_fen == 10_000
+    # staff: a terminate under the client_seq of an earlier publish does nothing
+    cs = next_staff_seq()
+    assert isinstance(await staff.staff(p.CreateItemFrame(cs, "U-ITEM", "t")), p.Ack)
+    reused = await staff.staff(p.TerminateLotFrame(cs, "U1", "x"))
+    assert isinstance(reused, p.Error) and reused.name == "client_seq_reused"
+    assert server.gateway.rt.router.state.lots["U1"].status == "open"
+
+
+async def test_a_padded_signed_payload_is_refused(nursery, server):
+    staff = await connect_staff(nursery, server)
+    (b,) = await lot_with_bidders(staff, "W1", 1)
+    bidder = await connect_bidder(nursery, server, b)
+    cs = b.next_seq()
+    doc = {"domain": p.BID_DOMAIN, "lot": "W1", "key": b.key_id, "amount_fen": 10_000}
+    text = json.dumps({**doc, "client_seq": cs}) + " " * 4_000  # 16 KiB entries, else
+    frame = p.encode_text(p.PlaceBidFrame(text, b.key.sign(text.encode()).signature.hex()))
+    reply = await bidder.request(cs, frame)
+    assert isinstance(reply, p.Error) and (reply.name, reply.client_seq) == (
+        "schema_violation",
+        cs,
+    )
+    assert "padded" in reply.message
+    # ordinary formatting (spaces after separators, indentation) is not padding
+    text = json.dumps({**doc, "client_seq": cs}, indent=2)
+    frame = p.encode_text(p.PlaceBidFrame(text, b.key.sign(text.encode()).signature.hex()))
+    assert isinstance(await bidder.request(cs, frame), p.Ack)
+
+
+async def test_pipelined_refusals_cannot_overshoot_the_budget(nursery, server_factory):
+    """Hundreds of refused staff commands sent without waiting: what was in flight
+    when the first refusal came back may still be ledgered, nothing after."""
+    budget = 10
+    srv = await server_factory({"limits.refusals_per_minute": budget})
+    staff = await connect_staff(nursery, srv)
+    await create_lot(staff, "P1")
+    store = srv.gateway.rt.store
+    before = store.last_seq()
+    seqs = [next_staff_seq() for _ in range(400)]
+    for cs in seqs:  # publish of a published lot: lot_not_draft, each one
+        await staff.send(p.PublishLotFrame(cs, "P1"))
+    with trio.fail_after(30):
+        while not all(cs in staff.replies for cs in seqs):
+            await staff.changed.wait()
+    names = [staff.replies[cs].name for cs in seqs]  # type: ignore[union-attr]
+    ledgered = store.last_seq() - before
+    assert names.count("lot_not_draft") == ledgered
+    assert names.count("too_many_refusals") == len(seqs) - ledgered
+    assert ledgered <= budget + 64  # the budget, plus at most what one commit round held
+
+
+async def test_a_staff_token_is_rate_limited(nursery, server_factory):
+    srv = await server_factory({"limits.staff_commands_per_s": 1, "limits.staff_burst": 5})
+    supervisor = await connect_supervisor(nursery, srv)
+    names = []
+    for i in range(20):
+        cs = 10_000 + i
+        frame = p.HandleAlertFrame(cs, "", f"k{i}", "dismiss", "n" * 2_000)
+        reply = await supervisor.staff(frame)
+        names.append(reply.name if isinstance(reply, p.Error) else "ack")
+    assert 5 <= names.count("ack") <= 7 and names.count("rate_limited") == 20 - names.count("ack")
+
+
+async def test_login_with_a_token_no_header_can_carry_is_refused_not_a_500(server):
+    import urllib.error
+    import urllib.request
+
+    def status_of(url: str) -> int:
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            return 200
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    for token in ("%E2%80%8B", "%FF", "a%20b"):
+        url = f"{server.http_url}login?token={token}"
+        status = await trio.to_thread.run_sync(status_of, url)  # the server runs in this loop
+        assert status == 400, (token, status)

@@ -425,11 +425,12 @@ async def test_replayed_client_seq_gets_original_ack(bidder_conn):
     assert (again.seq, again.entry_hash, again.ts_ns) == (first.seq, first.entry_hash, first.ts_ns)
     receipt = verify_receipt(load_verify_key(server.data_dir), bytes.fromhex(again.receipt))
     assert receipt.seq == first.seq and receipt.entry_hash.hex() == first.entry_hash
-    # same client_seq, different amount: still the original outcome, no new bid
+    # same client_seq, different amount: not a retry -- refused, no new bid, and
+    # never another command's ack
     del conn.replies[cs]
     other = p.bid_frame(b.key, b.key_id, "L1", 50_000, cs)
     third = await conn.request(cs, other)
-    assert isinstance(third, p.Ack) and third.retried and third.seq == first.seq
+    assert isinstance(third, p.Error) and third.name == "client_seq_reused"
     view = server.gateway.views.lots["L1"]
     assert view.bid_count == 1 and view.price_fen == 10_000
     assert server.gateway.rt.router.state.lots["L1"].price_fen == 10_000
