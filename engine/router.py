@@ -1162,9 +1162,11 @@ def _terms_problem(cmd: CreateLot, now_ns: int) -> str:
         return "regions are for volume-based procurement lots"
     names = [r.region for r in cmd.regions]
     if len(set(names)) != len(names) or any(
-        not r.region or not 0 <= r.demand_units <= MAX_UNITS for r in cmd.regions
-    ):
-        return "regions must be distinct, named, with demand_units 0 .. 10^12"
+        not r.region or r.demand_units < 0 for r in cmd.regions
+    ):  # (the text is in older ledgers' events: replay compares them byte for byte)
+        return "regions must be distinct, named, with demand_units >= 0"
+    if any(r.demand_units > MAX_UNITS for r in cmd.regions):
+        return "demand_units is at most 10^12 a region"
     if cmd.mechanism == "vbp" and cmd.rules.evaluation != "vbp":
         return "a vbp lot needs rules.evaluation = vbp"
     if cmd.mechanism == "sealed" and cmd.rules.evaluation == "vbp":
