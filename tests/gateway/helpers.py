@@ -118,6 +118,27 @@ async def stalled(port: int, query: str, subscribe: list[str]) -> trio.SocketStr
     return stream
 
 
+def split_frames(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete server frames at the start of ``buf`` as (opcode, payload),
+    and what is left (an incomplete frame)."""
+    frames = []
+    while len(buf) >= 2:
+        n, off = buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, off = struct.unpack(">H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, off = struct.unpack(">Q", buf[2:10])[0], 10
+        if len(buf) < off + n:
+            break
+        frames.append((buf[0] & 0x0F, buf[off : off + n]))
+        buf = buf[off + n :]
+    return frames, buf
+
+
 async def close_code(stream: trio.SocketStream, timeout: float = 20) -> int | None:
     """Read (and discard) everything until the server's close frame; its code."""
     buf = b""
@@ -126,21 +147,8 @@ async def close_code(stream: trio.SocketStream, timeout: float = 20) -> int | No
             chunk = await stream.receive_some(1 << 16)
             if not chunk:
                 return None
-            buf += chunk
-            while len(buf) >= 2:
-                op, n = buf[0] & 0x0F, buf[1] & 0x7F
-                off = 2
-                if n == 126:
-                    if len(buf) < 4:
-                        break
-                    n, off = struct.unpack(">H", buf[2:4])[0], 4
-                elif n == 127:
-                    if len(buf) < 10:
-                        break
-                    n, off = struct.unpack(">Q", buf[2:10])[0], 10
-                if len(buf) < off + n:
-                    break
-                body, buf = buf[off : off + n], buf[off + n :]
+            frames, buf = split_frames(buf + chunk)
+            for op, body in frames:
                 if op == 0x8:
                     return struct.unpack(">H", body[:2])[0] if len(body) >= 2 else 1005
     return -1

@@ -32,6 +32,7 @@ from tests.gateway.helpers import (
     port_of,
     read_headers,
     send_and_error,
+    split_frames,
     stalled,
     sync,
     upgrade_request,
@@ -315,21 +316,8 @@ async def _frames(stream: trio.SocketStream, seconds: float) -> list[int]:
             if not chunk:
                 ops.append(-1)  # the server closed the connection
                 return ops
-            buf += chunk
-            while len(buf) >= 2:
-                n, off = buf[1] & 0x7F, 2
-                if n == 126:
-                    if len(buf) < 4:
-                        break
-                    n, off = struct.unpack(">H", buf[2:4])[0], 4
-                elif n == 127:
-                    if len(buf) < 10:
-                        break
-                    n, off = struct.unpack(">Q", buf[2:10])[0], 10
-                if len(buf) < off + n:
-                    break
-                ops.append(buf[0] & 0x0F)
-                buf = buf[off + n :]
+            frames, buf = split_frames(buf + chunk)
+            ops += [op for op, _body in frames]
     return ops
 
 
