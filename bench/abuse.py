@@ -61,7 +61,7 @@ def rss_bytes(pid: int) -> int:
 
 def start_server(tmp: Path) -> Server:
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(tmp / "data")]
-    return Server([*argv, "--ws-port", "0", "--http-port", "0"], "pubex serve")
+    return Server([*argv, "--ws-port", "0", "--http-port", "0", "--sandbox"], "pubex serve")
 
 
 def pinger(seconds: float) -> dict[str, Any]:

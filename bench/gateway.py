@@ -886,7 +886,7 @@ def run(
         )
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)]
         argv += ["--data", str(Path(tmp) / "data"), "--ws-port", "0", "--http-port", "0"]
-        srv = Server(argv, "pubex serve")
+        srv = Server([*argv, "--sandbox"], "pubex serve")
         try:
             log("pubex: setup (keys, lots, registrations, deposits)")
             pubex_setup(srv.url, k, ("warm", "closed", "open", *(("sweep",) if sweep else ())))

@@ -478,7 +478,7 @@ def live_lag(
         "[limits]\nbids_per_s = 100000000\nbid_burst = 100000000\n"
     )
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)]
-    argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0"]
+    argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0", "--sandbox"]
     r: dict[str, Any] = {}
     srv = Server(argv, "pubex serve")
     children: dict[str, Child] = {}

@@ -82,6 +82,13 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     allowed_origins: list[str] = msgspec.field(default_factory=list)
     handshake_window_s: Positive = 30
     watchers_allowed: bool = True
+    # /metrics of every process: "" = loopback clients only; else this bearer token only.
+    metrics_token: str = ""
+    # A failed authentication (any surface) slows its client address down: the n-th
+    # failure in a row makes it wait base * 2**(n-1), at most max, before it may try again
+    # (0 turns the back-off off: for test harnesses only).
+    auth_backoff_base_ms: NonNegative = 100
+    auth_backoff_max_s: Positive = 30
 
 
 class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

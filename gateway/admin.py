@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 
 
+TOKEN_ENV = "PUBEX_TOKEN"
+
+
 def _seq() -> int:
     return time.time_ns() // 1000
 
@@ -32,7 +35,11 @@ def _seq() -> int:
 def configure(parser: argparse.ArgumentParser) -> None:
     """The `pubex admin` arguments and its actions (sub-parsers)."""
     parser.add_argument("--url", required=True, help="ws://HOST:PORT/ws")
-    parser.add_argument("--token", required=True, help="a staff token")
+    parser.add_argument(
+        "--token-file",
+        help=f"a file holding the staff token (default: the environment's ${TOKEN_ENV}; "
+        "never on the command line, where ps shows it)",
+    )
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait")
     acts = parser.add_subparsers(dest="action", required=True)
 
@@ -133,7 +140,7 @@ async def _send(args: argparse.Namespace) -> p.Ack | p.Error:
     from gateway.tclient import Client
 
     async with trio.open_nursery() as nursery:
-        client = await Client.connect(nursery, args.url, token=args.token)
+        client = await Client.connect(nursery, args.url, token=args.token)  # Bearer header
         if client.hello.role != "staff":
             raise PermissionError(f"the token gave role {client.hello.role!r}, not staff")
         frame = build_frame(args, client.hello.server_time_ns)
@@ -160,7 +167,16 @@ def run_admin(args: argparse.Namespace) -> int:
     import trio
 
     from gateway.terminal import KeyFileError
+    from services.lifecycle import read_token
 
+    try:
+        args.token = read_token(args.token_file, TOKEN_ENV)
+    except OSError as e:
+        print(f"pubex admin: --token-file: {e}", file=sys.stderr)
+        return 2
+    if not args.token:
+        print(f"pubex admin: no staff token: set ${TOKEN_ENV} or --token-file", file=sys.stderr)
+        return 2
     if args.action == "register-key":  # check the key files before connecting
         try:
             args.key_id, args.public_key = _key_args(args)

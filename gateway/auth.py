@@ -12,10 +12,15 @@ the upgrade request and a failure is an HTTP status:
   ledger registered under that id; ``ts`` must be within the window of the
   server's time and the nonce never seen before (within twice the window),
   so a captured upgrade request cannot be replayed.  Else 401.
-* Staff and supervisors: a token from the config (query ``token`` or the
-  console's ``pubex_token`` cookie).  Unknown token: 401.
+* Staff and supervisors: a token from the config, as ``Authorization: Bearer
+  TOKEN`` (terminals, scripts) or the console's ``pubex_token`` cookie (set by
+  ``POST /login``); never in the URL.  Compared in constant time
+  (``gateway.access.TokenBook``).
 * Services (the registry): a token from ``service_tokens``; the connection's
   role is ``service`` and its commands' origin ``service:<id>``.
+* Every failure is the same 401 body (``authentication failed``: an unknown key
+  and a bad signature look alike) and slows its client address down
+  (``gateway.access.FailureGate``; 429 while the back-off lasts).
 * No credentials: a public watcher (read-only), if watchers are allowed.
 
 The client IP and a device fingerprint (a hash of the user agent and the
@@ -35,6 +40,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from engine.state import EngineState
+from gateway.access import AUTH_FAILED, FailureGate, TokenBook
 from gateway.protocol import auth_message
 
 BIDDER, STAFF, SUPERVISOR, WATCHER = "bidder", "staff", "supervisor", "watcher"
@@ -50,10 +56,18 @@ class Principal(msgspec.Struct, frozen=True):
 
 
 class AuthError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    """A refused handshake: ``reason`` is what the client sees, ``detail`` what
+    the log says (the client never learns which check failed)."""
+
+    def __init__(self, status: int, reason: str, detail: str = "") -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.detail = detail or reason
+
+
+def _failed(detail: str) -> AuthError:
+    return AuthError(401, AUTH_FAILED["error"], detail)
 
 
 class NonceCache:
@@ -89,10 +103,12 @@ class Authenticator:
         window_s: float = 30.0,
         watchers_allowed: bool = True,
         service_tokens: dict[str, str] | None = None,
+        gate: FailureGate | None = None,
     ) -> None:
-        self.staff_tokens = staff_tokens
-        self.service_tokens = service_tokens or {}
-        self.supervisor_tokens = supervisor_tokens
+        self.book = TokenBook(
+            staff=staff_tokens, supervisor=supervisor_tokens, service=service_tokens
+        )
+        self.gate = gate or FailureGate(surface="ws")
         self.allowed_origins = allowed_origins
         self.window_s = window_s
         self.watchers_allowed = watchers_allowed
@@ -108,20 +124,36 @@ class Authenticator:
         query = {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
         fingerprint = _fingerprint(headers, query)
         key_id = query.get("key") or headers.get("x-pubex-key")
-        if key_id:
-            return self._bidder(key_id, query, headers, state, ip, fingerprint)
-        token = query.get("token") or _cookie(headers.get("cookie", ""), "pubex_token")
-        if token:
-            if token in self.staff_tokens:
-                return Principal(STAFF, self.staff_tokens[token], "", ip, fingerprint)
-            if token in self.supervisor_tokens:
-                return Principal(SUPERVISOR, self.supervisor_tokens[token], "", ip, fingerprint)
-            if token in self.service_tokens:
-                return Principal(SERVICE, self.service_tokens[token], "", ip, fingerprint)
-            raise AuthError(401, "unknown token")
+        token = _bearer(headers.get("authorization", "")) or _cookie(
+            headers.get("cookie", ""), "pubex_token"
+        )
+        if key_id or token:
+            wait = self.gate.wait_s(ip)
+            if wait > 0:
+                self.gate.refused(ip)
+                raise AuthError(429, f"too many failed authentications: retry in {wait:.0f} s")
+            try:
+                if key_id:
+                    who = self._bidder(key_id, query, headers, state, ip, fingerprint)
+                else:
+                    who = self._token(token, ip, fingerprint)
+            except AuthError as e:
+                if e.status == 401:
+                    self.gate.failed(ip)
+                raise
+            self.gate.succeeded(ip)
+            return who
+        if "token" in query:
+            raise _failed("a token in the URL (send Authorization: Bearer or the cookie)")
         if not self.watchers_allowed:
-            raise AuthError(401, "credentials required")
+            raise _failed("credentials required")
         return Principal(WATCHER, "", "", ip, fingerprint)
+
+    def _token(self, token: str, ip: str, fingerprint: str) -> Principal:
+        found = self.book.lookup(token)
+        if found is None or found[0] not in (STAFF, SUPERVISOR, SERVICE):
+            raise _failed("unknown token")
+        return Principal(found[0], found[1], "", ip, fingerprint)
 
     def _bidder(
         self,
@@ -138,25 +170,25 @@ class Authenticator:
         ts, nonce, sig = field("ts"), field("nonce"), field("sig")
         record = state.keys.get(key_id)
         if record is None:
-            raise AuthError(401, "unknown key")
+            raise _failed("unknown key")
         try:
             ts_ms = int(ts)
             signature = bytes.fromhex(sig)
         except ValueError:
-            raise AuthError(401, "ts must be an integer (ms) and sig hex") from None
+            raise _failed("ts must be an integer (ms) and sig hex") from None
         now = time.time()
         if abs(now - ts_ms / 1000) > self.window_s:
-            raise AuthError(401, "stale or future timestamp")
+            raise _failed("stale or future timestamp")
         if not 8 <= len(nonce) <= 64:
-            raise AuthError(401, "nonce must be 8-64 characters")
+            raise _failed("nonce must be 8-64 characters")
         try:
             self._verify_key(key_id, record.public_key_hex).verify(
                 auth_message(key_id, ts_ms, nonce), signature
             )
         except (BadSignatureError, ValueError):
-            raise AuthError(401, "bad signature") from None
+            raise _failed("bad signature") from None
         if not self.nonces.add(f"{key_id}|{nonce}", now):
-            raise AuthError(401, "nonce already used")
+            raise _failed("nonce already used")
         return Principal(BIDDER, key_id, record.bidder_id, ip, fingerprint)
 
     def _verify_key(self, key_id: str, public_key_hex: str) -> VerifyKey:
@@ -168,6 +200,11 @@ class Authenticator:
     def verify_key(self, key_id: str, state: EngineState) -> VerifyKey | None:
         record = state.keys.get(key_id)
         return None if record is None else self._verify_key(key_id, record.public_key_hex)
+
+
+def _bearer(header: str) -> str:
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 def _cookie(header: str, name: str) -> str:

@@ -5,12 +5,13 @@
     pubex ledger export DIR OUT
     pubex replay DIR [--lot ID] [--until SEQ] [--html OUT.html]
     pubex keygen --out FILE [--key-id ID]
-    pubex admin --url WS --token TOKEN ACTION ...
+    pubex admin --url WS [--token-file F] ACTION ...        (token: $PUBEX_TOKEN or F)
     pubex terminal --key FILE --url WS [--lot LOT ...] [--receipts FILE]
-    pubex supervise [--data DIR] [--http-port N] [--config FILE]
-    pubex registry [--data DIR] [--http-port N] [--ws URL --token T]
-    pubex registry provision --bidders N --lots M --ws URL --token T
-    pubex disclose [--data DIR] [--http-port N]
+    pubex supervise [--data DIR] [--http-port N] [--config FILE] [--platform-config F]
+    pubex registry [--data DIR] [--http-port N] [--ws URL] [--platform-config F]
+                                                    (token: $PUBEX_SERVICE_TOKEN or --token-file)
+    pubex registry provision --bidders N --lots M --ws URL   (+ $PUBEX_STAFF_TOKEN)
+    pubex disclose [--data DIR] [--http-port N] [--platform-config F]
     pubex platform [serve's options]   serve + supervise + disclose + registry (make run)
 
 Exit codes: 0 success, 1 verification failure, 2 usage error.
@@ -269,6 +270,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 sandbox=args.sandbox,
                 accelerate=args.accelerate,
                 on_ready=on_ready,
+                allow_dev_tokens=args.demo,  # and any sandbox (serve checks the ledger)
             )
         )
     except ServeError as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import trio
@@ -18,10 +18,22 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from gateway.access import (
+    AUTH_FAILED,
+    COOKIE,
+    METRICS_READERS,
+    PUBLIC,
+    STAFF,
+    SUPERVISOR,
+    Access,
+    Rule,
+    TokenBook,
+    json_response,
+)
 from gateway.server import Gateway
 
 CONSOLE_DIR = Path(__file__).parent / "console"
@@ -29,9 +41,20 @@ _TOKEN = re.compile(r"[!#-+\--:<-~]{1,256}")  # printable ASCII but space, '"', 
 VENDOR_DIR = CONSOLE_DIR / "vendor"  # installed from npm by the Makefile, never committed
 
 
-def build_app(gw: Gateway, ws_url: str, supervision_url: str = "") -> Starlette:
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+_LOGIN = msgspec.json.Decoder(LoginBody)
+
+
+def build_app(
+    gw: Gateway, ws_url: str, supervision_url: str = "", access: Access | None = None
+) -> Starlette:
     """``supervision_url``: the supervision service (``pubex supervise``) whose
-    alert feed the console shows to staff and supervisors ("" = none)."""
+    alert feed the console shows to staff and supervisors ("" = none).
+    ``access``: who may use which route (default: no tokens, loopback metrics)."""
+    access = access or Access(TokenBook())
 
     def json(data: Any, status: int = 200) -> Response:
         return Response(msgspec.json.encode(data), status, media_type="application/json")
@@ -49,12 +72,34 @@ def build_app(gw: Gateway, ws_url: str, supervision_url: str = "") -> Starlette:
         )
 
     async def login(request: Request) -> Response:
-        """Staff open /login?token=...; the console then authenticates by cookie."""
-        token = request.query_params.get("token", "")
-        if not _TOKEN.fullmatch(token):  # a header value: printable ASCII only (was HTTP 500)
-            return JSONResponse({"error": "token must be 1-256 printable ASCII characters"}, 400)
-        response = RedirectResponse("/", 303)
-        response.set_cookie("pubex_token", token, httponly=True, samesite="strict")
+        """``POST /login`` ``{"token": T}``: a staff or supervisor token (never
+        in a URL) becomes the console's ``pubex_token`` cookie; 401 otherwise.
+        Failed logins slow their address down like every failed authentication."""
+        if len(await request.body()) > 1024:
+            return json_response({"error": "body over 1024 bytes"}, 400)
+        try:
+            token = _LOGIN.decode(await request.body()).token
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            return json_response({"error": f"body: {e}"}, 400)
+        if not _TOKEN.fullmatch(token):  # a cookie value: printable ASCII only
+            return json_response(AUTH_FAILED, 401)
+        gate, address = access.gate, request.client.host if request.client else ""
+        wait = gate.wait_s(address)
+        if wait > 0:
+            gate.refused(address)
+            return json_response({"error": "too many failed authentications"}, 429)
+        found = access.book.lookup(token)
+        if found is None or found[0] not in (STAFF, SUPERVISOR):
+            gate.failed(address)
+            return json_response(AUTH_FAILED, 401)
+        gate.succeeded(address)
+        response = json_response({"role": found[0], "identity": found[1]}, 200)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+        return response
+
+    async def logout(request: Request) -> Response:
+        response = json_response({"ok": True}, 200)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
     async def metrics(request: Request) -> Response:
@@ -106,19 +151,24 @@ def build_app(gw: Gateway, ws_url: str, supervision_url: str = "") -> Starlette:
             return JSONResponse({"error": "unknown item"}, 404)
         return json(list(view.history))
 
+    get, post = {"GET": PUBLIC}, {"POST": PUBLIC}
+    rules = [
+        Rule("/", index, get),
+        Rule("/config.json", config, get),
+        Rule("/login", login, post),
+        Rule("/logout", logout, post),
+        Rule("/metrics", metrics, {"GET": METRICS_READERS}),
+        Rule("/healthz", healthz, get),
+        Rule("/time", server_time, get),
+        Rule("/api/lots", lots, get),
+        Rule("/api/lots/{lot}", lot, get),
+        Rule("/api/lots/{lot}/bids", bids, get),
+        Rule("/api/items", items, get),
+        Rule("/api/items/{item}", item, get),
+        Rule("/api/items/{item}/trades", trades, get),
+    ]
     routes = [
-        Route("/", index),
-        Route("/config.json", config),
-        Route("/login", login),
-        Route("/metrics", metrics),
-        Route("/healthz", healthz),
-        Route("/time", server_time),
-        Route("/api/lots", lots),
-        Route("/api/lots/{lot}", lot),
-        Route("/api/lots/{lot}/bids", bids),
-        Route("/api/items", items),
-        Route("/api/items/{item}", item),
-        Route("/api/items/{item}/trades", trades),
+        *access.routes(rules),
         Mount("/static", StaticFiles(directory=CONSOLE_DIR, check_dir=False), name="static"),
     ]
     return Starlette(routes=routes)

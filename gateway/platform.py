@@ -8,8 +8,14 @@ directory, each following ``DATA/ledger`` read-only with its own store beside it
 * ``pubex supervise`` -- live monitoring, warnings, complaints;
 * ``pubex disclose`` -- public notices and the published checkpoints;
 * ``pubex registry`` -- subjects, deposits, experts; it writes through the gateway as a
-  service (``--ws`` = serve's URL, ``--token`` = the config's token for ``registry`` in
-  ``auth.service_tokens``; read-only when there is none).
+  service (``--ws`` = serve's URL; the config's token for ``registry`` in
+  ``auth.service_tokens`` in its environment, ``$PUBEX_SERVICE_TOKEN``, never on its
+  command line; read-only when there is none).
+
+Each companion gets the platform's config (``--platform-config``: the tokens its HTTP
+routes accept), the console's URL (``--console-origin``: the browser Origin its writes and
+WebSocket accept) and, with ``--demo`` or ``--sandbox``, ``--demo`` (development tokens
+allowed; outside them every server refuses to start with one).
 
 Their HTTP ports come from the config's ``[services]`` table (0 = any free port).  The
 platform forwards serve's output unchanged (``listening ws=... http=...``, ``console:
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import os
 import queue
 import signal
 import subprocess
@@ -66,24 +73,47 @@ def serve_argv(args: argparse.Namespace, data: str) -> list[str]:
     return argv
 
 
-def service_argv(name: str, settings: Settings, data: str, ws_url: str) -> list[str]:
+def service_argv(
+    name: str,
+    settings: Settings,
+    data: str,
+    ws_url: str,
+    *,
+    config: str | None = None,
+    console_url: str = "",
+    demo: bool = False,
+) -> tuple[list[str], dict[str, str]]:
+    """A companion's argv and the environment it gets beyond the platform's
+    (the registry's service token: never on a command line)."""
     port = getattr(settings.services, f"{name}_http_port")
     argv = [sys.executable, "-m", "gateway.cli", _CLI[name], "--data", data]
     argv += ["--http-port", str(port), "--host", settings.net.host]
+    argv += ["--platform-config", config] if config else []
+    argv += ["--console-origin", console_url] if console_url else []
+    argv += ["--demo"] if demo else []
+    env: dict[str, str] = {}
     if name == "registry":
         token = next((t for t, who in settings.auth.service_tokens.items() if who == name), "")
         if token:
-            argv += ["--ws", ws_url, "--token", token]
-    return argv
+            argv += ["--ws", ws_url]
+            env["PUBEX_SERVICE_TOKEN"] = token
+    return argv, env
 
 
 class Child:
     """One child process; a thread hands its stdout lines to the platform's queue."""
 
-    def __init__(self, name: str, argv: list[str], events: queue.Queue[tuple[str, Any]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        events: queue.Queue[tuple[str, Any]],
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.proc = subprocess.Popen(
             argv,
+            env={**os.environ, **env} if env else None,
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
@@ -166,10 +196,18 @@ def run_platform(args: argparse.Namespace) -> int:
                 print(line, flush=True)
                 if line.startswith("listening ws=") and len(children) == 1:
                     ws_url = line.split("ws=", 1)[1].split()[0]
+                    console_url = line.split("http=", 1)[1].split()[0] if "http=" in line else ""
                     for svc in SERVICE_NAMES:
-                        children[svc] = Child(
-                            svc, service_argv(svc, settings, data, ws_url), events
+                        argv, env = service_argv(
+                            svc,
+                            settings,
+                            data,
+                            ws_url,
+                            config=args.config,
+                            console_url=console_url,
+                            demo=args.demo or args.sandbox,
                         )
+                        children[svc] = Child(svc, argv, events, env)
             elif line.startswith("listening http=") and not children[name].url:
                 children[name].url = line.split("http=", 1)[1].split()[0]
                 print(f"service {name} http={children[name].url}", flush=True)

@@ -275,6 +275,7 @@ class RegisterKeyFrame(StaffFrame, frozen=True, tag="register_key"):
     bidder: Id
     public_key_hex: Hex32
     role: Literal["bidder", "supplier", "purchaser", "committee"] = "bidder"
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class RegisterBidderFrame(StaffFrame, frozen=True, tag="register_bidder"):
@@ -282,6 +283,7 @@ class RegisterBidderFrame(StaffFrame, frozen=True, tag="register_bidder"):
     bidder: Id
     priority_rank: Rank = 0
     sme: bool = False  # a small or micro firm (reverse competitions' price deduction)
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class ConfirmDepositFrame(StaffFrame, frozen=True, tag="confirm_deposit"):
@@ -289,6 +291,7 @@ class ConfirmDepositFrame(StaffFrame, frozen=True, tag="confirm_deposit"):
     bidder: Id
     amount_fen: Fen
     payer_account: Ref = ""  # ledgered for supervision (W-F1), never published
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class BlacklistFrame(StaffFrame, frozen=True, tag="blacklist_bidder"):
@@ -296,11 +299,13 @@ class BlacklistFrame(StaffFrame, frozen=True, tag="blacklist_bidder"):
 
     bidder: Id
     reason: Reason
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class UnblacklistFrame(StaffFrame, frozen=True, tag="unblacklist_bidder"):
     bidder: Id
     reason: Reason
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class CommitDrawSeedFrame(StaffFrame, frozen=True, tag="commit_draw_seed"):
@@ -319,11 +324,13 @@ class FinalizeEvaluationFrame(StaffFrame, frozen=True, tag="finalize_evaluation"
 
 class ConfirmPaymentFrame(StaffFrame, frozen=True, tag="confirm_payment"):
     lot: Id
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class DeclareDefaultFrame(StaffFrame, frozen=True, tag="declare_default"):
     lot: Id
     reason: Reason
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class QualifyWinnerFrame(StaffFrame, frozen=True, tag="qualify_winner"):
@@ -350,6 +357,7 @@ class RefundDepositFrame(StaffFrame, frozen=True, tag="refund_deposit"):
     bidder: Id
     amount_fen: Fen
     bank_ref: Ref = ""
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class CommitExpertDrawFrame(StaffFrame, frozen=True, tag="commit_expert_draw"):
@@ -357,12 +365,14 @@ class CommitExpertDrawFrame(StaffFrame, frozen=True, tag="commit_expert_draw"):
     lot: Id
     seed_hash: Hex32
     pool_hash: Hex32
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class RevealExpertDrawFrame(StaffFrame, frozen=True, tag="reveal_expert_draw"):
     draw_id: Id
     seed_hex: SeedHex
     drawn_hash: Hex32
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 class HandleAlertFrame(StaffFrame, frozen=True, tag="handle_alert"):
@@ -403,6 +413,7 @@ class SetPurchaseLimitFrame(StaffFrame, frozen=True, tag="set_purchase_limit"):
     item: Id
     bidder: Id  # the purchaser
     qty: Qty
+    actor: Id = ""  # a service only: the staff member it acts for (ledgered)
 
 
 ClientFrame = (

@@ -23,6 +23,13 @@ import trio
 from config.settings import Settings
 from engine.messages import ENGINE_VERSION, RuntimeStarted
 from gateway import ws
+from gateway.access import (
+    Access,
+    TokenBook,
+    console_origins,
+    dev_token_refusal,
+    gate_from_settings,
+)
 from gateway.auth import Authenticator
 from gateway.clock import SequencerClock
 from gateway.http import build_app, serve_http
@@ -72,10 +79,18 @@ async def serve(
     sandbox: bool = False,
     accelerate: int = 1,
     on_ready: Callable[[Listening], Awaitable[None]] | None = None,
+    allow_dev_tokens: bool = True,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """``allow_dev_tokens=False`` (``pubex serve`` without ``--demo``): the
+    well-known development tokens are refused unless the data directory is a
+    sandbox (:func:`gateway.access.dev_token_refusal`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     rt = open_runtime(settings, data_dir, sandbox, accelerate)
+    refused = dev_token_refusal(settings.auth, allow_dev_tokens or rt.sandbox)
+    if refused:
+        rt.store.close()
+        raise ServeError(refused)
     host = settings.net.host
     metrics = Metrics()
     shutdown = trio.Event()
@@ -83,7 +98,9 @@ async def serve(
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.run)
             await rt.call(RuntimeStarted("system", 0, accelerate, rt.sandbox, ENGINE_VERSION))
+            gate = gate_from_settings(settings.auth, "gateway", metrics.registry)
             auth = Authenticator(
+                gate=gate,
                 staff_tokens=dict(settings.auth.staff_tokens),
                 supervisor_tokens=dict(settings.auth.supervisor_tokens),
                 allowed_origins=set(settings.auth.allowed_origins),
@@ -105,14 +122,18 @@ async def serve(
             # The console's alert area follows the supervision service (`pubex platform`
             # starts it on [services] supervision_http_port; 0 = unknown port, none).
             sv_port = settings.services.supervision_http_port
-            app = build_app(gw, ws_url, f"http://{host}:{sv_port}/" if sv_port else "")
+            # one set of allowed Origins for the WebSocket and the HTTP writes (login)
+            access = Access(
+                TokenBook.from_settings(settings.auth),
+                allowed_origins=auth.allowed_origins,
+                gate=gate,
+                surface="gateway",
+            )
+            app = build_app(gw, ws_url, f"http://{host}:{sv_port}/" if sv_port else "", access)
             http_bound = await nursery.start(serve_http, app, host, http_port, shutdown)
             http_url = f"http://{host}:{http_bound}/"
             # The console's own origin may open WebSockets (browsers send Origin).
-            auth.allowed_origins |= {
-                f"http://{host}:{http_bound}",
-                f"http://localhost:{http_bound}",
-            }
+            auth.allowed_origins |= console_origins(host, http_bound)
             nursery.start_soon(gw.snapshots)
             nursery.start_soon(gw.flusher)
             await nursery.start(_on_signals, gw, shutdown, nursery.cancel_scope)

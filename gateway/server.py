@@ -773,8 +773,16 @@ class Gateway:
             return
         if self._over_budget(conn, client_seq):
             return
+        actor = getattr(frame, "actor", "")
+        if actor and who.role != SERVICE:
+            self._refuse(
+                conn, client_seq, p.GatewayError.field_not_applicable, "actor: services only"
+            )
+            return
         cmd = _STAFF_COMMANDS[type(frame)](origin, frame)
-        meta = encode_envelope(Envelope(who.role, who.identity, who.ip, who.fingerprint))
+        meta = encode_envelope(
+            Envelope(who.role, who.identity, who.ip, who.fingerprint, actor=actor)
+        )
         self._submit(conn, cmd, client_seq, meta, time.perf_counter_ns())
 
     # ------------------------------------------------------ subscriptions

@@ -47,11 +47,11 @@ class Client:
         query: dict[str, str] = {}
         if key is not None:
             query = p.auth_params(key, key_id, int(time.time() * 1000), secrets.token_hex(12))
-        if token:
-            query["token"] = token
         if device:
             query["device"] = device
         full = f"{url}?{urlencode(query)}" if query else url
+        if token:  # a header, never the URL (proxies and logs keep URLs)
+            headers = [*(headers or []), ("Authorization", f"Bearer {token}")]
         sock = await ws.connect(nursery, full, headers)
         first = p.decode_server(await sock.receive())
         assert isinstance(first, p.Hello), f"expected hello, got {first!r}"

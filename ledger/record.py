@@ -49,6 +49,9 @@ class Envelope(msgspec.Struct, frozen=True, array_like=True):
     fingerprint: str
     payload: str = ""
     sig: str = ""
+    # a service's command made for a staff member (the registry's HTTP writes):
+    # that staff id (RULES.md §8: organisers act under their real-name logins)
+    actor: str = ""
 
 
 # One encoder/decoder per module: building them per call costs more than encoding.

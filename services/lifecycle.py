@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import trio
 
+from config.settings import ConfigError, load_settings
+from gateway.access import Access, access_from_settings, console_origins, dev_token_refusal
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 
@@ -46,3 +51,53 @@ async def open_stores(data_dir: Path, name: str) -> tuple[LedgerStore, ServiceSt
     except BaseException:
         ledger.close()
         raise
+
+
+# ------------------------------------------------------------------ access
+# Every companion serves HTTP to staff (or the public) with the platform's own
+# tokens: ``--platform-config`` is the TOML ``pubex serve --config`` read.
+
+
+def add_access_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--platform-config",
+        help="the platform's TOML (its [auth] tokens and Origins; default config/default.toml)",
+    )
+    p.add_argument(
+        "--console-origin",
+        action="append",
+        default=[],
+        help="the console's URL: its pages may call this service from the browser (repeatable)",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="allow the well-known development tokens (pubex platform --demo / --sandbox)",
+    )
+
+
+def access_from_args(args: argparse.Namespace, prog: str) -> Access:
+    """The companion's :class:`Access`, or :class:`SystemExit` (2) with the reason
+    when the config is bad or holds development tokens outside ``--demo``."""
+    try:
+        settings = load_settings(args.platform_config)
+    except ConfigError as e:
+        raise SystemExit(f"{prog}: {e}") from None
+    refused = dev_token_refusal(settings.auth, args.demo, "--platform-config")
+    if refused:
+        raise SystemExit(f"{prog}: {refused}")
+    origins: set[str] = set()
+    for url in args.console_origin:
+        parts = urlsplit(url)
+        origins.add(f"{parts.scheme}://{parts.netloc}")
+    if settings.net.http_port:
+        origins |= console_origins(settings.net.host, settings.net.http_port)
+    return access_from_settings(settings.auth, prog.split()[-1], origins=origins)
+
+
+def read_token(token_file: str | None, env: str) -> str:
+    """A client's token: from ``token_file`` (its first line) or the environment
+    variable ``env`` -- never from the command line, where ``ps`` shows it."""
+    if token_file:
+        return Path(token_file).read_text(encoding="utf-8").strip()
+    return os.environ.get(env, "").strip()

@@ -149,7 +149,7 @@ async def run_ws_demo(
 ) -> None:
     demo = WsDemo(listening, settings, seed)
     print(
-        f"console: {listening.http_url}  (staff: {listening.http_url}login?token={demo.token})",
+        f"console: {listening.http_url}  (demo staff token to log in with: {demo.token})",
         flush=True,
     )
     async with trio.open_nursery() as nursery:

@@ -17,7 +17,6 @@ import random
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import msgspec
 import websocket
@@ -162,7 +161,7 @@ def definition_for(kind: str, users: int, seed: int, params: dict[str, Any]) -> 
 
 def staff_connect(ws_url: str, token: str) -> tuple[websocket.WebSocket, p.Hello]:
     ws = websocket.create_connection(
-        f"{ws_url}?{urlencode({'token': token})}", timeout=60, suppress_origin=True
+        ws_url, header=[f"Authorization: Bearer {token}"], timeout=60, suppress_origin=True
     )
     hello = p.decode_server(ws.recv())
     if not isinstance(hello, p.Hello) or hello.role != "staff":

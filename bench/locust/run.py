@@ -99,7 +99,7 @@ def toml_tables(tables: dict[str, dict[str, Any]]) -> str:
 class Server:
     def __init__(self, data: Path, config: Path) -> None:
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-        argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0"]
+        argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0", "--sandbox"]
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
         )

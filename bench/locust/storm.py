@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlencode
 
 import gevent
 import websocket
@@ -55,8 +54,12 @@ class PriceBoard:
 
     @classmethod
     def _follow(cls) -> None:
-        url = plan()["ws_url"] + "?" + urlencode({"token": plan()["staff_token"]})
-        ws = websocket.create_connection(url, skip_utf8_validation=True, suppress_origin=True)
+        ws = websocket.create_connection(
+            plan()["ws_url"],
+            header=[f"Authorization: Bearer {plan()['staff_token']}"],
+            skip_utf8_validation=True,
+            suppress_origin=True,
+        )
         ws.send(p.encode_text(p.Subscribe([plan()["hot_lot"]])))
         while True:
             frame = p.decode_server(ws.recv())

@@ -701,7 +701,10 @@ function onHello(f) {
   pill.textContent = `${names[role] || "观众 Watcher"}${f.identity ? ` · ${f.identity}` : ""}`;
   pill.className = `pill role role-${role}`;
   $("staff").hidden = role !== "staff";
-  if (role === "staff" || role === "supervisor") connectAlerts();
+  const official = role === "staff" || role === "supervisor";
+  $("login").hidden = official;
+  $("logout").hidden = !official;
+  if (official) connectAlerts();
   setConn("conn-up", "实时 Live");
   send({ type: "subscribe", lots: ["*"] });
   if (selected) loadBids(); // catch up on events missed while disconnected
@@ -963,6 +966,34 @@ export function pushAlert(alert) {
     last.remove();
   }
 }
+
+// ------------------------------------------------------------------- login
+// POST /login {"token"} sets the httponly pubex_token cookie (the token is never in a
+// URL); the socket is then reopened with it.  POST /logout clears it.
+async function postJson(path, body) {
+  return fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+  });
+}
+
+$("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const input = $("login-token");
+  const err = $("login-error");
+  const r = await postJson("/login", { token: input.value });
+  input.value = "";
+  if (r.ok) { location.reload(); return; }
+  err.textContent = r.status === 429 ? "请稍后再试 Too many attempts: wait" : "令牌无效 Wrong token";
+  err.hidden = false;
+});
+
+$("logout").addEventListener("click", async () => {
+  await postJson("/logout", {});
+  location.reload();
+});
 
 // ------------------------------------------------------------------- start
 async function start() {

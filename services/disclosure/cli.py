@@ -7,11 +7,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from services.lifecycle import access_from_args, add_access_options
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="var", help="data directory holding ledger/ (default: var)")
     p.add_argument("--http-port", type=int, default=8093, help="0 picks a free port")
     p.add_argument("--host", default="127.0.0.1")
+    add_access_options(p)
 
 
 def run_disclose(args: argparse.Namespace) -> int:
@@ -20,8 +23,13 @@ def run_disclose(args: argparse.Namespace) -> int:
     from services.disclosure.service import disclose
     from services.follower import ChainBroken, LedgerMismatch
 
+    access = access_from_args(args, "pubex disclose")
     try:
-        trio.run(lambda: disclose(Path(args.data), host=args.host, http_port=args.http_port))
+        trio.run(
+            lambda: disclose(
+                Path(args.data), host=args.host, http_port=args.http_port, access=access
+            )
+        )
     except (ChainBroken, LedgerMismatch) as e:
         print(f"pubex disclose: {e}", file=sys.stderr)
         return 1

@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 
+from gateway.access import METRICS_READERS, PUBLIC, Access, Rule, TokenBook
 from services.disclosure.checkpoints import CheckpointPublisher
 from services.disclosure.pages import index_page, lot_page
 from services.disclosure.projection import (
@@ -78,7 +78,12 @@ def build_app(
     follower: Follower,
     publisher: CheckpointPublisher | None,
     registry: CollectorRegistry,
+    access: Access | None = None,
 ) -> Starlette:
+    """Public (RULES.md §8 makes it so) but /metrics (loopback or its token)."""
+    access = access or Access(TokenBook())
+    access.count_into(registry)
+
     def json(data: Any, status: int = 200) -> Response:
         return Response(msgspec.json.encode(data), status, media_type="application/json")
 
@@ -128,18 +133,18 @@ def build_app(
     async def healthz(request: Request) -> Response:
         return json({"ok": True, **msgspec.structs.asdict(follower.statistics())})
 
-    return Starlette(
-        routes=[
-            Route("/", index),
-            Route("/lots/{lot}", lot_html),
-            Route("/api/notices", notices),
-            Route("/api/lots", lots),
-            Route("/api/lots/{lot}", lot),
-            Route("/checkpoints.json", checkpoints),
-            Route("/metrics", metrics),
-            Route("/healthz", healthz),
-        ]
-    )
+    get = {"GET": PUBLIC}
+    rules = [
+        Rule("/", index, get),
+        Rule("/lots/{lot}", lot_html, get),
+        Rule("/api/notices", notices, get),
+        Rule("/api/lots", lots, get),
+        Rule("/api/lots/{lot}", lot, get),
+        Rule("/checkpoints.json", checkpoints, get),
+        Rule("/metrics", metrics, {"GET": METRICS_READERS}),
+        Rule("/healthz", healthz, get),
+    ]
+    return Starlette(routes=access.routes(rules))
 
 
 def server_pub_of(data_dir: Path) -> bytes | None:
@@ -153,6 +158,7 @@ async def disclose(
     host: str = "127.0.0.1",
     http_port: int = 0,
     config: DisclosureConfig | None = None,
+    access: Access | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     from gateway.http import serve_http
@@ -169,7 +175,7 @@ async def disclose(
         )
         pub = server_pub_of(data_dir)
         publisher = CheckpointPublisher(ledger, store, pub) if pub else None
-        app = build_app(DisclosureReader(store), follower, publisher, registry)
+        app = build_app(DisclosureReader(store), follower, publisher, registry, access)
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(follower.run)

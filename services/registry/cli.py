@@ -7,21 +7,32 @@ import json
 import sys
 from pathlib import Path
 
+from services.lifecycle import access_from_args, add_access_options, read_token
+
+TOKEN_ENV = "PUBEX_SERVICE_TOKEN"  # the registry's service token (never on the command line)
+STAFF_ENV = "PUBEX_STAFF_TOKEN"
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="var", help="data directory holding ledger/ (default: var)")
     p.add_argument("--http-port", type=int, default=8093, help="0 picks a free port")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--ws", default="", help="the gateway's ws://HOST:PORT/ws (writes)")
-    p.add_argument("--token", default="", help="a service token (config auth.service_tokens)")
+    p.add_argument(
+        "--token-file",
+        help=f"a file holding the service token (config auth.service_tokens); default: ${TOKEN_ENV}",
+    )
     p.add_argument("--origin", default="service:registry", help="the origin the token maps to")
+    add_access_options(p)
     sub = p.add_subparsers(dest="registry_command")
     pv = sub.add_parser("provision", help="keys, registrations and confirmed deposits in one go")
-    for flag in ("--data", "--ws", "--token", "--origin"):  # also accepted after "provision"
+    for flag in ("--data", "--ws", "--token-file", "--origin"):  # also accepted after "provision"
         pv.add_argument(flag, default=argparse.SUPPRESS)
     pv.add_argument("--bidders", type=int, required=True)
     pv.add_argument("--lots", type=int, required=True)
-    pv.add_argument("--staff-token", default="dev-staff-token", help="creates the lots")
+    pv.add_argument(
+        "--staff-token-file", help=f"a staff token's file (creates the lots); default: ${STAFF_ENV}"
+    )
     pv.add_argument("--seed", type=int, default=1, help="derives the bidders' keys")
     pv.add_argument("--prefix", default="R", help="lot id prefix")
     pv.add_argument("--duration-s", type=float, default=3600.0)
@@ -37,9 +48,14 @@ def run_registry(args: argparse.Namespace) -> int:
     from services.follower import ChainBroken, LedgerMismatch
     from services.registry.service import serve_registry
 
-    if bool(args.ws) != bool(args.token):
-        print("pubex registry: --ws and --token go together", file=sys.stderr)
+    token = read_token(args.token_file, TOKEN_ENV)
+    if bool(args.ws) != bool(token):
+        print(
+            f"pubex registry: --ws and a token (${TOKEN_ENV} or --token-file) go together",
+            file=sys.stderr,
+        )
         return 2
+    access = access_from_args(args, "pubex registry")
     try:
         trio.run(
             lambda: serve_registry(
@@ -47,8 +63,9 @@ def run_registry(args: argparse.Namespace) -> int:
                 host=args.host,
                 http_port=args.http_port,
                 ws_url=args.ws,
-                token=args.token,
+                token=token,
                 origin=args.origin,
+                access=access,
             )
         )
     except (ChainBroken, LedgerMismatch) as e:
@@ -62,8 +79,14 @@ def run_registry(args: argparse.Namespace) -> int:
 def run_provision(args: argparse.Namespace) -> int:
     from services.registry.provision import provision
 
-    if not args.ws or not args.token or args.bidders <= 0 or args.lots <= 0:
-        print("pubex registry provision: --ws, --token, --bidders > 0, --lots > 0", file=sys.stderr)
+    token = read_token(getattr(args, "token_file", None), TOKEN_ENV)
+    staff_token = read_token(args.staff_token_file, STAFF_ENV)
+    if not args.ws or not token or not staff_token or args.bidders <= 0 or args.lots <= 0:
+        print(
+            f"pubex registry provision: --ws, a service token (${TOKEN_ENV} or --token-file), "
+            f"a staff token (${STAFF_ENV} or --staff-token-file), --bidders > 0, --lots > 0",
+            file=sys.stderr,
+        )
         return 2
     try:
         report = provision(
@@ -71,8 +94,8 @@ def run_provision(args: argparse.Namespace) -> int:
             args.ws,
             bidders=args.bidders,
             lots=args.lots,
-            token=args.token,
-            staff_token=args.staff_token,
+            token=token,
+            staff_token=staff_token,
             seed=args.seed,
             prefix=args.prefix,
             duration_s=args.duration_s,

@@ -248,6 +248,7 @@ class ExpertBook:
         criteria: DrawCriteria,
         bidders: Iterable[str],
         outbox: Outbox | None = None,
+        actor: str = "",
     ) -> Draw:
         """Step 1: filter the pool, commit a fresh CSPRNG seed's hash (durable);
         with an ``outbox``, CommitExpertDraw is queued in the same txn.  Draw ids
@@ -286,7 +287,9 @@ class ExpertBook:
                 seed_hex=seed_hex,  # kept secret until the reveal (see public())
             )
             if outbox is not None:
-                frame = p.CommitExpertDrawFrame(0, draw_id, c.lot_id, d.seed_hash, d.pool_hash)
+                frame = p.CommitExpertDrawFrame(
+                    0, draw_id, c.lot_id, d.seed_hash, d.pool_hash, actor=actor
+                )
                 [d.commit_cs] = outbox.add_in(txn, [(_frame(frame), f"draw commit {draw_id}")])
             txn.put(draw_id.encode(), _mp.encode(d), db=self._db(DRAWS))
             txn.put(NEXT_DRAW, (n + 1).to_bytes(8, "big"), db=self._db(XMETA))
@@ -295,7 +298,9 @@ class ExpertBook:
         self.store.write(write)
         return made[0]
 
-    def reveal(self, draw_id: str, now_ns: int, outbox: Outbox | None = None) -> Draw:
+    def reveal(
+        self, draw_id: str, now_ns: int, outbox: Outbox | None = None, actor: str = ""
+    ) -> Draw:
         """Step 2: draw count + alternates in order and publish the seed; with an
         ``outbox``, RevealExpertDraw is queued in the same txn (once: a second
         reveal is a read).  The caller checks the commitment is ledgered."""
@@ -314,7 +319,9 @@ class ExpertBook:
                 d.revealed_ns = now_ns
                 d.state = "revealed"
                 if outbox is not None:
-                    frame = p.RevealExpertDrawFrame(0, d.draw_id, d.seed_hex, d.drawn_hash)
+                    frame = p.RevealExpertDrawFrame(
+                        0, d.draw_id, d.seed_hex, d.drawn_hash, actor=actor
+                    )
                     [d.reveal_cs] = outbox.add_in(txn, [(_frame(frame), f"draw reveal {draw_id}")])
                 txn.put(draw_id.encode(), _mp.encode(d), db=self._db(DRAWS))
             out.append(d)

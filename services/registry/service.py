@@ -43,10 +43,20 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from config.settings import LimitSettings
 from gateway import protocol as p
+from gateway.access import (
+    METRICS_READERS,
+    PUBLIC,
+    REGISTRY_READERS,
+    REGISTRY_WRITERS,
+    STAFF,
+    Access,
+    Rule,
+    TokenBook,
+    caller_of,
+)
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 from services.follower import Follower, FollowerMetrics
@@ -118,8 +128,12 @@ class Registry:
             raise PermissionError("read-only: start the registry with --ws URL --token T")
         return self.submitter
 
-    async def write(self, frames: list[tuple[p.StaffFrame, str]]) -> list[Any]:
+    async def write(self, frames: list[tuple[p.StaffFrame, str]], actor: str = "") -> list[Any]:
+        """Queue ``frames`` (made for staff member ``actor``: ledgered with each)
+        and wait for their outcomes."""
         sub = self._writer()
+        if actor:
+            frames = [(msgspec.structs.replace(f, actor=actor), why) for f, why in frames]
         seqs = self.outbox.add([(frame_dict(f), purpose) for f, purpose in frames])
         sub.wake()
         return [await sub.wait(cs, WRITE_WAIT_S) for cs in seqs]
@@ -133,17 +147,17 @@ class Registry:
         return seqs
 
     async def commit_draw(
-        self, criteria: DrawCriteria, wait_s: float = WRITE_WAIT_S
+        self, criteria: DrawCriteria, wait_s: float = WRITE_WAIT_S, actor: str = ""
     ) -> tuple[Draw, Result]:
         """Filter the pool and commit the seed, CommitExpertDraw queued with it."""
         sub = self._writer()
         bidders = self.reader.lot_bidders(criteria.lot_id)
-        d = self.experts.commit(criteria, bidders, self.outbox)
+        d = self.experts.commit(criteria, bidders, self.outbox, actor)
         sub.wake()
         return d, await sub.wait(d.commit_cs, wait_s)
 
     async def reveal_draw(
-        self, draw_id: str, now_ns: int, wait_s: float = WRITE_WAIT_S
+        self, draw_id: str, now_ns: int, wait_s: float = WRITE_WAIT_S, actor: str = ""
     ) -> tuple[Draw, Result | None]:
         """Draw (only once the commitment is accepted in the ledger) and queue
         RevealExpertDraw with the result; a second reveal is a read."""
@@ -157,7 +171,7 @@ class Registry:
                 raise DrawNotLedgered(
                     f"the commitment of {draw_id} is not in the ledger: {r.state} {r.name}".strip()
                 )
-        d = self.experts.reveal(draw_id, now_ns, self.outbox if d.commit_cs else None)
+        d = self.experts.reveal(draw_id, now_ns, self.outbox if d.commit_cs else None, actor)
         if not d.reveal_cs:
             return d, None  # a draw made before draws were ledgered
         sub.wake()
@@ -263,7 +277,11 @@ def _listed(got: Any) -> list[Any]:
     return got if isinstance(got, list) else [got]
 
 
-def build_app(reg: Registry) -> Starlette:
+def build_app(reg: Registry, access: Access | None = None) -> Starlette:
+    """``access``: the platform's tokens and Origins (default: none -- every
+    route but /healthz and loopback /metrics refused)."""
+    access = access or Access(TokenBook())
+    access.count_into(reg.metrics)
     reader, book = reg.reader, reg.experts
 
     bodies = p.Reader.from_limits(reg.limits)
@@ -271,9 +289,9 @@ def build_app(reg: Registry) -> Starlette:
     async def body(request: Request, kind: Any) -> Any:
         return bodies.body(await request.body(), kind)
 
-    async def write(frames: list[tuple[p.StaffFrame, str]]) -> Response:
+    async def write(frames: list[tuple[p.StaffFrame, str]], request: Request) -> Response:
         try:
-            results = await reg.write(frames)
+            results = await reg.write(frames, actor_of(request))
         except PermissionError as e:
             return _json({"error": str(e)}, 503)
         states = {r.state for r in results}
@@ -306,7 +324,7 @@ def build_app(reg: Registry) -> Starlette:
     async def keys(request: Request) -> Response:
         b = await body(request, KeyBody)
         frame = p.RegisterKeyFrame(0, b.key, b.bidder, b.public_key_hex, b.role)
-        return await write([(frame, f"key {b.key}")])
+        return await write([(frame, f"key {b.key}")], request)
 
     async def lot(request: Request) -> Response:
         lot_id = request.path_params["lot"]
@@ -318,13 +336,13 @@ def build_app(reg: Registry) -> Starlette:
     async def registrations(request: Request) -> Response:
         b = await body(request, RegistrationBody)
         frame = p.RegisterBidderFrame(0, b.lot, b.bidder, b.priority_rank, b.sme)
-        return await write([(frame, f"register {b.lot}/{b.bidder}")])
+        return await write([(frame, f"register {b.lot}/{b.bidder}")], request)
 
     async def deposits(request: Request) -> Response:
         if request.method == "POST":
             b = await body(request, DepositBody)
             frame = p.ConfirmDepositFrame(0, b.lot, b.bidder, b.amount_fen)
-            return await write([(frame, f"deposit {b.lot}/{b.bidder}")])
+            return await write([(frame, f"deposit {b.lot}/{b.bidder}")], request)
         lot_id = request.query_params.get("lot", "")
         if not lot_id:
             raise ValueError("lot is required")
@@ -337,24 +355,24 @@ def build_app(reg: Registry) -> Starlette:
 
     async def payments(request: Request) -> Response:
         b = await body(request, LotBody)
-        return await write([(p.ConfirmPaymentFrame(0, b.lot), f"paid {b.lot}")])
+        return await write([(p.ConfirmPaymentFrame(0, b.lot), f"paid {b.lot}")], request)
 
     async def defaults(request: Request) -> Response:
         b = await body(request, LotBody)
         frame = p.DeclareDefaultFrame(0, b.lot, b.reason or "default")
-        return await write([(frame, f"default {b.lot}")])
+        return await write([(frame, f"default {b.lot}")], request)
 
     async def blacklist(request: Request) -> Response:
         if request.method == "POST":
             b = await body(request, BlacklistBody)
             frame = p.BlacklistFrame(0, b.bidder, b.reason)
-            return await write([(frame, f"blacklist {b.bidder}")])
+            return await write([(frame, f"blacklist {b.bidder}")], request)
         return _json({"blacklist": reader.blacklist()})
 
     async def unblacklist(request: Request) -> Response:
         b = await body(request, BlacklistBody)
         frame = p.UnblacklistFrame(0, b.bidder, b.reason)
-        return await write([(frame, f"unblacklist {b.bidder}")])
+        return await write([(frame, f"unblacklist {b.bidder}")], request)
 
     async def experts(request: Request) -> Response:
         if request.method == "POST":
@@ -387,7 +405,7 @@ def build_app(reg: Registry) -> Starlette:
             if not c.at_ns:
                 c = msgspec.structs.replace(c, at_ns=time.time_ns())
             try:
-                return outcome(*await reg.commit_draw(c))
+                return outcome(*await reg.commit_draw(c, actor=actor_of(request)))
             except PermissionError as e:
                 return _json({"error": str(e)}, 503)
         return _json({"draws": [public(d) for d in book.draws()]})
@@ -400,7 +418,8 @@ def build_app(reg: Registry) -> Starlette:
 
     async def reveal(request: Request) -> Response:
         try:
-            return outcome(*await reg.reveal_draw(request.path_params["did"], time.time_ns()))
+            did = request.path_params["did"]
+            return outcome(*await reg.reveal_draw(did, time.time_ns(), actor=actor_of(request)))
         except PermissionError as e:
             return _json({"error": str(e)}, 503)
         except DrawNotLedgered as e:
@@ -434,7 +453,11 @@ def build_app(reg: Registry) -> Starlette:
         }
         return _json({"ok": True, **stats, **writer})
 
-    get, post, both = ["GET"], ["POST"], ["GET", "POST"]
+    # Who may do what (RULES.md §8: identities, deposits and experts stay
+    # confidential): staff, supervisors (reads) and the registry service.
+    get = {"GET": REGISTRY_READERS}
+    post = {"POST": REGISTRY_WRITERS}
+    both = {**get, **post}
     routes = [
         ("/api/subjects", subjects, get),
         ("/api/subjects/{sid}", subject, get),
@@ -455,10 +478,16 @@ def build_app(reg: Registry) -> Starlette:
         ("/api/draws/{did}/reveal", reveal, post),
         ("/api/draws/{did}/rerun", rerun_draw, get),
         ("/api/intents", intents, get),
-        ("/metrics", metrics, get),
-        ("/healthz", healthz, get),
+        ("/metrics", metrics, {"GET": METRICS_READERS}),
+        ("/healthz", healthz, {"GET": PUBLIC}),
     ]
-    return Starlette(routes=[Route(path, handler(fn), methods=m) for path, fn, m in routes])
+    return Starlette(routes=access.routes(Rule(path, handler(fn), m) for path, fn, m in routes))
+
+
+def actor_of(request: Request) -> str:
+    """The staff member a write is made for ("" for the service's own)."""
+    who = caller_of(request)
+    return who.identity if who.role == STAFF else ""
 
 
 async def _count_steps(reg: Registry) -> None:
@@ -479,6 +508,7 @@ async def serve_registry(
     ws_url: str = "",
     token: str = "",
     origin: str = DEFAULT_ORIGIN,
+    access: Access | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     from gateway.http import serve_http
@@ -487,7 +517,7 @@ async def serve_registry(
     try:
         reg = Registry(store, ledger, origin=origin)
         assert reg.follower is not None
-        app = build_app(reg)
+        app = build_app(reg, access)
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
             # caught up first: the writer then knows which intents the ledger holds

@@ -42,7 +42,6 @@ from __future__ import annotations
 import time
 from collections.abc import Container, Sequence
 from typing import Any, TypeAlias
-from urllib.parse import urlencode
 
 import lmdb
 import msgspec
@@ -382,8 +381,7 @@ class Submitter:
             backoff = min(backoff * 2, 5.0)
 
     async def _connect(self, nursery: trio.Nursery) -> ws.Socket:
-        url = f"{self.ws_url}?{urlencode({'token': self.token})}"
-        sock = await ws.connect(nursery, url)
+        sock = await ws.connect(nursery, self.ws_url, [("Authorization", f"Bearer {self.token}")])
         hello = p.decode_server(await sock.receive())
         if not isinstance(hello, p.Hello) or hello.role != self.role:
             await sock.close()

@@ -6,11 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from services.lifecycle import access_from_args, add_access_options
+
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="var", help="data directory holding ledger/ (default: var)")
     p.add_argument("--http-port", type=int, default=8092, help="0 picks a free port")
     p.add_argument("--host", default="127.0.0.1")
+    add_access_options(p)
     p.add_argument("--config", help="a TOML file with a [supervision] table of thresholds")
 
 
@@ -22,6 +25,7 @@ def run_supervise(args: argparse.Namespace) -> int:
     from services.supervision.model import load_config
     from services.supervision.service import supervise
 
+    access = access_from_args(args, "pubex supervise")
     try:
         config = load_config(args.config)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
@@ -30,7 +34,11 @@ def run_supervise(args: argparse.Namespace) -> int:
     try:
         trio.run(
             lambda: supervise(
-                Path(args.data), host=args.host, http_port=args.http_port, config=config
+                Path(args.data),
+                host=args.host,
+                http_port=args.http_port,
+                config=config,
+                access=access,
             )
         )
     except (ChainBroken, LedgerMismatch) as e:

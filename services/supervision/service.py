@@ -16,10 +16,15 @@ HTTP port (hypercorn + Starlette in the same trio.run):
   id > ``since`` (with its handling so far) as ``{"type": "alert", ...}``, then
   new alerts as the follower raises them and handling decisions as they are
   ledgered (``{"type": "handling", ...}``).  A client resumes with the last
-  alert id it saw.  No credentials: bind it to a private address (alerts name
-  bidders);
+  alert id it saw;
 * ``GET /metrics`` -- follower position and lag, alerts raised by rule/level;
 * ``GET /healthz`` -- position, ledger tail and lag.
+
+Every route but /healthz needs a staff or supervisor token (``Authorization:
+Bearer``, or the console's ``pubex_token`` cookie -- cookies are per host, not
+per port, so the console's login reaches this port too), and the WebSocket an
+allowed ``Origin`` when a browser sends one; /metrics is for loopback clients
+or the metrics token (``gateway.access``).
 
 Prints ``listening http=URL`` once the first catch-up is done and the port is
 bound.  SIGTERM / SIGINT stop it; SIGKILL is safe too (the follower's position
@@ -38,9 +43,9 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway.access import METRICS_READERS, OFFICIALS, PUBLIC, Access, Rule, TokenBook
 from services.follower import Follower, FollowerMetrics
 from services.lifecycle import on_signals, open_stores
 from services.supervision.model import SupervisionConfig
@@ -87,8 +92,13 @@ def build_app(
     follower: Follower,
     registry: CollectorRegistry,
     feed: Feed | None = None,
+    access: Access | None = None,
 ) -> Starlette:
+    """Staff and supervisors only (complaints name their filers, alerts their
+    subjects), the WebSocket too, from an allowed Origin; /healthz is public."""
     feed = feed or Feed()
+    access = access or Access(TokenBook())
+    access.count_into(registry)
 
     def json(data: Any, status: int = 200) -> Response:
         return Response(msgspec.json.encode(data), status, media_type="application/json")
@@ -207,19 +217,19 @@ def build_app(
     async def healthz(request: Request) -> Response:
         return json({"ok": True, **msgspec.structs.asdict(follower.statistics())})
 
-    return Starlette(
-        routes=[
-            Route("/api/alerts", alerts),
-            Route("/api/alerts/{alert_id}", alert),
-            Route("/api/lots", lots),
-            Route("/api/lots/{lot}", lot),
-            Route("/api/complaints", complaints),
-            Route("/api/complaints/{complaint_id}", complaint),
-            WebSocketRoute("/ws/alerts", ws_alerts),
-            Route("/metrics", metrics),
-            Route("/healthz", healthz),
-        ]
-    )
+    get = {"GET": OFFICIALS}
+    rules = [
+        Rule("/api/alerts", alerts, get),
+        Rule("/api/alerts/{alert_id}", alert, get),
+        Rule("/api/lots", lots, get),
+        Rule("/api/lots/{lot}", lot, get),
+        Rule("/api/complaints", complaints, get),
+        Rule("/api/complaints/{complaint_id}", complaint, get),
+        Rule("/ws/alerts", ws_alerts, get, websocket=True),
+        Rule("/metrics", metrics, {"GET": METRICS_READERS}),
+        Rule("/healthz", healthz, {"GET": PUBLIC}),
+    ]
+    return Starlette(routes=access.routes(rules))
 
 
 async def supervise(
@@ -228,6 +238,7 @@ async def supervise(
     host: str = "127.0.0.1",
     http_port: int = 0,
     config: SupervisionConfig | None = None,
+    access: Access | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     from gateway.http import serve_http
@@ -247,7 +258,7 @@ async def supervise(
         )
         reader = SupervisionReader(store)
         feed = Feed()
-        app = build_app(reader, follower, registry, feed)
+        app = build_app(reader, follower, registry, feed, access)
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
             await nursery.start(follower.run)

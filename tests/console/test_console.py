@@ -104,19 +104,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = data.parent / "console.toml"
     config.write_text(f"[services]\nsupervision_http_port = {sv_port}\n")
     cmd = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data)]
-    cmd += ["--ws-port", "0", "--http-port", "0", "--config", str(config)]
+    cmd += ["--ws-port", "0", "--http-port", "0", "--config", str(config), "--sandbox"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
-    # The supervision service on the same data (it waits for the ledger to exist).
-    supervise = subprocess.Popen(
-        [*SUPERVISE, "--data", str(data), "--http-port", str(sv_port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    supervise: subprocess.Popen[bytes] | None = None
     try:
         found: list[str] = []
         output: list[str] = []
@@ -136,9 +129,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             raise AssertionError("pubex serve did not start:\n" + "".join(output))
         m = re.search(r"ws=(\S+) http=(\S+)", found[0])
         assert m, found[0]
+        # The supervision service on the same data: the console's page (its Origin)
+        # opens its alert feed with the login cookie (cookies are per host, not port).
+        supervise = subprocess.Popen(
+            [
+                *SUPERVISE,
+                "--data",
+                str(data),
+                "--http-port",
+                str(sv_port),
+                "--demo",
+                "--console-origin",
+                m.group(2),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         yield Server(m.group(1), m.group(2).rstrip("/"), proc)
     finally:
-        if supervise.poll() is None:
+        if supervise is not None and supervise.poll() is None:
             supervise.send_signal(signal.SIGTERM)
             try:
                 supervise.wait(15)
@@ -160,9 +171,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 class Conn:
     """A blocking WebSocket client: send frames, wait for the reply to a client_seq."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, header: list[str] | None = None) -> None:
         # Terminals send no Origin (a browser's would have to be the console's own).
-        self.ws = websocket.create_connection(url, timeout=20, suppress_origin=True)
+        self.ws = websocket.create_connection(
+            url, timeout=20, suppress_origin=True, header=header or []
+        )
         self.hello = json.loads(self.ws.recv())
         assert self.hello["type"] == "hello", self.hello
         self.replies: dict[int, dict] = {}
@@ -182,7 +195,7 @@ class Conn:
 
 class Staff(Conn):
     def __init__(self, ws_url: str) -> None:
-        super().__init__(f"{ws_url}?{urlencode({'token': STAFF_TOKEN})}")
+        super().__init__(ws_url, [f"Authorization: Bearer {STAFF_TOKEN}"])
         assert self.hello["role"] == "staff"
         self.seq = 0
 
@@ -327,7 +340,10 @@ def page(server: Server) -> Iterator[Any]:
             pg = context.new_page()
             errors: list[str] = []
             pg.on("pageerror", lambda e: errors.append(str(e)))
-            pg.goto(f"{server.http_url}/login?token={STAFF_TOKEN}")
+            pg.goto(f"{server.http_url}/")
+            pg.get_by_test_id("login-token").fill(STAFF_TOKEN)  # POST /login sets the cookie
+            pg.get_by_test_id("login-submit").click()
+            pg.get_by_test_id("logout").wait_for(state="visible")
             yield pg
             assert not errors, f"errors in the page: {errors}"
         finally:

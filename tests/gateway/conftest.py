@@ -83,7 +83,10 @@ class Server:
 async def start_server(
     nursery: trio.Nursery, data_dir: Path, overrides: dict[str, Any] | None = None
 ) -> Server:
-    settings = load_settings(overrides={"net.ws_port": 0, "net.http_port": 0, **(overrides or {})})
+    # No back-off after failed authentications here (tests refuse handshakes in a row);
+    # tests/gateway/test_access.py runs with the default.
+    base = {"net.ws_port": 0, "net.http_port": 0, "auth.auth_backoff_base_ms": 0}
+    settings = load_settings(overrides={**base, **(overrides or {})})
     done = trio.Event()
 
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

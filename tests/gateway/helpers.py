@@ -66,11 +66,12 @@ def events_of(client: Client, kind: str) -> list[dict]:
 # close codes.
 
 
-def upgrade_request(port: int, query: str = "") -> bytes:
+def upgrade_request(port: int, query: str = "", token: str = "") -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     path = "/ws" + (f"?{query}" if query else "")
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n{auth}"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
 
@@ -103,13 +104,15 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
-async def stalled(port: int, query: str, subscribe: list[str]) -> trio.SocketStream:
+async def stalled(
+    port: int, query: str, subscribe: list[str], token: str = ""
+) -> trio.SocketStream:
     """An upgraded connection that subscribes, then never reads (4 KiB receive buffer)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     await stream.socket.connect(("127.0.0.1", port))
-    await stream.send_all(upgrade_request(port, query))
+    await stream.send_all(upgrade_request(port, query, token))
     head = await read_headers(stream)
     assert head.startswith(b"HTTP/1.1 101"), head[:80]
     await stream.send_all(

@@ -186,7 +186,7 @@ async def test_stalled_console_is_bounded_and_bids_flow(nursery, server_factory)
     for extra in range(20):
         await lot_with_bidders(staff, f"T-extra-{extra}", 0)
     port = port_of(srv.ws_url)
-    console = await stalled(port, f"token={SUPERVISOR_TOKEN}", ["*"])
+    console = await stalled(port, "", ["*"], token=SUPERVISOR_TOKEN)
     watcher = await stalled(port, "", ["*"])
     await wait_for(lambda: len(gw.connections) == 3)
     stuck = {c for c in gw.connections if c.who.role in ("supervisor", "watcher")}
@@ -296,7 +296,8 @@ async def test_drain_closes_with_1001_and_refuses_new(nursery, server):
     import trio_websocket
 
     with pytest.raises(trio_websocket.ConnectionRejected) as info, trio.fail_after(5):
-        async with trio_websocket.open_websocket_url(f"{server.ws_url}?token={STAFF_TOKEN}"):
+        auth = [(b"Authorization", f"Bearer {STAFF_TOKEN}".encode())]
+        async with trio_websocket.open_websocket_url(server.ws_url, extra_headers=auth):
             raise AssertionError("accepted while draining")
     assert info.value.status_code == 503
     await wait_for(lambda: not server.gateway.connections)

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(90)
 
 def test_server_survives_clients_that_leave_before_their_refusal(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(tmp_path / "data")]
-    argv += ["--ws-port", "0", "--http-port", "0"]
+    argv += ["--ws-port", "0", "--http-port", "0", "--sandbox"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None

@@ -158,7 +158,8 @@ class Server:
 
     def __init__(self, config: Path, data: Path, log: Path, memory_cap: int = 0) -> None:
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-        argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0"]
+        # a sandbox: the fuzzer's short and well-known tokens are refused elsewhere
+        argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0", "--sandbox"]
         self.log_path = log
         self._err = log.open("wb")
         self.proc = subprocess.Popen(
@@ -266,14 +267,19 @@ class Link:
 
     def __init__(self, url: str, ident: Identity) -> None:
         query: dict[str, str] = {}
+        header: list[str] = []
         if ident.key is not None:
             ts = int(time.time() * 1000)
             query = p.auth_params(ident.key, ident.key_id, ts, secrets.token_hex(12))
         elif ident.token:
-            query = {"token": ident.token}
+            header = [f"Authorization: Bearer {ident.token}"]
         full = f"{url}?{urlencode(query)}" if query else url
         self.ws = websocket.create_connection(
-            full, timeout=REPLY_TIMEOUT_S, suppress_origin=True, skip_utf8_validation=True
+            full,
+            timeout=REPLY_TIMEOUT_S,
+            header=header,
+            suppress_origin=True,
+            skip_utf8_validation=True,
         )
         self.ws.sock = _Buffered(self.ws.sock)
         hello = self.recv()

@@ -13,14 +13,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests import tokens
 from tests.services.supervision_market import Market
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def start(command: str, data: Path, log: Path) -> subprocess.Popen[bytes]:
+    """The companion with the test tokens (tests.tokens): staff and supervisors
+    read it with ``Authorization: Bearer``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    config = tokens.platform_config(data.parent / f"{command}-platform.toml")
     cmd = [sys.executable, "-m", "gateway.cli", command, "--data", str(data), "--http-port", "0"]
+    cmd += ["--platform-config", str(config)]
     with log.open("wb") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 

@@ -19,6 +19,7 @@ from ledger.store import Batch, LedgerStore
 from persistence.service import ServiceStore
 from services.disclosure.projection import DisclosureProjection
 from services.follower import Follower
+from tests import tokens
 from tests.ledger.conftest import signed_ledger
 from tests.services.test_disclosure import dump
 
@@ -27,7 +28,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start(data: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "disclose", "--data", str(data), "--http-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "disclose",
+            "--data",
+            str(data),
+            "--http-port",
+            "0",
+            "--platform-config",
+            str(tokens.platform_config(data.parent / "platform.toml")),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,

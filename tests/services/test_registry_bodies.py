@@ -12,8 +12,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from gateway.access import Access, TokenBook
 from persistence.service import ServiceStore
 from services.registry.service import Registry, build_app
+from tests import tokens
 
 GOOD_KEY = {"key": "k1", "bidder": "b1", "public_key_hex": "ab" * 32}
 GOOD_DEPOSIT = {"lot": "L1", "bidder": "b1", "amount_fen": 100}
@@ -27,7 +29,11 @@ async def post(app: Any, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json")],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {tokens.STAFF}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
         "root_path": "",
         "scheme": "http",
         "server": ("127.0.0.1", 8094),
@@ -85,7 +91,8 @@ def hostile(good: dict[str, Any], money: str | None = None) -> list[tuple[str, b
 async def test_hostile_bodies_are_refused_typed(tmp_path: Path, path, good, money) -> None:
     store = ServiceStore.open(tmp_path / "registry")
     try:
-        app = build_app(Registry(store, None))
+        book = TokenBook(staff={tokens.STAFF: tokens.STAFF_ID})
+        app = build_app(Registry(store, None), Access(book))
         for what, body, code in hostile(good, money):
             status, reply = await post(app, path, body)
             assert (status, reply.get("code")) == (400, code), (what, status, reply)

@@ -32,6 +32,7 @@ from engine.rules import JUDICIAL_SETTLED, RuleSet
 from persistence.service import ServiceStore
 from services.follower import Follower
 from services.registry.projection import RegistryProjection, RegistryReader
+from tests import tokens
 from tests.services.service_process import kill_while_growing, start, wait_listening
 from tests.services.supervision_market import HOUR_NS, MINUTE_NS, NS_PER_S, Market
 
@@ -72,9 +73,13 @@ def grow(market: Market, rng: random.Random, lots: int) -> Iterator[None]:
         yield
 
 
-def call(url: str, body: object | None = None) -> tuple[int, object]:
+def call(url: str, body: object | None = None, token: str = tokens.STAFF) -> tuple[int, object]:
+    """GET or POST (JSON) as staff -- the registry serves officials only."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    headers = {**tokens.bearer(token), "Content-Type": "application/json"} if token else {}
+    req = urllib.request.Request(
+        url, data=data, method="GET" if body is None else "POST", headers=headers
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             raw, status, kind = r.read(), r.status, r.headers.get_content_type()
@@ -179,7 +184,7 @@ def test_registry_killed_at_random_points_equals_uninterrupted(tmp_path: Path) -
 def test_provision_keys_registrations_and_deposits_in_one_go(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     data, log = tmp_path / "data", tmp_path / "serve.log"
-    serve_cmd = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data)]
+    serve_cmd = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data), "--sandbox"]
     with log.open("wb") as out:
         serve = subprocess.Popen(
             [*serve_cmd, "--ws-port", "0", "--http-port", "0"],
@@ -197,7 +202,9 @@ def test_provision_keys_registrations_and_deposits_in_one_go(tmp_path: Path) -> 
         keys = tmp_path / "keys.jsonl"
         cmd = [sys.executable, "-m", "gateway.cli", "registry", "--data", str(data)]
         cmd += ["provision", "--bidders", "24", "--lots", "4", "--ws", ws_url]
-        cmd += ["--token", "dev-registry-token", "--keys-out", str(keys)]
+        cmd += ["--keys-out", str(keys)]
+        env = {**env, "PUBEX_SERVICE_TOKEN": "dev-registry-token"}  # never on the command line
+        env["PUBEX_STAFF_TOKEN"] = "dev-staff-token"
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
         assert done.returncode == 0, done.stderr + done.stdout
         report = json.loads(done.stdout)

@@ -17,9 +17,12 @@ import pytest
 import websocket
 
 from engine.messages import AnswerComplaint, FileComplaint, HandleAlert, PlaceBid
+from tests import tokens
 from tests.services.service_process import start, wait_listening
 from tests.services.supervision_market import HOUR_NS, MINUTE_NS, Market
 from tests.services.test_supervision_service import get
+
+AUTH = [f"Authorization: Bearer {tokens.SUPERVISOR}"]
 
 
 @pytest.fixture
@@ -50,7 +53,7 @@ def recv(ws: Any) -> dict[str, Any]:
 def test_ws_feed_pushes_alerts_and_handling_and_resumes(served: tuple[Market, str]) -> None:
     market, url = served
     feed = url.replace("http://", "ws://") + "ws/alerts"
-    ws = websocket.create_connection(f"{feed}?since=0", timeout=20)
+    ws = websocket.create_connection(f"{feed}?since=0", timeout=20, header=AUTH)
     try:
         assert recv(ws)["type"] == "hello"
         first = recv(ws)
@@ -76,7 +79,7 @@ def test_ws_feed_pushes_alerts_and_handling_and_resumes(served: tuple[Market, st
         ws.close()
 
     # Resume after the last alert seen: only newer ones (none yet), then live.
-    ws = websocket.create_connection(f"{feed}?since=1&lot=L1", timeout=20)
+    ws = websocket.create_connection(f"{feed}?since=1&lot=L1", timeout=20, header=AUTH)
     try:
         assert recv(ws)["since"] == 1
         again = recv(ws)
@@ -84,7 +87,7 @@ def test_ws_feed_pushes_alerts_and_handling_and_resumes(served: tuple[Market, st
     finally:
         ws.close()
     # And from the start, an alert carries its handling so far.
-    ws = websocket.create_connection(f"{feed}?since=0", timeout=20)
+    ws = websocket.create_connection(f"{feed}?since=0", timeout=20, header=AUTH)
     try:
         recv(ws)
         assert [h["action"] for h in recv(ws)["handling"]] == ["escalate"]

@@ -18,6 +18,7 @@ from engine.messages import FreezeLot, PlaceBid
 from persistence.service import ServiceStore
 from services.follower import Follower
 from services.supervision.projection import SupervisionProjection, SupervisionReader
+from tests import tokens
 from tests.services.service_process import kill_while_growing, start, wait_listening
 from tests.services.supervision_market import HOUR_NS, MINUTE_NS, NS_PER_S, Market
 
@@ -47,8 +48,10 @@ def grow(market: Market, rng: random.Random, lots: int) -> Iterator[None]:
         yield
 
 
-def get(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as r:
+def get(url: str, token: str = tokens.SUPERVISOR) -> object:
+    """GET as a supervisor (the supervision service serves officials only)."""
+    request = urllib.request.Request(url, headers=tokens.bearer(token))
+    with urllib.request.urlopen(request, timeout=10) as r:
         body = r.read()
     return json.loads(body) if r.headers.get_content_type() == "application/json" else body
 

@@ -40,7 +40,7 @@ LOT = "T1"
 START, INC = 100_000_000, 1_000_000  # ¥1,000,000.00 and ¥10,000.00
 # ncurses prefers $COLUMNS / $LINES over the pane's size, and pytest workers may set them.
 ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-ENV |= {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+ENV |= {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PUBEX_TOKEN": TOKEN}
 
 
 def free_port() -> int:
@@ -72,7 +72,7 @@ class Server:
         ports = ["--ws-port", str(self.ws_port), "--http-port", str(self.http_port)]
         with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [PUBEX, "serve", "--data", str(self.data), *ports],
+                [PUBEX, "serve", "--data", str(self.data), "--sandbox", *ports],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -132,7 +132,7 @@ def pubex(*args: str) -> str:
 def setup_bidder(srv: Server, key: Path) -> None:
     """keygen -> register the key -> an open English lot -> register + deposit."""
     pubex("keygen", "--out", str(key), "--key-id", "tmux-key")
-    admin = ["admin", "--url", srv.ws, "--token", TOKEN]
+    admin = ["admin", "--url", srv.ws]  # the token: $PUBEX_TOKEN (ENV)
     pubex(*admin, "register-key", "--bidder", "tmux-bidder", "--pub", f"{key}.pub")
     pubex(
         *admin,
