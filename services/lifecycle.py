@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,10 +83,12 @@ def access_from_args(args: argparse.Namespace, prog: str) -> Access:
     try:
         settings = load_settings(args.platform_config)
     except ConfigError as e:
-        raise SystemExit(f"{prog}: {e}") from None
+        print(f"{prog}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     refused = dev_token_refusal(settings.auth, args.demo, "--platform-config")
     if refused:
-        raise SystemExit(f"{prog}: {refused}")
+        print(f"{prog}: {refused}", file=sys.stderr)
+        raise SystemExit(2)
     origins: set[str] = set()
     for url in args.console_origin:
         parts = urlsplit(url)
