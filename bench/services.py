@@ -262,7 +262,8 @@ def child_run(name: str, data: Path, out: Path) -> int:
     mod = importlib.import_module(module)
     ap = argparse.ArgumentParser()
     mod.configure(ap)
-    args = ap.parse_args(["--data", str(data), "--http-port", "0"])
+    # a scratch data dir on loopback: the development tokens are fine (--demo)
+    args = ap.parse_args(["--data", str(data), "--http-port", "0", "--demo"])
     samples: array.array[int] = array.array("q")
     timing: dict[str, float] = {}
     _instrument(samples, timing)
