@@ -19,8 +19,10 @@ the upgrade request and a failure is an HTTP status:
 * Services (the registry): a token from ``service_tokens``; the connection's
   role is ``service`` and its commands' origin ``service:<id>``.
 * Every failure is the same 401 body (``authentication failed``: an unknown key
-  and a bad signature look alike) and slows its client address down
-  (``gateway.access.FailureGate``; 429 while the back-off lasts).
+  and a bad signature look alike).  A wrong token slows its client address down
+  (``gateway.access.FailureGate``; 429 while the back-off lasts); a bidder's
+  failures do not (an Ed25519 signature cannot be guessed, and one bidder with
+  a skewed clock must not lock out the others behind its NAT).
 * No credentials: a public watcher (read-only), if watchers are allowed.
 
 The client IP and a device fingerprint (a hash of the user agent and the
@@ -127,19 +129,19 @@ class Authenticator:
         token = _bearer(headers.get("authorization", "")) or _cookie(
             headers.get("cookie", ""), "pubex_token"
         )
-        if key_id or token:
+        if key_id:
+            # Not slowed down: a signature cannot be guessed, and a bidder with a bad
+            # clock must not lock out the others behind the same address.
+            return self._bidder(key_id, query, headers, state, ip, fingerprint)
+        if token:
             wait = self.gate.wait_s(ip)
             if wait > 0:
                 self.gate.refused(ip)
                 raise AuthError(429, f"too many failed authentications: retry in {wait:.0f} s")
             try:
-                if key_id:
-                    who = self._bidder(key_id, query, headers, state, ip, fingerprint)
-                else:
-                    who = self._token(token, ip, fingerprint)
-            except AuthError as e:
-                if e.status == 401:
-                    self.gate.failed(ip)
+                who = self._token(token, ip, fingerprint)
+            except AuthError:
+                self.gate.failed(ip)
                 raise
             self.gate.succeeded(ip)
             return who
