@@ -404,6 +404,26 @@ def _throttled(wait_s: float) -> Response:
     return response
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read no further than ``limit`` bytes (a client that
+    sends more is refused, not buffered: Starlette's ``body()`` would keep it
+    all in memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"body over {limit} bytes")
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body over {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def caller_of(request: HTTPConnection) -> Caller:
     who = getattr(request.state, "principal", None)
     return who if isinstance(who, Caller) else ANON

@@ -30,9 +30,11 @@ from gateway.access import (
     STAFF,
     SUPERVISOR,
     Access,
+    BodyTooLarge,
     Rule,
     TokenBook,
     json_response,
+    read_body,
 )
 from gateway.server import Gateway
 
@@ -75,10 +77,10 @@ def build_app(
         """``POST /login`` ``{"token": T}``: a staff or supervisor token (never
         in a URL) becomes the console's ``pubex_token`` cookie; 401 otherwise.
         Failed logins slow their address down like every failed authentication."""
-        if len(await request.body()) > 1024:
-            return json_response({"error": "body over 1024 bytes"}, 400)
         try:
-            token = _LOGIN.decode(await request.body()).token
+            token = _LOGIN.decode(await read_body(request, 1024)).token
+        except BodyTooLarge as e:
+            return json_response({"error": str(e)}, 413)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             return json_response({"error": f"body: {e}"}, 400)
         if not _TOKEN.fullmatch(token):  # a cookie value: printable ASCII only

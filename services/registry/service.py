@@ -53,9 +53,11 @@ from gateway.access import (
     REGISTRY_WRITERS,
     STAFF,
     Access,
+    BodyTooLarge,
     Rule,
     TokenBook,
     caller_of,
+    read_body,
 )
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
@@ -287,7 +289,11 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
     bodies = p.Reader.from_limits(reg.limits)
 
     async def body(request: Request, kind: Any) -> Any:
-        return bodies.body(await request.body(), kind)
+        try:
+            data = await read_body(request, reg.limits.max_frame_bytes)
+        except BodyTooLarge as e:  # refused as the Reader would, without buffering it
+            raise p.FrameError(p.GatewayError.frame_too_large, str(e)) from None
+        return bodies.body(data, kind)
 
     async def write(frames: list[tuple[p.StaffFrame, str]], request: Request) -> Response:
         try:

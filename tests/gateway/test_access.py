@@ -400,3 +400,31 @@ async def test_login_is_a_post_with_the_token_in_the_body(server) -> None:
             return e.code
 
     assert await trio.to_thread.run_sync(get_login) == 405  # no token in any URL
+
+
+async def test_public_and_staff_bodies_are_read_only_up_to_their_bound(server, registry) -> None:
+    """An anonymous POST /login past 1 KiB is refused 413 -- by its declared length,
+    or once 1 KiB of a chunked body has come (never buffered whole) -- and a staff
+    write past max_frame_bytes 400 frame_too_large."""
+
+    def post_big(size: int, declared: bool) -> int:
+        import http.client
+
+        host, port = server.http_url.split("//")[1].rstrip("/").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        body = b'{"token": "' + b"a" * size + b'"}'
+        headers = {"Content-Type": "application/json"}
+        if declared:
+            conn.request("POST", "/login", body, headers)
+        else:  # chunked: no Content-Length to go by
+            conn.request("POST", "/login", iter([body]), headers, encode_chunked=True)
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    assert await trio.to_thread.run_sync(post_big, 32 << 10, True) == 413
+    assert await trio.to_thread.run_sync(post_big, 32 << 10, False) == 413
+    big = json.dumps({"bidder": "b1", "reason": "r" * 20_000}).encode()
+    headers = {**tokens.bearer(tokens.STAFF), "Content-Type": "application/json"}
+    status, _, reply = await call(registry, "POST", "/api/blacklist", body=big, headers=headers)
+    assert status == 400 and json.loads(reply)["code"] == "frame_too_large"
