@@ -36,6 +36,7 @@ from gateway.access import (
     json_response,
     read_body,
 )
+from gateway.params import guard, id_matcher, path_id
 from gateway.server import Gateway
 
 CONSOLE_DIR = Path(__file__).parent / "console"
@@ -61,9 +62,19 @@ def build_app(
     def json(data: Any, status: int = 200) -> Response:
         return Response(msgspec.json.encode(data), status, media_type="application/json")
 
+    ids = id_matcher(gw.limits.id_pattern)  # a path id that cannot exist is a 400
+
+    def public_lot(request: Request) -> Any:
+        """The lot named in the path, None when unknown -- or still a draft: drafts
+        are for staff and supervisors (the WebSocket), never the public API."""
+        view = gw.views.lots.get(path_id(request, "lot", pattern=ids))
+        return view if view is not None and view.published else None
+
+    @guard
     async def index(request: Request) -> Response:
         return FileResponse(CONSOLE_DIR / "index.html")
 
+    @guard
     async def config(request: Request) -> Response:
         return json(
             {
@@ -107,23 +118,28 @@ def build_app(
     async def metrics(request: Request) -> Response:
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    @guard
     async def healthz(request: Request) -> Response:
         return json({"ok": True, "durable_seq": gw.rt.durable_seq, "queue": gw.rt.queue_depth})
 
+    @guard
     async def server_time(request: Request) -> Response:
         return json({"server_time_ns": time.time_ns()})
 
+    @guard
     async def lots(request: Request) -> Response:
-        return json([v.snapshot() for v in gw.views.lots.values()])
+        return json([v.snapshot() for v in gw.views.lots.values() if v.published])
 
+    @guard
     async def lot(request: Request) -> Response:
-        view = gw.views.lots.get(request.path_params["lot"])
+        view = public_lot(request)
         if view is None:
             return JSONResponse({"error": "unknown lot"}, 404)
         return json(view.snapshot())
 
+    @guard
     async def bids(request: Request) -> Response:
-        view = gw.views.lots.get(request.path_params["lot"])
+        view = public_lot(request)
         if view is None:
             return JSONResponse({"error": "unknown lot"}, 404)
         rows = [
@@ -138,17 +154,20 @@ def build_app(
         ]
         return json(rows)
 
+    @guard
     async def items(request: Request) -> Response:
         return json([v.snapshot() for v in gw.views.items.items.values()])
 
+    @guard
     async def item(request: Request) -> Response:
-        view = gw.views.items.items.get(request.path_params["item"])
+        view = gw.views.items.items.get(path_id(request, "item", pattern=ids))
         if view is None:
             return JSONResponse({"error": "unknown item"}, 404)
         return json(view.snapshot())
 
+    @guard
     async def trades(request: Request) -> Response:
-        view = gw.views.items.items.get(request.path_params["item"])
+        view = gw.views.items.items.get(path_id(request, "item", pattern=ids))
         if view is None:
             return JSONResponse({"error": "unknown item"}, 404)
         return json(list(view.history))

@@ -788,12 +788,17 @@ class Gateway:
     # ------------------------------------------------------ subscriptions
     def _subscribe(self, conn: Connection, lots: list[str]) -> None:
         """Known lots and items (or ``*``) only: an unknown id costs nothing --
-        it is refused, and nothing is kept for it."""
+        it is refused, and nothing is kept for it.  A draft lot is unknown to all
+        but staff and supervisors until it is published (``*`` leaves it out too;
+        ``snapshots`` and ``_on_durable`` hold back its snapshots and events)."""
         views = self.views
+        drafts = _sees_drafts(conn)  # a draft is unknown to everyone else until published
         unknown = [
             lot
             for lot in lots
-            if lot != ALL_LOTS and lot not in views.lots and lot not in views.items.items
+            if lot != ALL_LOTS
+            and (lot not in views.lots or not (drafts or views.lots[lot].published))
+            and lot not in views.items.items
         ]
         if unknown:
             shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
@@ -812,7 +817,10 @@ class Gateway:
                 self.event_subscribers.setdefault(lot, set()).add(conn)
             # Every snapshot is owed now; the refill sends what fits, the rest as
             # the connection drains.
-            conn.stale.update(views.all_ids() if lot == ALL_LOTS else (lot,))
+            if lot == ALL_LOTS:
+                conn.stale.update(views.all_ids() if drafts else views.public_ids())
+            else:
+                conn.stale.add(lot)
         self._refill(conn)
 
     def _refill(self, conn: Connection) -> None:
@@ -821,7 +829,7 @@ class Gateway:
         while stale and not conn.overflowed:
             lot = stale.pop()
             frame = self._snapshot_frame(lot)
-            if frame is None:
+            if frame is None or (self.views.is_draft(lot) and not _sees_drafts(conn)):
                 continue
             conn.offer_snapshot(lot, frame)
             if lot in stale:
@@ -864,6 +872,9 @@ class Gateway:
                 subs = self.event_subscribers.get(ev.lot_id)
                 if not subs and not everyone:
                     continue
+                if self.views.is_draft(ev.lot_id):  # only staff and supervisors see drafts
+                    self._push_draft(ev, outcome, subs or set(), everyone)
+                    continue
                 frame = ws.frame_text(
                     p.encode_text(
                         p.EventFrame(ev.lot_id, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
@@ -875,6 +886,21 @@ class Gateway:
                     if not subs or conn not in subs:
                         conn.push(frame)
         self.metrics.durable_seq.set(self.rt.durable_seq)
+
+    def _push_draft(
+        self, ev: Event, outcome: Outcome, subs: set[Connection], everyone: set[Connection]
+    ) -> None:
+        """A draft lot's event: to the staff and supervisors subscribed to it or to ``*``."""
+        conns = {c for c in subs | everyone if _sees_drafts(c)}
+        if not conns:
+            return
+        frame = ws.frame_text(
+            p.encode_text(
+                p.EventFrame(ev.lot_id, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
+            )
+        )
+        for conn in conns:
+            conn.push(frame)
 
     def _on_commit(self, entries: int, seconds: float) -> None:
         self.metrics.batch_size.observe(entries)
@@ -901,7 +927,10 @@ class Gateway:
                 frame = self._snapshot_frame(lot)
                 if frame is None:
                     continue
-                for conn in self.subscribers.get(lot, set()) | everyone:
+                conns = self.subscribers.get(lot, set()) | everyone
+                if self.views.is_draft(lot):  # staff and supervisors only
+                    conns = {c for c in conns if _sees_drafts(c)}
+                for conn in conns:
                     if conn.offer_snapshot(lot, frame):
                         self.metrics.snapshots_dropped.inc()
 
@@ -928,6 +957,11 @@ class Gateway:
         for conn in list(self.connections):
             with trio.move_on_after(1), contextlib.suppress(ws.ConnectionClosed):
                 await conn.sock.close(1001, "server shutting down")
+
+
+def _sees_drafts(conn: Connection) -> bool:
+    """Staff and supervisors see lots before they are published; nobody else does."""
+    return conn.who.role in (STAFF, SUPERVISOR)
 
 
 def _own_event(events: list[Event]) -> Event | None:

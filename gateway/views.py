@@ -84,6 +84,9 @@ class LotView(msgspec.Struct):
     bids: list[BidRow] = msgspec.field(default_factory=list)
     ranking: list[RankRow] = msgspec.field(default_factory=list)
     settlement: str = ""
+    # LotPublished seen: until then a draft, for staff and supervisors only (never
+    # in the public API, nor to watchers or bidders) -- whatever its status since
+    published: bool = False
 
     def snapshot(self) -> LotSnapshot:
         return LotSnapshot(
@@ -141,6 +144,15 @@ class Views:
     def all_ids(self) -> list[str]:
         return [*self.lots, *self.items.items]
 
+    def public_ids(self) -> list[str]:
+        """Every lot and item but the drafts."""
+        return [*(k for k, v in self.lots.items() if v.published), *self.items.items]
+
+    def is_draft(self, lot_id: str) -> bool:
+        """A lot created and not yet published (False for items and unknown ids)."""
+        view = self.lots.get(lot_id)
+        return view is not None and not view.published
+
     def _fold(self, seq: int, ts_ns: int, ev: Event) -> bool:
         kind = type(ev)
         if kind is LotCreated:
@@ -184,6 +196,7 @@ def _extended(v: LotView, ts_ns: int, seq: int, ev: LotExtended) -> None:
 
 def _published(v: LotView, ts_ns: int, seq: int, ev: LotPublished) -> None:
     v.status, v.start_ns, v.end_ns = "published", ev.start_ns, ev.end_ns
+    v.published = True
 
 
 def _opened(v: LotView, ts_ns: int, seq: int, ev: LotOpened) -> None:

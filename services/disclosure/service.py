@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from gateway.access import METRICS_READERS, PUBLIC, Access, Rule, TokenBook
+from gateway.params import guard, path_id, query_id, query_int
 from services.disclosure.checkpoints import CheckpointPublisher
 from services.disclosure.pages import index_page, lot_page
 from services.disclosure.projection import (
@@ -44,16 +45,6 @@ from services.lifecycle import on_signals, open_stores
 NAME = "disclosure"
 MAX_PAGE = 1000
 PUBLISH_EVERY_S = 0.2
-
-
-def _int_param(request: Request, name: str, default: int, hi: int | None = None) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    value = int(raw)  # ValueError -> 400
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return min(value, hi) if hi is not None else value
 
 
 def checkpoint_page(publisher: CheckpointPublisher, since: int, limit: int) -> dict[str, Any]:
@@ -87,49 +78,48 @@ def build_app(
     def json(data: Any, status: int = 200) -> Response:
         return Response(msgspec.json.encode(data), status, media_type="application/json")
 
-    def bad(e: Exception) -> Response:
-        return json({"error": str(e)}, 400)
-
+    @guard
     async def index(request: Request) -> Response:
         return HTMLResponse(index_page(reader.latest(50), reader.lots()))
 
+    @guard
     async def lot_html(request: Request) -> Response:
-        lot_id = request.path_params["lot"]
+        lot_id = path_id(request, "lot")
         lot = reader.lot(lot_id)
         if lot is None:
             return HTMLResponse("<!doctype html><title>404</title>unknown lot", 404)
         return HTMLResponse(lot_page(lot, reader.notices(0, MAX_PAGE, lot_id)))
 
+    @guard
     async def notices(request: Request) -> Response:
-        try:
-            since = _int_param(request, "since", 0)
-            limit = _int_param(request, "limit", 100, MAX_PAGE)
-        except ValueError as e:
-            return bad(e)
-        found = reader.notices(since, limit, request.query_params.get("lot"))
+        since = query_int(request, "since", 0)
+        limit = query_int(request, "limit", 100, cap=MAX_PAGE)
+        found = reader.notices(since, limit, query_id(request, "lot"))
         return json({"notices": found, "next": found[-1].id if found else since})
 
+    @guard
     async def lots(request: Request) -> Response:
         return json(reader.lots())
 
+    @guard
     async def lot(request: Request) -> Response:
-        found = reader.lot(request.path_params["lot"])
+        found = reader.lot(path_id(request, "lot"))
         return json(found) if found is not None else json({"error": "unknown lot"}, 404)
 
+    @guard
     async def checkpoints(request: Request) -> Response:
         if publisher is None:
             return json({"error": "the ledger has no server key"}, 404)
-        try:
-            since = _int_param(request, "since", 0)
-            limit = _int_param(request, "limit", MAX_PAGE, MAX_PAGE)
-        except ValueError as e:
-            return bad(e)
+        since = query_int(request, "since", 0)
+        limit = query_int(request, "limit", MAX_PAGE, cap=MAX_PAGE)
         return json(checkpoint_page(publisher, since, limit))
 
+    @guard
     async def metrics(request: Request) -> Response:
         follower.refresh_tail()
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
+    @guard
     async def healthz(request: Request) -> Response:
         return json({"ok": True, **msgspec.structs.asdict(follower.statistics())})
 

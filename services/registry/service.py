@@ -33,6 +33,7 @@ and bound.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -58,6 +59,15 @@ from gateway.access import (
     TokenBook,
     caller_of,
     read_body,
+)
+from gateway.params import (
+    ParamError,
+    bad_request,
+    guard,
+    id_matcher,
+    path_id,
+    query_id,
+    query_int,
 )
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
@@ -184,16 +194,6 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status, media_type="application/json")
 
 
-def _int(request: Request, name: str, default: int, hi: int | None = None) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    value = int(raw)
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return min(value, hi) if hi is not None else value
-
-
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
@@ -287,6 +287,7 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
     reader, book = reg.reader, reg.experts
 
     bodies = p.Reader.from_limits(reg.limits)
+    ids = id_matcher(reg.limits.id_pattern)
 
     async def body(request: Request, kind: Any) -> Any:
         try:
@@ -305,10 +306,14 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
         return _json({"results": results}, status)
 
     def handler(fn: Any) -> Any:
+        @functools.wraps(fn)
+        @guard  # a malformed query or path parameter -> 400; the unexpected -> typed 500
         async def wrapped(request: Request) -> Response:
             try:
                 out: Response = await fn(request)
                 return out
+            except ParamError as e:
+                return bad_request(e)
             except p.FrameError as e:
                 return _json({"error": e.message, "code": e.code.name}, 400)
             except (ValueError, msgspec.ValidationError, msgspec.DecodeError, DrawError) as e:
@@ -317,12 +322,12 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
         return wrapped
 
     async def subjects(request: Request) -> Response:
-        limit = max(1, _int(request, "limit", 500, MAX_PAGE))
-        rows = reader.subjects(request.query_params.get("after", ""), limit)
+        limit = query_int(request, "limit", 500, cap=MAX_PAGE, lo=1)
+        rows = reader.subjects(query_id(request, "after", pattern=ids, empty="") or "", limit)
         return _json({"subjects": rows, "next": rows[-1].subject_id if rows else ""})
 
     async def subject(request: Request) -> Response:
-        found = reader.subject(request.path_params["sid"])
+        found = reader.subject(path_id(request, "sid", pattern=ids))
         if found is None:
             return _json({"error": "unknown subject"}, 404)
         return _json({"subject": found[0], "keys": found[1]})
@@ -333,7 +338,7 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
         return await write([(frame, f"key {b.key}")], request)
 
     async def lot(request: Request) -> Response:
-        lot_id = request.path_params["lot"]
+        lot_id = path_id(request, "lot", pattern=ids)
         info = reader.lot(lot_id)
         if info is None:
             return _json({"error": "unknown lot"}, 404)
@@ -349,14 +354,14 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
             b = await body(request, DepositBody)
             frame = p.ConfirmDepositFrame(0, b.lot, b.bidder, b.amount_fen)
             return await write([(frame, f"deposit {b.lot}/{b.bidder}")], request)
-        lot_id = request.query_params.get("lot", "")
-        if not lot_id:
-            raise ValueError("lot is required")
+        lot_id = query_id(request, "lot", pattern=ids)
+        if lot_id is None:
+            raise ParamError("lot", "lot is required")
         return _json({"deposits": reader.registrations(lot_id)})
 
     async def steps(request: Request) -> Response:
-        since = _int(request, "since", 0)
-        rows = reader.steps(since, max(1, _int(request, "limit", 500, MAX_PAGE)))
+        since = query_int(request, "since", 0)
+        rows = reader.steps(since, query_int(request, "limit", 500, cap=MAX_PAGE, lo=1))
         return _json({"steps": rows, "next": rows[-1].step_no if rows else since})
 
     async def payments(request: Request) -> Response:
@@ -389,7 +394,7 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
         return _json({"experts": book.experts()})
 
     async def expert(request: Request) -> Response:
-        eid = request.path_params["eid"]
+        eid = path_id(request, "eid", pattern=ids)
         e = book.expert(eid)
         if e is None:
             return _json({"error": "unknown expert"}, 404)
@@ -417,14 +422,16 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
         return _json({"draws": [public(d) for d in book.draws()]})
 
     async def draw(request: Request) -> Response:
-        d = book.draw(request.path_params["did"])
+        d = book.draw(path_id(request, "did", pattern=ids))
         if d is None:
             return _json({"error": "unknown draw"}, 404)
         return _json({"draw": public(d)})
 
     async def reveal(request: Request) -> Response:
+        did = path_id(request, "did", pattern=ids)  # malformed: 400 even read-only
+        if book.draw(did) is None:
+            return _json({"error": "unknown draw"}, 404)
         try:
-            did = request.path_params["did"]
             return outcome(*await reg.reveal_draw(did, time.time_ns(), actor=actor_of(request)))
         except PermissionError as e:
             return _json({"error": str(e)}, 503)
@@ -432,7 +439,7 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
             return _json({"error": str(e)}, 409)
 
     async def rerun_draw(request: Request) -> Response:
-        d = book.draw(request.path_params["did"])
+        d = book.draw(path_id(request, "did", pattern=ids))
         if d is None:
             return _json({"error": "unknown draw"}, 404)
         ledgered = reader.ledger_draw(d.draw_id)
@@ -440,7 +447,8 @@ def build_app(reg: Registry, access: Access | None = None) -> Starlette:
         return _json({"drawn": again, "matches": again == d.drawn, "ledgered": ledgered})
 
     async def intents(request: Request) -> Response:
-        rows = reg.outbox.intents(_int(request, "since", 0), _int(request, "limit", 500, MAX_PAGE))
+        since = query_int(request, "since", 0)
+        rows = reg.outbox.intents(since, query_int(request, "limit", 500, cap=MAX_PAGE))
         return _json({"intents": rows})
 
     async def metrics(request: Request) -> Response:

@@ -46,6 +46,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.access import METRICS_READERS, OFFICIALS, PUBLIC, Access, Rule, TokenBook
+from gateway.params import ParamError, guard, path_id, path_int, query_id, query_int
 from services.follower import Follower, FollowerMetrics
 from services.lifecycle import on_signals, open_stores
 from services.supervision.model import SupervisionConfig
@@ -77,16 +78,6 @@ class SuperviseError(Exception):
     pass
 
 
-def _int_param(request: Request, name: str, default: int, hi: int | None = None) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    value = int(raw)  # ValueError -> 400 below
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return min(value, hi) if hi is not None else value
-
-
 def build_app(
     reader: SupervisionReader,
     follower: Follower,
@@ -103,41 +94,32 @@ def build_app(
     def json(data: Any, status: int = 200) -> Response:
         return Response(msgspec.json.encode(data), status, media_type="application/json")
 
-    def bad(e: Exception) -> Response:
-        return json({"error": str(e)}, 400)
-
+    @guard
     async def alerts(request: Request) -> Response:
-        try:
-            since = _int_param(request, "since", 0)
-            limit = max(1, _int_param(request, "limit", 100, MAX_PAGE))
-        except ValueError as e:
-            return bad(e)
-        lot = request.query_params.get("lot")
+        since = query_int(request, "since", 0)
+        limit = query_int(request, "limit", 100, cap=MAX_PAGE, lo=1)
+        lot = query_id(request, "lot")
         rows = reader.alerts(since, limit, lot)
         nxt = rows[-1].alert_id if rows else since
         return json({"alerts": rows, "next": nxt, "position": follower.position.seq})
 
+    @guard
     async def alert(request: Request) -> Response:
-        try:
-            alert_id = int(request.path_params["alert_id"])
-        except ValueError as e:
-            return bad(e)
-        found = reader.alert(alert_id)
+        found = reader.alert(path_int(request, "alert_id"))
         if found is None:
             return json({"error": "unknown alert"}, 404)
         a, handling = found
         return json({"alert": a, "handling": handling})
 
+    @guard
     async def lots(request: Request) -> Response:
-        try:
-            limit = max(1, _int_param(request, "limit", 500, MAX_PAGE))
-        except ValueError as e:
-            return bad(e)
-        rows = reader.monitors(request.query_params.get("after", ""), limit)
+        limit = query_int(request, "limit", 500, cap=MAX_PAGE, lo=1)
+        rows = reader.monitors(query_id(request, "after", empty="") or "", limit)
         return json({"lots": rows, "next": rows[-1].lot_id if rows else ""})
 
+    @guard
     async def lot(request: Request) -> Response:
-        m = reader.monitor(request.path_params["lot"])
+        m = reader.monitor(path_id(request, "lot"))
         if m is None:
             return json({"error": "unknown lot"}, 404)
         return json(m)
@@ -148,32 +130,29 @@ def build_app(
         row["overdue"] = bool(c.deadline_ns) and done >= c.deadline_ns
         return row
 
+    @guard
     async def complaints(request: Request) -> Response:
-        try:
-            since = _int_param(request, "since", 0)
-            limit = max(1, _int_param(request, "limit", 100, MAX_PAGE))
-        except ValueError as e:
-            return bad(e)
-        rows = reader.complaints(since, limit, request.query_params.get("lot"))
+        since = query_int(request, "since", 0)
+        limit = query_int(request, "limit", 100, cap=MAX_PAGE, lo=1)
+        rows = reader.complaints(since, limit, query_id(request, "lot"))
         now = time.time_ns()
         nxt = rows[-1].filed_seq if rows else since
         return json({"complaints": [complaint_row(c, now) for c in rows], "next": nxt})
 
+    @guard
     async def complaint(request: Request) -> Response:
-        c = reader.complaint(request.path_params["complaint_id"])
+        c = reader.complaint(path_id(request, "complaint_id"))
         if c is None:
             return json({"error": "unknown complaint"}, 404)
         return json(complaint_row(c, time.time_ns()))
 
     async def ws_alerts(ws: WebSocket) -> None:
         try:
-            since = int(ws.query_params.get("since") or 0)
-            if since < 0:
-                raise ValueError
-        except ValueError:
-            await ws.close(1008, "since must be a non-negative alert id")
+            since = query_int(ws, "since", 0)
+            lot = query_id(ws, "lot")
+        except ParamError as e:
+            await ws.close(1008, e.message)  # before accept: HTTP 403
             return
-        lot = ws.query_params.get("lot") or None
         await ws.accept()
 
         async def send(data: Any) -> None:
@@ -210,10 +189,12 @@ def build_app(
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the client went away mid-send
 
+    @guard
     async def metrics(request: Request) -> Response:
         follower.refresh_tail()
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
+    @guard
     async def healthz(request: Request) -> Response:
         return json({"ok": True, **msgspec.structs.asdict(follower.statistics())})
 
