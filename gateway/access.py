@@ -368,6 +368,7 @@ class Access:
             return response
 
         guarded.__name__ = getattr(handler, "__name__", "guarded")
+        guarded.__wrapped__ = handler  # type: ignore[attr-defined]
         return guarded
 
     def _guard_ws(self, rule: Rule) -> Callable[[WebSocket], Awaitable[None]]:
@@ -386,6 +387,7 @@ class Access:
             ws.state.principal = who
             await handler(ws)
 
+        guarded.__wrapped__ = handler  # type: ignore[attr-defined]
         return guarded
 
 

@@ -25,6 +25,7 @@ import trio
 from prometheus_client import CollectorRegistry
 from starlette.routing import Mount, Route, WebSocketRoute
 
+from gateway.access import Access, FailureGate, TokenBook
 from gateway.http import build_app as gateway_app
 from gateway.http import serve_http
 from ledger.store import LedgerStore
@@ -38,6 +39,7 @@ from services.registry.service import Registry
 from services.registry.service import build_app as registry_app
 from services.supervision.projection import SupervisionProjection, SupervisionReader
 from services.supervision.service import build_app as supervision_app
+from tests import tokens
 from tests.gateway.conftest import Server, connect_staff, create_lot
 from tests.ledger.conftest import signed_ledger
 
@@ -47,7 +49,8 @@ QUERY_PARAMS: dict[str, dict[str, dict[str, str]]] = {
     "gateway": {
         "/": {},
         "/config.json": {},
-        "/login": {"token": "token"},
+        "/login": {},  # the token is in the POST body (tests/gateway/test_access.py)
+        "/logout": {},
         "/metrics": {},
         "/healthz": {},
         "/time": {},
@@ -163,8 +166,11 @@ PATH_ODD: dict[str, list[tuple[str, bool]]] = {
 # HTTP server refuses them (400) before any app sees them -- never a 5xx.
 RAW_TAILS = [b"\xff\xfe", b"\xc0\xaf", b"a\x80b"]
 
-# Headers per app (auth headers go here once the HTTP routes need credentials).
+# Headers per app: a staff token where the routes need one (staff may read and write
+# the registry and read supervision; the gateway and disclosure are public).
 HEADERS: dict[str, dict[str, str]] = {name: {} for name in QUERY_PARAMS}
+HEADERS["registry"] = HEADERS["supervision"] = tokens.bearer(tokens.STAFF)
+ACCESS = Access(TokenBook(staff={tokens.STAFF: tokens.STAFF_ID}), gate=FailureGate(base_s=0.0))
 
 
 # ----------------------------------------------------------------- client
@@ -190,7 +196,10 @@ async def request(
     client-side quoting), ``Connection: close``; read to EOF."""
     host, port = base.split("//", 1)[1].rstrip("/").rsplit(":", 1)
     head = [f"{method} ".encode() + target + b" HTTP/1.1", f"Host: {host}:{port}".encode()]
-    for k, v in {"Connection": "close", "Content-Length": "0", **(headers or {})}.items():
+    base_headers = {"Connection": "close", "Content-Length": "0"}
+    if method == "POST":  # every write is JSON (gateway.access); the body here is empty
+        base_headers["Content-Type"] = "application/json"
+    for k, v in {**base_headers, **(headers or {})}.items():
         head.append(f"{k}: {v}".encode())
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream(host, int(port))
@@ -291,7 +300,9 @@ async def companion_apps(
 
     sv_proj = SupervisionProjection()
     sv_follower = Follower("supervision", ledger, stores[0], [sv_proj])
-    sv = supervision_app(SupervisionReader(stores[0]), sv_follower, CollectorRegistry())
+    sv = supervision_app(
+        SupervisionReader(stores[0]), sv_follower, CollectorRegistry(), access=ACCESS
+    )
     dc_follower = Follower("disclosure", ledger, stores[1], [DisclosureProjection()])
     pub = server_pub_of(data)
     assert pub is not None
@@ -306,7 +317,7 @@ async def companion_apps(
     apps = [
         await served("supervision", sv, sv_follower),
         await served("disclosure", dc, dc_follower),
-        await served("registry", registry_app(reg), reg.follower),
+        await served("registry", registry_app(reg, ACCESS), reg.follower),
     ]
     return apps
 

@@ -27,6 +27,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ from nacl.signing import SigningKey
 from prometheus_client import CollectorRegistry
 from starlette.routing import Mount, Route, WebSocketRoute
 
+from config.settings import LimitSettings
 from gateway import protocol as p
 from tests import tokens
 
@@ -89,7 +91,7 @@ MATRIX: dict[tuple[str, str, str], tuple[int, ...]] = {
     ("registry", "GET", "/api/draws"): (*AUTH_ONLY, 200, 200, 200),
     ("registry", "POST", "/api/draws"): (*AUTH_ONLY, 400, 403, 400),
     ("registry", "GET", "/api/draws/{did}"): (*AUTH_ONLY, 404, 404, 404),
-    ("registry", "POST", "/api/draws/{did}/reveal"): (*AUTH_ONLY, 400, 403, 400),
+    ("registry", "POST", "/api/draws/{did}/reveal"): (*AUTH_ONLY, 404, 403, 404),
     ("registry", "GET", "/api/draws/{did}/rerun"): (*AUTH_ONLY, 404, 404, 404),
     ("registry", "GET", "/api/intents"): (*AUTH_ONLY, 200, 200, 200),
     ("registry", "GET", "/metrics"): PUB,
@@ -134,7 +136,7 @@ def live_routes() -> set[tuple[str, str, str]]:
 
     found: set[tuple[str, str, str]] = {("gateway", "WS", "/ws")}  # trio-websocket's port
     apps: dict[str, Any] = {
-        "gateway": gateway_app(None, "ws://x/ws"),  # type: ignore[arg-type]
+        "gateway": gateway_app(SimpleNamespace(limits=LimitSettings()), "ws://x/ws"),  # type: ignore[arg-type]
         "supervision": supervision_app(None, None, CollectorRegistry()),  # type: ignore[arg-type]
         "disclosure": disclosure_app(None, None, None, CollectorRegistry()),  # type: ignore[arg-type]
     }
