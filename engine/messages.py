@@ -35,7 +35,7 @@ ENGINE_VERSION = 7  # 2: Dutch; 3: sealed; 4: reverse; 5: VBP, scoring, draws, s
 SESSIONS_VERSION = 7  # the first engine version with sessions and client_seq_reused
 SESSIONS_PER_IDENTITY = 16  # the default bound of sessions kept per origin
 MAX_SESSIONS_PER_IDENTITY = 1024
-SESSION_MAX_CHARS = 64
+SESSION_PATTERN = r"[A-Za-z0-9._-]{1,64}"  # a client session id ("" = the default session)
 
 
 # ---------------------------------------------------------------- commands

@@ -46,7 +46,7 @@ from engine.english import English
 from engine.listing import Listing
 from engine.messages import (
     MAX_SESSIONS_PER_IDENTITY,
-    SESSION_MAX_CHARS,
+    SESSION_PATTERN,
     SESSIONS_PER_IDENTITY,
     SESSIONS_VERSION,
     AcceptPrice,
@@ -163,7 +163,7 @@ RECENT_OUTCOMES = 32  # outcomes remembered per session (trimmed in bulk past th
 RECENT_TRIM = RECENT_OUTCOMES + 16
 OUTCOME_BITS = 12  # an outcome is stored as seq << 12 | code (codes are < 4096)
 OUTCOME_MASK = (1 << OUTCOME_BITS) - 1
-_SESSION = re.compile(rf"[A-Za-z0-9._-]{{1,{SESSION_MAX_CHARS}}}")
+_SESSION = re.compile(SESSION_PATTERN)
 DUTCH = Dutch()
 SEALED = Sealed()
 REVERSE = Reverse()

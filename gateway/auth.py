@@ -17,6 +17,11 @@ the upgrade request and a failure is an HTTP status:
 * Services (the registry): a token from ``service_tokens``; the connection's
   role is ``service`` and its commands' origin ``service:<id>``.
 * No credentials: a public watcher (read-only), if watchers are allowed.
+* Any client may name its ``session`` (query ``session`` or header
+  ``X-Pubex-Session``; 1-64 of ``[A-Za-z0-9._-]``, else 400; absent = the
+  default session ""): the engine numbers client_seq per (origin, session), so
+  two clients of one identity never collide.  Every command of the connection
+  carries it; a client reconnecting with its session continues its numbering.
 
 The client IP and a device fingerprint (a hash of the user agent and the
 client's ``device`` id) are kept with the connection and ledgered with each of
@@ -26,6 +31,7 @@ its commands, for the supervision rules.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from urllib.parse import parse_qs, urlsplit
@@ -34,11 +40,13 @@ import msgspec
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from engine.messages import SESSION_PATTERN
 from engine.state import EngineState
 from gateway.protocol import auth_message
 
 BIDDER, STAFF, SUPERVISOR, WATCHER = "bidder", "staff", "supervisor", "watcher"
 SERVICE = "service"
+_SESSION = re.compile(SESSION_PATTERN).fullmatch
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -47,6 +55,7 @@ class Principal(msgspec.Struct, frozen=True):
     bidder_id: str = ""
     ip: str = ""
     fingerprint: str = ""
+    session: str = ""  # the client's session id ("" = the default session)
 
 
 class AuthError(Exception):
@@ -107,21 +116,26 @@ class Authenticator:
             raise AuthError(403, f"origin {origin} not allowed")
         query = {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
         fingerprint = _fingerprint(headers, query)
+        session = query.get("session") or headers.get("x-pubex-session", "")
+        if session and _SESSION(session) is None:
+            raise AuthError(400, "session must be 1-64 of A-Z a-z 0-9 . _ -")
         key_id = query.get("key") or headers.get("x-pubex-key")
         if key_id:
-            return self._bidder(key_id, query, headers, state, ip, fingerprint)
+            return self._bidder(key_id, query, headers, state, ip, fingerprint, session)
         token = query.get("token") or _cookie(headers.get("cookie", ""), "pubex_token")
         if token:
             if token in self.staff_tokens:
-                return Principal(STAFF, self.staff_tokens[token], "", ip, fingerprint)
+                return Principal(STAFF, self.staff_tokens[token], "", ip, fingerprint, session)
             if token in self.supervisor_tokens:
-                return Principal(SUPERVISOR, self.supervisor_tokens[token], "", ip, fingerprint)
+                ident = self.supervisor_tokens[token]
+                return Principal(SUPERVISOR, ident, "", ip, fingerprint, session)
             if token in self.service_tokens:
-                return Principal(SERVICE, self.service_tokens[token], "", ip, fingerprint)
+                ident = self.service_tokens[token]
+                return Principal(SERVICE, ident, "", ip, fingerprint, session)
             raise AuthError(401, "unknown token")
         if not self.watchers_allowed:
             raise AuthError(401, "credentials required")
-        return Principal(WATCHER, "", "", ip, fingerprint)
+        return Principal(WATCHER, "", "", ip, fingerprint, session)
 
     def _bidder(
         self,
@@ -131,6 +145,7 @@ class Authenticator:
         state: EngineState,
         ip: str,
         fingerprint: str,
+        session: str,
     ) -> Principal:
         def field(name: str) -> str:
             return query.get(name) or headers.get(f"x-pubex-{name}", "")
@@ -157,7 +172,7 @@ class Authenticator:
             raise AuthError(401, "bad signature") from None
         if not self.nonces.add(f"{key_id}|{nonce}", now):
             raise AuthError(401, "nonce already used")
-        return Principal(BIDDER, key_id, record.bidder_id, ip, fingerprint)
+        return Principal(BIDDER, key_id, record.bidder_id, ip, fingerprint, session)
 
     def _verify_key(self, key_id: str, public_key_hex: str) -> VerifyKey:
         vk = self._verify_keys.get(key_id)

@@ -82,7 +82,16 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.run)
-            await rt.call(RuntimeStarted("system", 0, accelerate, rt.sandbox, ENGINE_VERSION))
+            await rt.call(
+                RuntimeStarted(
+                    "system",
+                    0,
+                    accelerate,
+                    rt.sandbox,
+                    ENGINE_VERSION,
+                    settings.limits.sessions_per_identity,
+                )
+            )
             auth = Authenticator(
                 staff_tokens=dict(settings.auth.staff_tokens),
                 supervisor_tokens=dict(settings.auth.supervisor_tokens),

@@ -42,8 +42,11 @@ class Client:
         key_id: str = "",
         token: str = "",
         device: str = "",
+        session: str = "",
         headers: list[tuple[str, str]] | None = None,
     ) -> Client:
+        """``session``: the client session its client_seqs count in ("" = the
+        default); reconnect with the same one to continue its numbering."""
         query: dict[str, str] = {}
         if key is not None:
             query = p.auth_params(key, key_id, int(time.time() * 1000), secrets.token_hex(12))
@@ -51,6 +54,8 @@ class Client:
             query["token"] = token
         if device:
             query["device"] = device
+        if session:
+            query["session"] = session
         full = f"{url}?{urlencode(query)}" if query else url
         sock = await ws.connect(nursery, full, headers)
         first = p.decode_server(await sock.receive())
