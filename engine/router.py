@@ -273,6 +273,12 @@ class Router:
             for lot_id in self._bidder_lots.get(bidder_id, ())
         }
 
+    def high_seq(self, origin: str, session: str = "") -> int:
+        """The highest client_seq seen in (origin, session); 0 for a new or forgotten one."""
+        known = self.state.origins.get(origin)
+        found = known.sessions.get(session) if known is not None else None
+        return found.high_seq if found is not None else 0
+
     def state_hash(self) -> str:
         return hash_state(self.state)
 

@@ -400,11 +400,8 @@ class Gateway:
     def _hello(self, who: Principal) -> p.Hello:
         router = self.rt.router
         codes = router.codes_of(who.bidder_id) if who.role == BIDDER else {}
-        high_seq = 0
-        if who.role != WATCHER:  # where this session's numbering stands (0: new)
-            sessions = router.state.origins.get(self._origin_of(who))
-            session = sessions.sessions.get(who.session) if sessions is not None else None
-            high_seq = session.high_seq if session is not None else 0
+        # where this session's numbering stands (0: new)
+        high_seq = router.high_seq(self._origin_of(who), who.session) if who.role != WATCHER else 0
         return p.Hello(
             who.role,
             time.time_ns(),

@@ -48,9 +48,7 @@ class WsDemo:
 
     def next_seq(self, origin: str) -> int:
         """The next client_seq of the demo's own session (SESSION) of ``origin``."""
-        known = self.router.state.origins.get(origin)
-        session = known.sessions.get(SESSION) if known is not None else None
-        last = self.seqs.get(origin, session.high_seq if session is not None else 0)
+        last = self.seqs.get(origin, self.router.high_seq(origin, SESSION))
         self.seqs[origin] = last + 1
         return last + 1
 

@@ -37,6 +37,7 @@ from tests.gateway.conftest import (
 
 pytestmark = pytest.mark.timeout(90)
 STAFF_ORIGIN = "staff:staff-01"
+BIG = 10**12  # above the process-wide staff counter the helpers use (next_staff_seq)
 
 
 async def staff_in(nursery: trio.Nursery, srv: Server, session: str) -> Client:
@@ -87,14 +88,14 @@ async def test_a_reconnect_in_its_session_continues_and_retries_get_the_original
     staff = await staff_in(nursery, server, "desk-1")
     [b] = await lot_with_bidders(staff, "S1", 1)
     hello_seq = staff.hello.client_seq
-    first = await staff_ok(staff, p.FreezeLotFrame(100, "S1", "check"))
+    first = await staff_ok(staff, p.FreezeLotFrame(BIG, "S1", "check"))
     await staff.close()
     again = await staff_in(nursery, server, "desk-1")
-    assert (again.hello.session, again.hello.client_seq) == ("desk-1", 100)
-    retry = await again.staff(p.FreezeLotFrame(100, "S1", "check"))
+    assert (again.hello.session, again.hello.client_seq) == ("desk-1", BIG)
+    retry = await again.staff(p.FreezeLotFrame(BIG, "S1", "check"))
     assert isinstance(retry, p.Ack) and retry.retried
     assert (retry.seq, retry.entry_hash) == (first.seq, first.entry_hash)
-    await staff_ok(again, p.ResumeLotFrame(101, "S1", "done"))
+    await staff_ok(again, p.ResumeLotFrame(BIG + 1, "S1", "done"))
     assert hello_seq == 0
     # a bidder's tab: the same, for a signed bid
     with trio.fail_after(10):
@@ -131,10 +132,10 @@ async def test_a_reused_client_seq_with_another_command_is_refused_by_the_engine
     assert (other.code, other.name) == (Reject.client_seq_reused, "client_seq_reused")
     assert other.seq > 0  # an engine refusal: ledgered
     # staff, after a reconnect in the same session: a terminate under a create's seq
-    await staff_ok(staff, lot_frame(500, "R2"))
+    await staff_ok(staff, lot_frame(BIG, "R2"))
     await staff.close()
     staff = await staff_in(nursery, server, "desk-2")
-    reused = await staff.staff(p.TerminateLotFrame(500, "R1", "x"))
+    reused = await staff.staff(p.TerminateLotFrame(BIG, "R1", "x"))
     assert isinstance(reused, p.Error) and reused.code == Reject.client_seq_reused
     router = server.gateway.rt.router
     assert router.state.lots["R1"].status == "open" and router.state.lots["R1"].price_fen == 10_000
