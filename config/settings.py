@@ -117,6 +117,10 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     subscriptions_per_connection: Positive = 5_000  # known lots and items only
     snapshot_interval_ms: Positive = 100
     heartbeat_s: Positive = 15  # a peer that misses a ping for this long is dropped
+    # client_seq sessions the engine keeps per origin (staff id, service, bidder);
+    # past it a new session forgets the least recently used one.  Ledgered with
+    # each start (RuntimeStarted), so a replay bounds them as the run did.
+    sessions_per_identity: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
 
     def __post_init__(self) -> None:
         try:

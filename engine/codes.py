@@ -24,6 +24,7 @@ class Reject(IntEnum):
     not_authorized = 101
     client_seq_stale = 102
     invalid_origin = 103
+    client_seq_reused = 104  # the client_seq was used by another command of the session
 
     # 2xx lot state
     unknown_lot = 201

@@ -5,8 +5,9 @@ evolution rule: new fields are appended with defaults; tags are never reused.
 
 Every command carries its ``origin`` -- ``"<kind>:<id>"`` with kind one of
 ``bidder``, ``supplier``, ``purchaser``, ``staff``, ``service`` or
-``system`` -- and the origin's
-``client_seq`` (strictly increasing per origin; 0 only for ``system``).
+``system`` -- the ``client_session`` the client chose at its handshake ("" =
+the default session) and its ``client_seq`` (strictly increasing per (origin,
+client_session); 0 only for ``system``).
 
 Events never carry a bidder identity: bidders appear only by their per-lot
 bidder code.  No event carries the reserve amount before the lot has closed.
@@ -27,14 +28,30 @@ Mechanism = Literal["english", "listing", "dutch", "sealed", "reverse", "vbp"]
 # a ledger replays exactly only with the engine version that wrote it, so each
 # start records it (RuntimeStarted) and verification can tell a mismatch from
 # tampering.
-ENGINE_VERSION = 6  # 2: Dutch; 3: sealed; 4: reverse; 5: VBP, scoring, draws, settlement, e-mall;
-# 6: a Dutch acceptance carries its signed price (AcceptPrice.amount_fen)
+ENGINE_VERSION = 7  # 2: Dutch; 3: sealed; 4: reverse; 5: VBP, scoring, draws, settlement, e-mall;
+# 6: a Dutch acceptance carries its signed price (AcceptPrice.amount_fen);
+# 7: client_seq per (origin, session); a reused client_seq with another command is
+# refused client_seq_reused (older ledgers keep answering it as a retry, see Router)
+SESSIONS_VERSION = 7  # the first engine version with sessions and client_seq_reused
+SESSIONS_PER_IDENTITY = 16  # the default bound of sessions kept per origin
+MAX_SESSIONS_PER_IDENTITY = 1024
+SESSION_PATTERN = r"[A-Za-z0-9._-]{1,64}"  # a client session id ("" = the default session)
 
 
 # ---------------------------------------------------------------- commands
 
 
-class Command(msgspec.Struct, frozen=True, tag_field="type", gc=False):
+class _Sessioned(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """The client session, keyword-only so it sorts after every command's own fields
+    (``session`` is taken: e-mall trading sessions).
+
+    ``omit_defaults``: a command of the default session encodes without the key, as
+    commands did before sessions existed, and older entries decode with ""."""
+
+    client_session: str = ""
+
+
+class Command(_Sessioned, frozen=True, tag_field="type", gc=False):
     origin: str
     client_seq: int
 
@@ -57,6 +74,9 @@ class RuntimeStarted(Command, frozen=True, tag="runtime_started"):
     accelerate: int = 1
     sandbox: bool = False
     engine_version: int = 0  # ENGINE_VERSION of the build that wrote what follows
+    # [limits] sessions_per_identity of this run (0 = the engine's default): ledgered,
+    # so a replay bounds sessions exactly as the run did
+    sessions_per_identity: int = 0
 
 
 class RegisterKey(Command, frozen=True, tag="register_key"):

@@ -9,10 +9,18 @@ the engine never reads a clock.  Per command, in order:
    (deadline, lot id) order.  A bid arriving at or after a close therefore
    finds the lot closed (``lot_closed``).  ``SuspendOverdue`` is the one
    exception: it suspends those lots instead (system failure, R-1.8.1).
-2. Retries: per origin the router keeps the highest ``client_seq`` and the
-   outcomes of the last ``RECENT_OUTCOMES`` commands.  A retried command gets
-   its original outcome back (``CommandRetried``) and never applies twice;
-   an older one is refused ``client_seq_stale``.
+2. Retries: per (origin, session) the router keeps the highest ``client_seq``
+   and, for the last ``RECENT_OUTCOMES`` commands, their outcome and a digest
+   of the command (BLAKE2b-128 of its msgpack encoding, the ledger's bytes).
+   A retried command -- the same client_seq with the same digest -- gets its
+   original outcome back (``CommandRetried``) and never applies twice; the
+   same client_seq with another command is refused ``client_seq_reused``; an
+   older one is refused ``client_seq_stale``.  An origin keeps at most
+   ``state.sessions_per_identity`` sessions (ledgered by ``RuntimeStarted``):
+   a new session past the bound evicts the least recently used one (lowest
+   ``last_used``: the applied count of its latest new client_seq, or of its
+   creation -- retries and stale commands change nothing; unique, so the
+   choice is deterministic), whose numbering and memory are then forgotten.
 3. Authorisation by origin kind, then the command's handler: validate fully,
    then mutate.  Refusals are ``CommandRejected`` events with stable codes.
 
@@ -22,7 +30,9 @@ the command just applied (the ledger ledgers every command).
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +45,10 @@ from engine.emall import Emall
 from engine.english import English
 from engine.listing import Listing
 from engine.messages import (
+    MAX_SESSIONS_PER_IDENTITY,
+    SESSION_PATTERN,
+    SESSIONS_PER_IDENTITY,
+    SESSIONS_VERSION,
     AcceptPrice,
     AcceptRevival,
     AlertHandled,
@@ -104,6 +118,7 @@ from engine.messages import (
     Tick,
     UnblacklistBidder,
     WithdrawSealed,
+    encode_command,
 )
 from engine.reverse import Reverse
 from engine.rules import MAX_DURATION_NS, MAX_TIME_NS, MAX_UNITS, MIN_TICK_NS
@@ -137,16 +152,18 @@ from engine.state import (
     KeyRecord,
     Lot,
     OriginState,
+    SessionState,
     decode_state,
     encode_state,
     hash_state,
 )
 from engine.vbp_lot import Vbp
 
-RECENT_OUTCOMES = 32  # outcomes remembered per origin (trimmed in bulk past the slack)
+RECENT_OUTCOMES = 32  # outcomes remembered per session (trimmed in bulk past the slack)
 RECENT_TRIM = RECENT_OUTCOMES + 16
 OUTCOME_BITS = 12  # an outcome is stored as seq << 12 | code (codes are < 4096)
 OUTCOME_MASK = (1 << OUTCOME_BITS) - 1
+_SESSION = re.compile(SESSION_PATTERN)
 DUTCH = Dutch()
 SEALED = Sealed()
 REVERSE = Reverse()
@@ -256,6 +273,12 @@ class Router:
             for lot_id in self._bidder_lots.get(bidder_id, ())
         }
 
+    def high_seq(self, origin: str, session: str = "") -> int:
+        """The highest client_seq seen in (origin, session); 0 for a new or forgotten one."""
+        known = self.state.origins.get(origin)
+        found = known.sessions.get(session) if known is not None else None
+        return found.high_seq if found is not None else 0
+
     def state_hash(self) -> str:
         return hash_state(self.state)
 
@@ -284,19 +307,25 @@ class Router:
         known = self._origins.get(origin)
         if known is None:
             known = self._learn_origin(origin)
-        kind, self._ident, session = known
+        kind, self._ident, sessions = known
         entry = self._handlers.get(type(cmd))
         if entry is None or not kind:
             return self._refuse(cmd, out, Reject.invalid_origin, "malformed origin or command")
         kinds, handler = entry
-        if session is None:  # the system origin: no retries, only its own commands
+        if sessions is None:  # the system origin: no retries, only its own commands
             if kinds is not SYSTEM:
                 return self._refuse(cmd, out, Reject.not_authorized, "system origin")
             handler(cmd, now_ns, out)
             return out
+        session = sessions.sessions.get(cmd.client_session)
+        if session is None:
+            session = self._open_session(sessions, cmd.client_session)
+            if session is None:
+                return self._refuse(cmd, out, Reject.invalid_origin, "malformed session")
         client_seq = cmd.client_seq
+        digest = hashlib.blake2b(encode_command(cmd), digest_size=16).digest()
         if client_seq <= session.high_seq:
-            return self._retried(cmd, session, out)
+            return self._retried(cmd, digest, session, out)
         if kind not in kinds:
             self._refuse(cmd, out, Reject.not_authorized, kind)
             code: int = Reject.not_authorized
@@ -307,31 +336,49 @@ class Router:
                 out.append(CommandRejected(_lot_of(cmd), r.code, r.detail, "", _amount_of(cmd)))
                 code = r.code
         session.high_seq = client_seq
+        session.last_used = state.applied
         recent = session.recent
-        recent[client_seq] = state.applied << OUTCOME_BITS | code
+        recent[client_seq] = (state.applied << OUTCOME_BITS | code, digest)
         if len(recent) > RECENT_TRIM:
             session.recent = dict(list(recent.items())[-RECENT_OUTCOMES:])
         return out
 
     def _learn_origin(self, origin: str) -> tuple[str, str, OriginState | None]:
-        """Cache (kind, identity, retry memory) per origin -- derived, not state."""
+        """Cache (kind, identity, sessions) per origin -- derived, not state."""
         kind = _kind_of(origin)
         ident = origin.partition(":")[2]
-        session = None
+        sessions = None
         if kind and kind != "system":
-            session = self.state.origins.get(origin)
-            if session is None:
-                session = self.state.origins[origin] = OriginState()
-        known = (kind, ident, session)
+            sessions = self.state.origins.get(origin)
+            if sessions is None:
+                sessions = self.state.origins[origin] = OriginState()
+        known = (kind, ident, sessions)
         if kind:
             self._origins[origin] = known
         return known
 
-    def _retried(self, cmd: Command, session: OriginState, out: list[Event]) -> list[Event]:
+    def _open_session(self, sessions: OriginState, name: str) -> SessionState | None:
+        """A new session of an origin (None: a malformed name); past the bound the
+        least recently used one is forgotten first."""
+        if name and _SESSION.fullmatch(name) is None:
+            return None
+        known = sessions.sessions
+        while len(known) >= self.state.sessions_per_identity:
+            del known[min(known, key=lambda k: known[k].last_used)]
+        session = known[name] = SessionState(last_used=self.state.applied)
+        return session
+
+    def _retried(
+        self, cmd: Command, digest: bytes, session: SessionState, out: list[Event]
+    ) -> list[Event]:
         prior = session.recent.get(cmd.client_seq)
         if prior is None:
             return self._refuse(cmd, out, Reject.client_seq_stale, str(session.high_seq))
-        seq, code = prior >> OUTCOME_BITS, prior & OUTCOME_MASK
+        outcome, original = prior
+        seq, code = outcome >> OUTCOME_BITS, outcome & OUTCOME_MASK
+        if original != digest and not self.state.legacy_retries:
+            detail = f"client_seq {cmd.client_seq} was used by entry {seq} for another command"
+            return self._refuse(cmd, out, Reject.client_seq_reused, detail)
         out.append(CommandRetried(_lot_of(cmd), cmd.client_seq, seq, code))
         return out
 
@@ -392,6 +439,12 @@ class Router:
             self._schedule(lot)
 
     def _runtime_started(self, cmd: RuntimeStarted, now_ns: int, out: list[Event]) -> None:
+        """Records how the run counts sessions; older builds (an older engine_version
+        in the ledger) answered any reused client_seq as a retry, and their
+        entries must replay to the events they recorded."""
+        bound = cmd.sessions_per_identity or SESSIONS_PER_IDENTITY
+        self.state.sessions_per_identity = min(max(bound, 1), MAX_SESSIONS_PER_IDENTITY)
+        self.state.legacy_retries = cmd.engine_version < SESSIONS_VERSION
         out.append(RuntimeStartedEvent("", cmd.accelerate, cmd.sandbox, cmd.engine_version))
 
     def _register_key(self, cmd: RegisterKey, now_ns: int, out: list[Event]) -> None:

@@ -13,7 +13,14 @@ import hashlib
 import msgspec
 
 from engine.emall import Item, dec_hook, enc_hook
+from engine.messages import SESSIONS_PER_IDENTITY
 from engine.rules import RuleSet
+
+# The layout of EngineState (and so of snapshots and the state hash).  A snapshot
+# records the version it was written with; one of another version is never loaded:
+# start-up replays the ledger from genesis instead (ledger.replay.restore_snapshot).
+# 1: before versioning; 2: client_seq per (origin, session), payload digests.
+STATE_VERSION = 2
 
 # Lot statuses.
 DRAFT = "draft"
@@ -136,10 +143,20 @@ class Lot(msgspec.Struct):
     next_rank: int = 0  # the next rank a lapsed share goes to (1-based)
 
 
-class OriginState(msgspec.Struct):
+class SessionState(msgspec.Struct):
+    """One (origin, session)'s client_seq and retry memory."""
+
     high_seq: int = 0
-    # client_seq -> ledger seq << 12 | outcome code (0 = accepted); bounded, oldest first
-    recent: dict[int, int] = msgspec.field(default_factory=dict)
+    last_used: int = 0  # the applied count of its creation or latest new client_seq
+    # client_seq -> (ledger seq << 12 | outcome code (0 = accepted), the command's
+    # digest); bounded, oldest first
+    recent: dict[int, tuple[int, bytes]] = msgspec.field(default_factory=dict)
+
+
+class OriginState(msgspec.Struct):
+    """An origin's sessions (at most ``EngineState.sessions_per_identity``)."""
+
+    sessions: dict[str, SessionState] = msgspec.field(default_factory=dict)
 
 
 class KeyRecord(msgspec.Struct):
@@ -174,6 +191,10 @@ class EngineState(msgspec.Struct):
     complaints: dict[str, Complaint] = msgspec.field(default_factory=dict)
     expert_draws: dict[str, ExpertDraw] = msgspec.field(default_factory=dict)
     items: dict[str, Item] = msgspec.field(default_factory=dict)  # e-mall catalogue
+    # Set by each RuntimeStarted: the bound of sessions per origin, and whether the
+    # run's engine predates sessions (its reused client_seqs were answered as retries).
+    sessions_per_identity: int = SESSIONS_PER_IDENTITY
+    legacy_retries: bool = False
 
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)  # hooks: e-mall books

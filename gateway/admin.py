@@ -4,9 +4,12 @@ A stop-gap until the registry service exists: each invocation connects with a
 staff token, sends ONE command, prints its ack (ledger seq) or its refusal in
 words, and exits non-zero on a refusal or a connection failure.
 
-``client_seq`` is the wall clock in microseconds: strictly increasing per
-staff origin across separate invocations without any local state (two
-invocations in the same microsecond are not a concern for a human tool).
+It connects in its own client session (``--session``, default ``admin``), so
+its numbering never touches another client of the same staff id (the console,
+the demo): ``client_seq`` is the wall clock in microseconds, strictly
+increasing within that session across separate invocations without any local
+state (two invocations in the same microsecond are not a concern for a human
+tool).
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "never on the command line, where ps shows it)",
     )
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait")
+    parser.add_argument(
+        "--session",
+        default="admin",
+        help="the client session its client_seqs count in (default: admin)",
+    )
     acts = parser.add_subparsers(dest="action", required=True)
 
     a = acts.add_parser("register-key", help="register a bidder's Ed25519 public key")
@@ -140,7 +148,7 @@ async def _send(args: argparse.Namespace) -> p.Ack | p.Error:
     from gateway.tclient import Client
 
     async with trio.open_nursery() as nursery:
-        client = await Client.connect(nursery, args.url, token=args.token)  # Bearer header
+        client = await Client.connect(nursery, args.url, token=args.token, session=args.session)
         if client.hello.role != "staff":
             raise PermissionError(f"the token gave role {client.hello.role!r}, not staff")
         frame = build_frame(args, client.hello.server_time_ns)

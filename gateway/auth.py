@@ -24,6 +24,11 @@ the upgrade request and a failure is an HTTP status:
   failures do not (an Ed25519 signature cannot be guessed, and one bidder with
   a skewed clock must not lock out the others behind its NAT).
 * No credentials: a public watcher (read-only), if watchers are allowed.
+* Any client may name its ``session`` (query ``session`` or header
+  ``X-Pubex-Session``; 1-64 of ``[A-Za-z0-9._-]``, else 400; absent = the
+  default session ""): the engine numbers client_seq per (origin, session), so
+  two clients of one identity never collide.  Every command of the connection
+  carries it; a client reconnecting with its session continues its numbering.
 
 The client IP and a device fingerprint (a hash of the user agent and the
 client's ``device`` id) are kept with the connection and ledgered with each of
@@ -33,6 +38,7 @@ its commands, for the supervision rules.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from urllib.parse import parse_qs, urlsplit
@@ -41,12 +47,14 @@ import msgspec
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from engine.messages import SESSION_PATTERN
 from engine.state import EngineState
 from gateway.access import AUTH_FAILED, FailureGate, TokenBook
 from gateway.protocol import auth_message
 
 BIDDER, STAFF, SUPERVISOR, WATCHER = "bidder", "staff", "supervisor", "watcher"
 SERVICE = "service"
+_SESSION = re.compile(SESSION_PATTERN).fullmatch
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -55,6 +63,7 @@ class Principal(msgspec.Struct, frozen=True):
     bidder_id: str = ""
     ip: str = ""
     fingerprint: str = ""
+    session: str = ""  # the client's session id ("" = the default session)
 
 
 class AuthError(Exception):
@@ -125,13 +134,19 @@ class Authenticator:
             raise AuthError(403, f"origin {origin} not allowed")
         query = {k: v[-1] for k, v in parse_qs(urlsplit(path).query).items()}
         fingerprint = _fingerprint(headers, query)
+        session = query.get("session") or headers.get("x-pubex-session", "")
+        if session and _SESSION(session) is None:
+            raise AuthError(400, "session must be 1-64 of A-Z a-z 0-9 . _ -")
         key_id = query.get("key") or headers.get("x-pubex-key")
         token = _bearer(headers.get("authorization", "")) or _cookie(
             headers.get("cookie", ""), "pubex_token"
         )
         if key_id:
             # Not slowed down: a signature cannot be guessed, and a bidder with a bad
-            # clock must not lock out the others behind the same address.
+            # clock must not lock out the others behind the same address.  No client
+            # session either: a bidder's client_seq is inside its signed payload, one
+            # numbering per key -- the same signed bid sent in two sessions must not
+            # count twice.  A session a bidder's client names is ignored.
             return self._bidder(key_id, query, headers, state, ip, fingerprint)
         if token:
             wait = self.gate.wait_s(ip)
@@ -139,7 +154,7 @@ class Authenticator:
                 self.gate.refused(ip)
                 raise AuthError(429, f"too many failed authentications: retry in {wait:.0f} s")
             try:
-                who = self._token(token, ip, fingerprint)
+                who = self._token(token, ip, fingerprint, session)
             except AuthError:
                 self.gate.failed(ip)
                 raise
@@ -149,13 +164,13 @@ class Authenticator:
             raise _failed("a token in the URL (send Authorization: Bearer or the cookie)")
         if not self.watchers_allowed:
             raise _failed("credentials required")
-        return Principal(WATCHER, "", "", ip, fingerprint)
+        return Principal(WATCHER, "", "", ip, fingerprint, session)
 
-    def _token(self, token: str, ip: str, fingerprint: str) -> Principal:
+    def _token(self, token: str, ip: str, fingerprint: str, session: str) -> Principal:
         found = self.book.lookup(token)
         if found is None or found[0] not in (STAFF, SUPERVISOR, SERVICE):
             raise _failed("unknown token")
-        return Principal(found[0], found[1], "", ip, fingerprint)
+        return Principal(found[0], found[1], "", ip, fingerprint, session)
 
     def _bidder(
         self,

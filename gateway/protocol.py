@@ -116,7 +116,7 @@ class GatewayError(IntEnum):
     too_many_refusals = 1015
     unknown_subscription = 1016
     internal_error = 1017
-    client_seq_reused = 1018
+    client_seq_reused = 1018  # no longer sent: the engine refuses client_seq_reused (104)
 
 
 def error_name(code: int) -> str:
@@ -492,6 +492,8 @@ class Hello(Frame, frozen=True, tag="hello"):
     identity: str = ""  # the key id (bidder) or staff id; "" for watchers
     codes: dict[str, str] = {}  # lot -> this bidder's code
     max_frame_bytes: int = MAX_FRAME_BYTES
+    session: str = ""  # the connection's client session (handshake ``session``)
+    client_seq: int = 0  # the session's highest client_seq the engine has seen (0: new)
 
 
 class Ack(Frame, frozen=True, tag="ack"):

@@ -97,7 +97,16 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(rt.run)
-            await rt.call(RuntimeStarted("system", 0, accelerate, rt.sandbox, ENGINE_VERSION))
+            await rt.call(
+                RuntimeStarted(
+                    "system",
+                    0,
+                    accelerate,
+                    rt.sandbox,
+                    ENGINE_VERSION,
+                    settings.limits.sessions_per_identity,
+                )
+            )
             gate = gate_from_settings(settings.auth, "gateway", metrics.registry)
             auth = Authenticator(
                 gate=gate,

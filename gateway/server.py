@@ -77,7 +77,6 @@ from engine.messages import (
     SetReserve,
     TerminateLot,
     UnblacklistBidder,
-    encode_command,
 )
 from gateway import protocol as p
 from gateway import ws
@@ -399,8 +398,19 @@ class Gateway:
         self.metrics.connections.labels(conn.who.role).dec()
 
     def _hello(self, who: Principal) -> p.Hello:
-        codes = self.rt.router.codes_of(who.bidder_id) if who.role == BIDDER else {}
-        return p.Hello(who.role, time.time_ns(), who.identity, codes, self.limits.max_frame_bytes)
+        router = self.rt.router
+        codes = router.codes_of(who.bidder_id) if who.role == BIDDER else {}
+        # where this session's numbering stands (0: new)
+        high_seq = router.high_seq(self._origin_of(who), who.session) if who.role != WATCHER else 0
+        return p.Hello(
+            who.role,
+            time.time_ns(),
+            who.identity,
+            codes,
+            self.limits.max_frame_bytes,
+            who.session,
+            high_seq,
+        )
 
     async def _receiver(self, conn: Connection) -> None:
         while True:
@@ -572,6 +582,13 @@ class Gateway:
         role = record.role if record is not None else "bidder"
         return f"{role}:{conn.who.bidder_id}"
 
+    def _origin_of(self, who: Principal) -> str:
+        """The origin of the principal's commands (a key's: its registered role)."""
+        if who.role != BIDDER:
+            return f"{who.role}:{who.identity}"
+        record = self.rt.router.state.keys.get(who.identity)
+        return f"{record.role if record is not None else 'bidder'}:{who.bidder_id}"
+
     def _submit_signed(
         self,
         conn: Connection,
@@ -623,6 +640,8 @@ class Gateway:
     ) -> None:
         identity = conn.who.identity
         in_flight = self.in_flight
+        if conn.who.session:  # client_seq counts per (origin, session) in the engine
+            cmd = msgspec.structs.replace(cmd, client_session=conn.who.session)
 
         def reply(outcome: Outcome) -> None:
             left = in_flight[identity] - 1
@@ -696,18 +715,17 @@ class Gateway:
         """The original outcome of a retried command, rebuilt from the ledger: the
         same seq, entry hash, receipt and proof (Ed25519 signatures are
         deterministic, and the store keeps each batch's boundary, so the receipt
-        group is found again).  A retry is the *same* command again: one that
-        reuses the client_seq for anything else is refused client_seq_reused,
-        never answered with another command's ack."""
+        group is found again).  The engine answers a retry only for the *same*
+        command (it keeps each command's digest); one that reuses the client_seq
+        for anything else it refuses client_seq_reused (104) itself."""
         seq = retried.original_seq
-        stored = self.rt.store.get(seq)
-        if stored is None or decode_body(stored[2]).command != encode_command(cmd):
+        if self.rt.store.get(seq) is None:  # durable before the retry was: never
             return p.encode_text(
                 p.Error(
                     client_seq,
-                    p.GatewayError.client_seq_reused,
-                    p.GatewayError.client_seq_reused.name,
-                    f"client_seq {client_seq} was used by entry {seq} for another command",
+                    p.GatewayError.internal_error,
+                    p.GatewayError.internal_error.name,
+                    f"entry {seq} of the original is missing",
                 )
             )
         if retried.code:

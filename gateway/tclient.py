@@ -42,13 +42,18 @@ class Client:
         key_id: str = "",
         token: str = "",
         device: str = "",
+        session: str = "",
         headers: list[tuple[str, str]] | None = None,
     ) -> Client:
+        """``session``: the client session its client_seqs count in ("" = the
+        default); reconnect with the same one to continue its numbering."""
         query: dict[str, str] = {}
         if key is not None:
             query = p.auth_params(key, key_id, int(time.time() * 1000), secrets.token_hex(12))
         if device:
             query["device"] = device
+        if session:
+            query["session"] = session
         full = f"{url}?{urlencode(query)}" if query else url
         if token:  # a header, never the URL (proxies and logs keep URLs)
             headers = [*(headers or []), ("Authorization", f"Bearer {token}")]

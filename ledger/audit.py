@@ -23,6 +23,7 @@ from engine.messages import (
     PlaceBid,
 )
 from engine.router import Router
+from engine.state import STATE_VERSION
 from ledger.export import ExportError, ExportReader, is_export
 from ledger.journal import decode_snapshot
 from ledger.record import EntryBody
@@ -86,7 +87,9 @@ def verify_ledger(path: str | Path, progress: Progress | None = None) -> VerifyR
         chain = verify_chain(store)
         if not chain.ok:
             return VerifyResult(False, chain.count, "", chain.first_bad_seq, chain.reason)
-        snapshots = {seq: decode_snapshot(data).state_hash for seq, data in _snapshots(store)}
+        # snapshots of another state version hash another layout: not comparable
+        records = [(seq, decode_snapshot(data)) for seq, data in _snapshots(store)]
+        snapshots = {seq: r.state_hash for seq, r in records if r.version == STATE_VERSION}
         router = Router()
         bad_snapshot: list[int] = []
 

@@ -18,6 +18,7 @@ import msgspec
 
 from engine.messages import AnyCommand, Event, decode_command, encode_events
 from engine.router import Router
+from engine.state import STATE_VERSION
 from ledger.journal import decode_snapshot
 from ledger.record import HEADER_SIZE, EntryBody, decode_body
 from ledger.store import LedgerStore
@@ -85,7 +86,11 @@ def rebuild(store: LedgerStore, pending: Iterable[tuple[int, bytes]]) -> Router:
 
 
 def restore_snapshot(store: LedgerStore, at_or_before: int | None = None) -> Router:
-    """The latest snapshot (at or before a seq), checked against its stored hash."""
+    """The latest snapshot (at or before a seq), checked against its stored hash.
+
+    A snapshot of another state version (written by an engine whose state had
+    another layout) is not loaded: the engine starts from genesis and the caller
+    replays the whole ledger, which gives the state this engine keeps."""
     found = (
         store.latest_snapshot()
         if at_or_before is None
@@ -95,6 +100,8 @@ def restore_snapshot(store: LedgerStore, at_or_before: int | None = None) -> Rou
         return Router()
     seq, data = found
     rec = decode_snapshot(data)
+    if rec.version != STATE_VERSION:
+        return Router()
     router = Router.restore(rec.state)
     if rec.seq != seq or router.applied != seq or router.state_hash() != rec.state_hash:
         raise ReplayDivergence(seq, "snapshot does not match its state hash")

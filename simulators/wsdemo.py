@@ -28,6 +28,9 @@ from gateway.tclient import Client
 NS = 1_000_000_000
 LOTS_PER_ROUND = 8
 BIDDERS = 12
+# The demo's clients number their client_seqs in their own session: `pubex admin`,
+# the console or a terminal of the same staff id or bidder never make them stale.
+SESSION = "demo"
 
 
 def demo_key(seed: int, n: int) -> SigningKey:
@@ -44,8 +47,8 @@ class WsDemo:
         self.seqs: dict[str, int] = {}
 
     def next_seq(self, origin: str) -> int:
-        known = self.router.state.origins.get(origin)
-        last = self.seqs.get(origin, known.high_seq if known else 0)
+        """The next client_seq of the demo's own session (SESSION) of ``origin``."""
+        last = self.seqs.get(origin, self.router.high_seq(origin, SESSION))
         self.seqs[origin] = last + 1
         return last + 1
 
@@ -122,7 +125,7 @@ class WsDemo:
         appetite = rng.uniform(1.05, 1.6)
         async with trio.open_nursery() as nursery:
             client = await Client.connect(
-                nursery, url, key=key, key_id=key_id, device=f"demo-device-{n}"
+                nursery, url, key=key, key_id=key_id, device=f"demo-device-{n}", session=SESSION
             )
             await client.subscribe(["*"])
             while not client.closed:
@@ -153,7 +156,7 @@ async def run_ws_demo(
         flush=True,
     )
     async with trio.open_nursery() as nursery:
-        staff = await Client.connect(nursery, listening.ws_url, token=demo.token)
+        staff = await Client.connect(nursery, listening.ws_url, token=demo.token, session=SESSION)
         await demo.setup_keys(staff)
         await demo.resume_suspended(staff)
         if bidders:

@@ -86,6 +86,10 @@ let backoffMs = 500;
 let offsetMs = 0; // server clock - local clock
 let bestRtt = Infinity;
 let clientSeq = Date.now(); // increasing across reloads (the server keeps the high mark)
+// This tab's client session: the server numbers client_seq per (staff id, session),
+// so another tab, `pubex admin` or a script of the same staff id never makes this
+// tab's commands stale.  Kept for the tab's life (reloads and reconnects reuse it).
+const clientSession = tabSession();
 const pending = new Map(); // client_seq -> {type, lot, reason, retried, li}
 let uPlot = null;
 let uPlotFailed = false;
@@ -627,6 +631,26 @@ async function syncTime() {
 }
 
 // ------------------------------------------------------------- the socket
+function tabSession() {
+  const name = "pubex_session";
+  let s = null;
+  try {
+    s = sessionStorage.getItem(name);
+  } catch {
+    // storage blocked: a session for this page's life
+  }
+  if (!s || !/^[A-Za-z0-9._-]{1,64}$/.test(s)) {
+    const bytes = crypto.getRandomValues(new Uint8Array(8));
+    s = `tab-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+    try {
+      sessionStorage.setItem(name, s);
+    } catch {
+      // as above
+    }
+  }
+  return s;
+}
+
 function setConn(cls, text) {
   const c = $("conn");
   c.className = `pill conn ${cls}`;
@@ -637,7 +661,9 @@ function connect() {
   setConn("conn-down", "连接中 Connecting…");
   let sock;
   try {
-    sock = new WebSocket(wsUrl);
+    const u = new URL(wsUrl);
+    u.searchParams.set("session", clientSession);
+    sock = new WebSocket(u.toString());
   } catch (e) {
     retry();
     return;
@@ -696,6 +722,8 @@ function onFrame(f) {
 function onHello(f) {
   backoffMs = 500;
   role = f.role;
+  // continue past what this session already used (a duplicated tab shares it)
+  clientSeq = Math.max(clientSeq, Number(f.client_seq) || 0);
   const pill = $("role");
   const names = { staff: "工作人员 Staff", supervisor: "监管 Supervisor", bidder: "竞买人 Bidder" };
   pill.textContent = `${names[role] || "观众 Watcher"}${f.identity ? ` · ${f.identity}` : ""}`;
@@ -792,7 +820,8 @@ function onReply(f, ok) {
   }
   pending.delete(f.client_seq);
   if (!ok && f.name === "client_seq_stale" && !p.retried) {
-    // Another console of this staff id used higher numbers: jump past them, once.
+    // Another client in this session (a duplicated tab) used higher numbers: jump
+    // past them, once.
     clientSeq = Math.max(clientSeq, Number.parseInt(f.message, 10) || 0);
     staffCommand(p.type, p.lot, p.fields, p.note, p.li);
     return;

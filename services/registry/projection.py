@@ -92,6 +92,10 @@ LDRAWS = b"rg_ldraws"
 META = b"rg_meta"
 NEXT_STEP = b"next_step"
 DEFAULT_ORIGIN = "service:registry"
+# The client session the registry's writer numbers its client_seqs in; the default
+# session "" is its own too (the writer used it before sessions existed).
+SESSION = "registry"
+OWN_SESSIONS = (SESSION, "")
 
 _mp = msgspec.msgpack.Encoder()
 _subject = msgspec.msgpack.Decoder(Subject)
@@ -147,7 +151,11 @@ class RegistryProjection:
         cmd = entry.command
         events = entry.events
         answer = own_outcome(events)
-        if cmd.origin == self.origin and type(answer) is not CommandRetried:
+        if (
+            cmd.origin == self.origin
+            and cmd.client_session in OWN_SESSIONS
+            and type(answer) is not CommandRetried
+        ):
             code = int(answer.code) if type(answer) is CommandRejected else 0
             txn.put(
                 u64(cmd.client_seq),
@@ -166,6 +174,7 @@ class RegistryProjection:
             type(answer) is CommandRejected
             and type(cmd) is RefundDeposit
             and cmd.origin == self.origin
+            and cmd.client_session in OWN_SESSIONS
         ):
             self._refund_refused(txn, cmd, answer, entry.seq)
         for ev in events:

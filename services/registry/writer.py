@@ -26,7 +26,8 @@ Answers that say the command was NOT applied make the intent reissue under a
 fresh client_seq (the old one is marked ``reissued``): the gateway's
 ``overloaded`` / ``rate_limited`` / ``storage_unavailable`` (nothing reached
 the ledger), and ``client_seq_stale`` (a later client_seq of ours got in
-first, so this one never can).  Other gateway refusals (``not_authorized``,
+first, so this one never can) or ``client_seq_reused``.  The writer numbers its
+client_seqs in its own client session, ``registry``.  Other gateway refusals (``not_authorized``,
 a schema violation) are final: ``gateway_refused``.
 
 Refunds are not asked for by staff: the projection derives them (``rg_due``:
@@ -52,7 +53,7 @@ from gateway import protocol as p
 from gateway import ws
 from persistence.service import ServiceStore
 from services.registry.model import Intent, OwnOutcome
-from services.registry.projection import DUE, OWN, RegistryReader, pair, u64
+from services.registry.projection import DUE, OWN, SESSION, RegistryReader, pair, u64
 
 Txn: TypeAlias = "lmdb.Transaction[bytes]"
 
@@ -73,6 +74,9 @@ _mp = msgspec.msgpack.Encoder()
 _intent = msgspec.msgpack.Decoder(Intent)
 _own = msgspec.msgpack.Decoder(OwnOutcome)
 STALE = int(Reject.client_seq_stale)
+# Ledgered refusals that say the command never applied under that client_seq:
+# stale, or reused (the session's memory holds another command under it).
+NEVER_APPLIED = (STALE, int(Reject.client_seq_reused))
 _json = msgspec.json.Encoder()
 
 
@@ -193,7 +197,7 @@ class Outbox:
                     done = txn.get(k, db=own) if intent.state == "pending" else None
                     if intent.state != "pending":
                         continue  # reissued or refused by the gateway: settled
-                    if done is not None and _own.decode(done).code != STALE:
+                    if done is not None and _own.decode(done).code not in NEVER_APPLIED:
                         continue  # in the ledger: settled
                     first_open = first_open or intent.client_seq
                     if done is not None:
@@ -381,7 +385,10 @@ class Submitter:
             backoff = min(backoff * 2, 5.0)
 
     async def _connect(self, nursery: trio.Nursery) -> ws.Socket:
-        sock = await ws.connect(nursery, self.ws_url, [("Authorization", f"Bearer {self.token}")])
+        # its own client session: another client of the same token never makes its
+        # client_seqs stale (nor they its)
+        headers = [("Authorization", f"Bearer {self.token}"), ("X-Pubex-Session", SESSION)]
+        sock = await ws.connect(nursery, self.ws_url, headers)
         hello = p.decode_server(await sock.receive())
         if not isinstance(hello, p.Hello) or hello.role != self.role:
             await sock.close()
@@ -412,8 +419,8 @@ class Submitter:
                 self.outbox.reissue(cs, frame.name)
             else:
                 self.outbox.refuse(cs, f"{frame.name}: {frame.message}")
-        elif isinstance(frame, p.Error) and frame.code == Reject.client_seq_stale:
-            self.outbox.reissue(cs, frame.name)  # ledgered as stale: never applied
+        elif isinstance(frame, p.Error) and frame.code in NEVER_APPLIED:
+            self.outbox.reissue(cs, frame.name)  # ledgered as stale or reused: never applied
         if self.on_reply is not None:
             self.on_reply(cs, frame)
         self.changed()

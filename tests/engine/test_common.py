@@ -83,11 +83,16 @@ def test_retry_state_hash_moves_only_by_clock_and_ledger_count() -> None:
     assert m.router.state_hash() == twin.state_hash()
 
 
-def test_retry_with_same_seq_but_different_payload_is_still_a_retry() -> None:
+def test_same_seq_with_different_payload_is_refused_not_a_retry() -> None:
     m = open_market()
     m.apply(PlaceBid(origin=f"bidder:{ALICE}", client_seq=1, lot_id="L1", amount_fen=1000))
+    seq = m.router.applied
     out = m.apply(PlaceBid(origin=f"bidder:{ALICE}", client_seq=1, lot_id="L1", amount_fen=9000))
-    assert retried(out).code == 0
+    r = rejected(out)
+    assert (r.code, r.detail) == (
+        Reject.client_seq_reused,
+        f"client_seq 1 was used by entry {seq} for another command",
+    )
     assert m.lot("L1").price_fen == 1000
 
 
@@ -100,8 +105,9 @@ def test_client_seq_stale_beyond_memory() -> None:
     old = m.apply(PlaceBid(origin=origin, client_seq=1, lot_id="L1", amount_fen=1))
     r = rejected(old)
     assert (r.code, r.detail) == (Reject.client_seq_stale, str(n))
+    seq = n - RECENT_OUTCOMES + 1
     kept = m.apply(
-        PlaceBid(origin=origin, client_seq=n - RECENT_OUTCOMES + 1, lot_id="L1", amount_fen=1)
+        PlaceBid(origin=origin, client_seq=seq, lot_id="L1", amount_fen=1000 + 100 * seq)
     )
     assert retried(kept).code == 0
     # an unknown, never-sent low seq is stale too; 0 is never valid outside system

@@ -15,7 +15,7 @@ promised durable.  Before submitting, it appends ``origin client_seq amount``
 to ``ACKLOG.sub`` (a plain write: a SIGKILL keeps what write(2) accepted), so
 the test can prove that nothing the child never submitted reaches the ledger.
 
-Client sequence numbers resume from ``rt.router.state.origins`` high-water
+Client sequence numbers resume from ``rt.router.high_seq(origin)`` high-water
 marks, lot prices from the lot state, so restarts keep ``client_seq`` strictly
 increasing per origin.
 """
@@ -60,8 +60,7 @@ class Load:
 
     def next_seq(self, origin: str) -> int:
         if origin not in self.seqs:
-            known = self.rt.router.state.origins.get(origin)
-            self.seqs[origin] = known.high_seq if known is not None else 0
+            self.seqs[origin] = self.rt.router.high_seq(origin)
         self.seqs[origin] += 1
         return self.seqs[origin]
 

@@ -60,8 +60,7 @@ class Driver:
 
     def next_seq(self, origin: str) -> int:
         if origin not in self.seqs:
-            known = self.rt.router.state.origins.get(origin)
-            self.seqs[origin] = known.high_seq if known else 0
+            self.seqs[origin] = self.rt.router.high_seq(origin)
         self.seqs[origin] += 1
         return self.seqs[origin]
 

@@ -20,6 +20,7 @@ from gateway import protocol as p
 from gateway.tclient import Client
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
+from services.registry.projection import SESSION
 from services.registry.service import Registry
 from services.registry.writer import frame_dict
 from tests.gateway.conftest import (
@@ -131,8 +132,12 @@ async def test_a_write_resent_after_a_restart_applies_once(nursery, tmp_path: Pa
     # and the first life is cancelled without ever seeing an answer).
     await writer.cancel()
     [cs] = reg.outbox.add([(frame_dict(p.ConfirmDepositFrame(0, "L1", "alice", 5_000)), "dep")])
-    raw = await Client.connect(nursery, srv.ws_url, token=TOKEN)
-    assert (raw.hello.role, raw.hello.identity) == ("service", "registry")
+    raw = await Client.connect(nursery, srv.ws_url, token=TOKEN, session=SESSION)
+    assert (raw.hello.role, raw.hello.identity, raw.hello.session) == (
+        "service",
+        "registry",
+        SESSION,
+    )
     intent = reg.outbox.intent(cs)
     assert intent is not None
     first = await raw.request(
@@ -191,7 +196,7 @@ async def test_an_overtaken_client_seq_is_reissued_once(nursery, tmp_path: Path)
         ]
     )
     # The later one got through (sent, then the registry died); the earlier never left.
-    raw = await Client.connect(nursery, srv.ws_url, token=TOKEN)
+    raw = await Client.connect(nursery, srv.ws_url, token=TOKEN, session=SESSION)
     ack = await raw.request(hi, p.encode_text(p.ConfirmDepositFrame(hi, "L2", "carol", 5_000)))
     assert isinstance(ack, p.Ack)
     await raw.close()
@@ -290,7 +295,7 @@ async def test_refunds_due_are_sent_once_across_restarts(nursery, tmp_path: Path
     # the same client_seq once more (a reply lost): the original outcome, not a second refund
     intent = reg.outbox.intent(queued[-1])
     assert intent is not None
-    raw = await Client.connect(nursery, srv.ws_url, token=TOKEN)
+    raw = await Client.connect(nursery, srv.ws_url, token=TOKEN, session=SESSION)
     frame = p.RefundDepositFrame(**{k: v for k, v in intent.frame.items() if k != "type"})  # type: ignore[arg-type]
     again = await raw.request(queued[-1], p.encode_text(frame))
     assert isinstance(again, p.Ack) and again.retried
