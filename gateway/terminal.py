@@ -3,8 +3,7 @@
 Three layers, so the logic is testable without a screen or a server:
 
 * Files: the key pair (``pubex keygen``), a small state file next to the key
-  (its client session, the last ``client_seq`` used and the bids not yet
-  acknowledged) and the
+  (the last ``client_seq`` used and the bids not yet acknowledged) and the
   JSON-lines receipts file (every acknowledged bid's ledger receipt).
 * ``TerminalModel``: pure state -- lots from snapshots and events, own
   standing, pending bids, messages.  It never touches a socket; it queues the
@@ -15,10 +14,8 @@ Safety of retries: ``client_seq`` is allocated and written to the state file
 *before* a bid is sent, and only grows (never below the wall clock in us, so
 a lost state file cannot rewind it).  A bid stays pending until its ``ack`` or
 ``error``; after a dropped connection (or a terminal restart) every pending bid
-is resent with its SAME ``client_seq`` and the identical signed payload, in
-the same client session (kept in the state file, so another terminal or the
-console of the same bidder numbers apart), and the server answers a retry with
-the original outcome, never a second bid.
+is resent with its SAME ``client_seq`` and the identical signed payload, and
+the server answers a retry with the original outcome, never a second bid.
 """
 
 from __future__ import annotations
@@ -255,21 +252,16 @@ def describe_error(code: int, name: str = "", detail: str = "") -> str:
 
 
 class SeqStore:
-    """The client session, the last client_seq used and the unacknowledged bids,
-    in a JSON file replaced atomically, so a restart neither reuses a seq nor
-    forgets a bid, and resends its bids in the session that sent them."""
+    """The last client_seq used and the unacknowledged bids, in a JSON file
+    replaced atomically, so a restart neither reuses a seq nor forgets a bid."""
 
     def __init__(self, path: Path, now_us: Callable[[], int] = lambda: time.time_ns() // 1000):
         self.path = path
         self.now_us = now_us
         self.last = 0
         self.pending: dict[int, dict[str, Any]] = {}
-        # a new terminal's own session; a state file from before sessions keeps the
-        # default one, so its pending bids are resent where they were sent
-        self.session = f"term-{secrets.token_hex(6)}"
         if path.exists():
             data = json.loads(path.read_text() or "{}")
-            self.session = str(data.get("session", ""))
             self.last = int(data.get("last_client_seq", 0))
             for row in data.get("pending", []):
                 self.pending[int(row["client_seq"])] = row
@@ -282,9 +274,7 @@ class SeqStore:
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         rows = [self.pending[k] for k in sorted(self.pending)]
-        tmp.write_text(
-            json.dumps({"session": self.session, "last_client_seq": self.last, "pending": rows})
-        )
+        tmp.write_text(json.dumps({"last_client_seq": self.last, "pending": rows}))
         os.replace(tmp, self.path)
 
 
@@ -639,10 +629,8 @@ class Backoff:
         self.attempt = 0
 
 
-def auth_url(url: str, key: SigningKey, key_id: str, session: str = "") -> str:
+def auth_url(url: str, key: SigningKey, key_id: str) -> str:
     params = p.auth_params(key, key_id, int(time.time() * 1000), secrets.token_hex(12))
-    if session:
-        params["session"] = session
     return f"{url}?{urlencode(params)}"
 
 
@@ -685,7 +673,7 @@ class Runner:
     async def _session(self, backoff: Backoff) -> None:
         m = self.model
         async with trio.open_nursery() as nursery:
-            sock = await ws.connect(nursery, auth_url(self.url, m.key, m.key_id, m.seqs.session))
+            sock = await ws.connect(nursery, auth_url(self.url, m.key, m.key_id))
             hello = p.decode_server(await sock.receive())
             if not isinstance(hello, p.Hello):
                 raise ConnectionError(f"expected hello, got {type(hello).__name__}")

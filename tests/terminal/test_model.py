@@ -253,19 +253,3 @@ def test_subscriptions_default_to_registered_lots(tmp_path: Path) -> None:
     assert m.subscriptions() == ["*"]
     m.on_connected(hello({"L9": "0002"}), "ws://x")
     assert m.subscriptions() == ["L9"] and m.order() == ["L9"]
-
-
-def test_the_state_file_keeps_the_terminal_session(tmp_path: Path) -> None:
-    """A new terminal numbers in its own session, kept with its seqs so pending bids
-    are resent where they were sent; a state file from before sessions keeps the
-    default session ("")."""
-    path = tmp_path / "k.state.json"
-    first = SeqStore(path, now_us=lambda: 1000)
-    assert first.session.startswith("term-") and 5 < len(first.session) <= 64
-    first.allocate()
-    first.save()
-    assert SeqStore(path).session == first.session
-    assert SeqStore(tmp_path / "other.json").session != first.session
-    old = tmp_path / "old.state.json"
-    old.write_text(json.dumps({"last_client_seq": 7, "pending": []}))
-    assert (SeqStore(old).session, SeqStore(old).last) == ("", 7)

@@ -168,7 +168,7 @@ def lost_ack_bid(srv: Server, key_path: Path) -> int:
     state.pending[cs] = {"client_seq": cs, "lot": LOT, "amount_fen": START}
     state.save()
     auth = p.auth_params(key, key_id, int(time.time() * 1000), secrets.token_hex(8))
-    query = urlencode({**auth, "session": state.session})  # the terminal's own session
+    query = urlencode(auth)
     conn = websocket.create_connection(f"{srv.ws}?{query}", timeout=10, suppress_origin=True)
     try:
         conn.recv()  # hello
