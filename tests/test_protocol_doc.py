@@ -148,6 +148,22 @@ def test_every_client_frame_and_field_is_documented() -> None:
     assert not missing
 
 
+def test_who_may_send_each_staff_frame() -> None:
+    """The "who" column agrees with the gateway: registry frames name the registry
+    service, supervision frames the supervisor, and no other staff frame names either."""
+    table = rows(section("Client frames"))
+    wrong = []
+    for cls in CLIENT:
+        if not issubclass(cls, p.StaffFrame):
+            continue
+        who = table[tag(cls)].rstrip(" |").rsplit(" | ", 1)[-1]
+        if ("registry" in who) != issubclass(cls, p.REGISTRY_ACTIONS):
+            wrong.append(f"{tag(cls)}: {who}")
+        if ("supervisor" in who) != issubclass(cls, p.SUPERVISION_ACTIONS):
+            wrong.append(f"{tag(cls)}: {who}")
+    assert not wrong
+
+
 def test_every_signed_payload_field_is_documented() -> None:
     text = section("Signed payloads")
     assert "`domain`" in text.split("| domain |", 1)[0]
