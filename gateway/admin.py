@@ -1,8 +1,9 @@
 """``pubex admin``: ledgered staff / registry commands over a staff WebSocket.
 
-A stop-gap until the registry service exists: each invocation connects with a
-staff token, sends ONE command, prints its ack (ledger seq) or its refusal in
-words, and exits non-zero on a refusal or a connection failure.
+A staff member's command-line tool (the registry service and the console send
+the same commands): each invocation connects with a staff token, sends ONE
+command, prints its ack (ledger seq) or its refusal in words, and exits
+non-zero on a refusal or a connection failure.
 
 It connects in its own client session (``--session``, default ``admin``), so
 its numbering never touches another client of the same staff id (the console,
