@@ -404,7 +404,7 @@ class Gateway:
         high_seq = router.high_seq(self._origin_of(who), who.session) if who.role != WATCHER else 0
         return p.Hello(
             who.role,
-            time.time_ns(),
+            self.rt.clock.read(),
             who.identity,
             codes,
             self.limits.max_frame_bytes,
@@ -487,7 +487,7 @@ class Gateway:
         elif kind is p.Unsubscribe:
             self._unsubscribe(conn, frame.lots)  # type: ignore[union-attr]
         elif kind is p.Ping:
-            conn.send(p.encode_text(p.Pong(frame.t, time.time_ns())))  # type: ignore[union-attr]
+            conn.send(p.encode_text(p.Pong(frame.t, self.rt.clock.read())))  # type: ignore[union-attr]
         else:
             self._staff(conn, frame)
 
