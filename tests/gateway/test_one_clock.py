@@ -16,9 +16,11 @@ from gateway import protocol as p
 from tests.gateway.conftest import (
     SECOND,
     connect_staff,
+    connect_watcher,
     next_staff_seq,
     staff_ok,
 )
+from tests.gateway.helpers import events_of
 
 _pong_t = iter(range(7_000_000, 8_000_000))
 
@@ -70,3 +72,33 @@ async def test_clients_are_told_the_clock_the_ledger_is_stamped_with(
     ack2 = await staff_ok(again, p.PublishLotFrame(next_staff_seq(), "T1"))
     assert ack2.ts_ns >= again.hello.server_time_ns
     assert await pong_time(again) >= ack2.ts_ns
+
+
+async def test_accelerated_lot_runs_on_the_time_clients_are_told(nursery, server_factory):
+    """At 50x: a lot whose end_ns is hello + 30 s (sequencer time) is accepted,
+    its snapshots show that end while pongs are before it, and it closes at it
+    -- the close's stamp is at or after it, and pongs after the close are too."""
+    srv = await server_factory(sandbox=True, accelerate=50)
+    staff = await connect_staff(nursery, srv)
+    told = staff.hello.server_time_ns
+    end = told + 30 * SECOND
+    await staff_ok(staff, english("A1", told - SECOND, end))
+    await staff_ok(staff, p.PublishLotFrame(next_staff_seq(), "A1"))
+    watcher = await connect_watcher(nursery, srv)
+    await watcher.subscribe(["A1"])
+    with trio.fail_after(10):
+        while "A1" not in watcher.snapshots:
+            await watcher.changed.wait()
+    snap = watcher.snapshots["A1"]
+    if snap.status in ("published", "open"):  # the remaining time shown: end - told
+        assert snap.end_ns == end
+        assert 0 < end - await pong_time(watcher) <= 30 * SECOND
+    with trio.fail_after(30):  # 30 s of lot time: well under a second of wall time
+        while not events_of(watcher, "lot_unsold"):
+            await watcher.changed.wait()
+    (unsold,) = events_of(watcher, "lot_unsold")
+    assert unsold["reason"] == "no_bids" and unsold["closed_at_ns"] >= end
+    close = next(f for f in watcher.events if isinstance(f, p.EventFrame) and f.event is unsold)
+    assert close.ts_ns >= end
+    assert await pong_time(watcher) >= close.ts_ns
+    assert await http_time(srv) >= close.ts_ns
