@@ -11,6 +11,12 @@ The engine never reads a clock; the sequencer stamps each command with
   early, and one that steps back never makes time run backwards.
 * ``accelerate`` (sandbox only) runs sequencer time N times faster than the
   monotonic clock, for demos and black-box tests of 5-minute rules.
+* Clients are told this clock, never the host's wall clock: ``hello``,
+  ``pong``, ``GET /time`` and ``/config.json`` read it with ``read()`` (which
+  never goes backwards, nor behind a time already stamped), so a countdown or a
+  lot's ``end_ns`` computed from them is on the clock lots run on -- under
+  ``accelerate`` too.  Only the bidder handshake's ``ts`` window stays on the
+  wall clock (gateway/auth.py): clients sign with their own clocks.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class SequencerClock:
         self._accelerate = accelerate
         self._last_mono = mono()
         self._last = start_ns if start_ns is not None else wall()
+        self._shown = 0  # the latest time read() told a client
 
     def floor(self, ns: int) -> None:
         """Never issue a time at or before ``ns`` (the ledger's last time at start-up)."""
@@ -57,8 +64,17 @@ class SequencerClock:
         """The time ``now()`` would give, without consuming it."""
         return max(self._estimate()[1], self._last + 1)
 
+    def read(self) -> int:
+        """Sequencer time for clients (hello, pong, /time): ``peek()``, but never
+        less than a time read before (a wall clock that steps back slews the
+        estimate down by a few ppm; a client must never see time go back)."""
+        t = max(self.peek(), self._shown)
+        self._shown = t
+        return t
+
     def now(self) -> int:
         m, t = self._estimate()
+        t = max(t, self._shown)  # never stamp before a time a client was told
         if t <= self._last:
             t = self._last + 1
         self._last_mono = m

@@ -8,7 +8,6 @@ and whether a reserve exists, never its amount before the close.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,7 +78,7 @@ def build_app(
         return json(
             {
                 "ws_url": ws_url,
-                "server_time_ns": time.time_ns(),
+                "server_time_ns": gw.rt.clock.read(),
                 "supervision_url": supervision_url,
             }
         )
@@ -124,7 +123,7 @@ def build_app(
 
     @guard
     async def server_time(request: Request) -> Response:
-        return json({"server_time_ns": time.time_ns()})
+        return json({"server_time_ns": gw.rt.clock.read()})
 
     @guard
     async def lots(request: Request) -> Response:

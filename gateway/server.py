@@ -20,7 +20,12 @@ ledger entry.
 
 Lot events reach subscribers only from committed entries (the runtime's
 subscriber callback), through ``Views``, so nobody sees a price before it is
-durable.
+durable.  Every subscriber -- public watchers too -- gets every *public* event
+of its lots in ledger order (``PUBLIC_EVENTS``; ``PRIVATE_EVENTS`` says why
+each other event type is never sent).  Fan-out encodes each event once; a
+commit's events are joined into one shared chunk per audience (``*``
+subscribers, each lot's subscribers), so a connection costs one queued chunk
+per commit, not one per event.
 """
 
 from __future__ import annotations
@@ -38,11 +43,13 @@ import trio
 from engine.codes import Reject
 from engine.messages import (
     AcceptPrice,
+    AlertHandled,
     AwardLapsed,
     AwardOffered,
     BidAccepted,
     BidderRegistered,
     BlacklistBidder,
+    BlacklistChanged,
     ChangeIncrement,
     Command,
     CommandRejected,
@@ -53,6 +60,7 @@ from engine.messages import (
     Event,
     FreezeLot,
     IncrementChanged,
+    KeyRegistered,
     LotCreated,
     LotExtended,
     LotFrozen,
@@ -72,6 +80,7 @@ from engine.messages import (
     ReserveEntered,
     ResumeLot,
     RevealRecorded,
+    RuntimeStartedEvent,
     SealedBidReceived,
     SealedBidWithdrawn,
     SetReserve,
@@ -128,6 +137,17 @@ PUBLIC_EVENTS = (
     *ITEM_EVENTS,  # e-mall items: orders by id, traders by per-item code
     *PROCUREMENT_EVENTS,  # draws, evaluation, VBP, shares, settlement: codes only
 )
+# Every other event type, and why no subscriber -- watcher, bidder or staff --
+# gets it as an ``event`` frame (tests/gateway/test_watch_events.py checks that
+# every event type is in exactly one of the two).
+PRIVATE_EVENTS: dict[type[Event], str] = {
+    CommandRejected: "a refused command: its sender's error, and the refused amount is not a bid",
+    CommandRetried: "a retry: its sender's ack",
+    RuntimeStartedEvent: "the server's own record (clock rate, version)",
+    KeyRegistered: "key ids are credentials' names, not public",
+    BlacklistChanged: "links one subject's bidder codes across lots: an identity",
+    AlertHandled: "an alert key names what is under watch (an IP, a device)",
+}
 ALL_LOTS = "*"
 # An overflowed connection gets this long to take what it is owed and its
 # 1013 close frame; then its TCP connection is dropped.
@@ -210,6 +230,8 @@ class Connection:
         self.receive_scope: trio.CancelScope | None = None
         self.scope: trio.CancelScope | None = None
         self.last_heard = time.monotonic()
+        # staff and supervisors see lots before they are published; nobody else does
+        self.sees_drafts = who.role in (STAFF, SUPERVISOR)
 
     @property
     def owed_bytes(self) -> int:
@@ -306,13 +328,12 @@ class Gateway:
         self.limits = limits
         self.views = Views()
         self.views.load(rt.store)
-        # lot -> connections: every subscriber gets conflated snapshots; only
-        # participants (bidders, staff, supervisors) also get every event in order
-        # -- public watchers get the latest state, never a backlog to fan out.
+        # lot -> connections: every subscriber, public watchers included, gets
+        # conflated snapshots and every public event in ledger order (bounded by
+        # send_queue_bytes like everything a connection is owed).
         self.subscribers: dict[str, set[Connection]] = {ALL_LOTS: set()}
         self._unflushed: set[Connection] = set()
         self._flush_due = trio.Event()
-        self.event_subscribers: dict[str, set[Connection]] = {ALL_LOTS: set()}
         self.connections: set[Connection] = set()
         self.per_address: dict[str, int] = {}
         self.buckets: dict[str, TokenBucket] = {}
@@ -404,7 +425,7 @@ class Gateway:
         high_seq = router.high_seq(self._origin_of(who), who.session) if who.role != WATCHER else 0
         return p.Hello(
             who.role,
-            time.time_ns(),
+            self.rt.clock.read(),
             who.identity,
             codes,
             self.limits.max_frame_bytes,
@@ -487,7 +508,7 @@ class Gateway:
         elif kind is p.Unsubscribe:
             self._unsubscribe(conn, frame.lots)  # type: ignore[union-attr]
         elif kind is p.Ping:
-            conn.send(p.encode_text(p.Pong(frame.t, time.time_ns())))  # type: ignore[union-attr]
+            conn.send(p.encode_text(p.Pong(frame.t, self.rt.clock.read())))  # type: ignore[union-attr]
         else:
             self._staff(conn, frame)
 
@@ -831,8 +852,6 @@ class Gateway:
         for lot in wanted:
             conn.lots.add(lot)
             self.subscribers.setdefault(lot, set()).add(conn)
-            if conn.who.role != WATCHER:
-                self.event_subscribers.setdefault(lot, set()).add(conn)
             # Every snapshot is owed now; the refill sends what fits, the rest as
             # the connection drains.
             if lot == ALL_LOTS:
@@ -866,17 +885,19 @@ class Gateway:
     def _unsubscribe(self, conn: Connection, lots: list[str]) -> None:
         for lot in lots:
             conn.lots.discard(lot)
-            for table in (self.subscribers, self.event_subscribers):
-                subs = table.get(lot)
-                if subs is not None:
-                    subs.discard(conn)
-                    if not subs and lot != ALL_LOTS:
-                        del table[lot]
+            subs = self.subscribers.get(lot)
+            if subs is not None:
+                subs.discard(conn)
+                if not subs and lot != ALL_LOTS:
+                    del self.subscribers[lot]
 
     # ------------------------------------------------- durable fan-out
     def _on_durable(self, batch: list[Outcome]) -> None:
         """Runs after each commit: fold events into the views, send lot events."""
-        everyone = self.event_subscribers[ALL_LOTS]
+        subscribers = self.subscribers
+        everyone = subscribers[ALL_LOTS]
+        # (lot, frame, draft) of the commit's public events, in ledger order
+        frames: list[tuple[str, bytes, bool]] = []
         for outcome in batch:
             touched = self.views.apply(outcome.seq, outcome.ts_ns, outcome.events)
             if not touched:
@@ -887,38 +908,75 @@ class Gateway:
             for ev in outcome.events:
                 if not isinstance(ev, PUBLIC_EVENTS):
                     continue
-                subs = self.event_subscribers.get(ev.lot_id)
-                if not subs and not everyone:
+                lot = ev.lot_id
+                if not everyone and lot not in subscribers:
                     continue
-                if self.views.is_draft(ev.lot_id):  # only staff and supervisors see drafts
-                    self._push_draft(ev, outcome, subs or set(), everyone)
-                    continue
-                frame = ws.frame_text(
-                    p.encode_text(
-                        p.EventFrame(ev.lot_id, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
-                    )
+                text = p.encode_text(
+                    p.EventFrame(lot, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
                 )
-                for conn in subs or ():
-                    conn.push(frame)
-                for conn in everyone:
-                    if not subs or conn not in subs:
-                        conn.push(frame)
+                # a draft's events (as of this entry) go to staff and supervisors only
+                frames.append((lot, ws.frame_text(text), self.views.is_draft(lot)))
+        if frames:
+            self._fan_out(frames, everyone)
         self.metrics.durable_seq.set(self.rt.durable_seq)
 
-    def _push_draft(
-        self, ev: Event, outcome: Outcome, subs: set[Connection], everyone: set[Connection]
-    ) -> None:
-        """A draft lot's event: to the staff and supervisors subscribed to it or to ``*``."""
-        conns = {c for c in subs | everyone if _sees_drafts(c)}
-        if not conns:
+    def _fan_out(self, frames: list[tuple[str, bytes, bool]], everyone: set[Connection]) -> None:
+        """One commit's event frames to their subscribers, each in ledger order.
+
+        Each audience's frames are joined once and the bytes shared: every ``*``
+        subscriber gets one chunk (two versions: with and without drafts), every
+        subscriber of one touched lot that lot's chunk; only a connection
+        subscribed to several lots touched by the same commit gets a chunk of
+        its own (its lots' frames, still in ledger order)."""
+        if everyone:
+            public = b"".join(f for _lot, f, draft in frames if not draft)
+            with_drafts = b"".join(f for _lot, f, _draft in frames)
+            for conn in everyone:
+                chunk = with_drafts if _sees_drafts(conn) else public
+                if chunk:
+                    conn.push(chunk)
+        lots = dict.fromkeys(lot for lot, _f, _draft in frames if lot in self.subscribers)
+        if not lots:
             return
-        frame = ws.frame_text(
-            p.encode_text(
-                p.EventFrame(ev.lot_id, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
-            )
-        )
+        if len(lots) == 1:  # the usual commit: one lot's events
+            (lot,) = lots
+            self._push_lot(lot, frames, self.subscribers[lot], everyone)
+            return
+        several: dict[Connection, set[str]] = {}
+        for lot in lots:
+            for conn in self.subscribers[lot]:
+                if conn not in everyone:
+                    several.setdefault(conn, set()).add(lot)
+        by_lot: dict[str, set[Connection]] = {}
+        for conn, its in list(several.items()):
+            if len(its) == 1:
+                by_lot.setdefault(next(iter(its)), set()).add(conn)
+                del several[conn]
+        for lot, conns in by_lot.items():
+            self._push_lot(lot, frames, conns, set())
+        for conn, its in several.items():
+            seer = _sees_drafts(conn)
+            chunk = b"".join(f for lot, f, draft in frames if lot in its and (seer or not draft))
+            if chunk:
+                conn.push(chunk)
+
+    def _push_lot(
+        self,
+        lot: str,
+        frames: list[tuple[str, bytes, bool]],
+        conns: set[Connection],
+        skip: set[Connection],
+    ) -> None:
+        """``lot``'s frames of a commit, joined once, to ``conns`` (but ``skip``)."""
+        mine = [(f, draft) for name, f, draft in frames if name == lot]
+        with_drafts = b"".join(f for f, _draft in mine)
+        public = b"".join(f for f, draft in mine if not draft)
         for conn in conns:
-            conn.push(frame)
+            if conn in skip:
+                continue
+            chunk = with_drafts if _sees_drafts(conn) else public
+            if chunk:
+                conn.push(chunk)
 
     def _on_commit(self, entries: int, seconds: float) -> None:
         self.metrics.batch_size.observe(entries)
@@ -979,7 +1037,7 @@ class Gateway:
 
 def _sees_drafts(conn: Connection) -> bool:
     """Staff and supervisors see lots before they are published; nobody else does."""
-    return conn.who.role in (STAFF, SUPERVISOR)
+    return conn.sees_drafts
 
 
 def _own_event(events: list[Event]) -> Event | None:

@@ -81,7 +81,12 @@ class Server:
 
 
 async def start_server(
-    nursery: trio.Nursery, data_dir: Path, overrides: dict[str, Any] | None = None
+    nursery: trio.Nursery,
+    data_dir: Path,
+    overrides: dict[str, Any] | None = None,
+    *,
+    sandbox: bool = False,
+    accelerate: int = 1,
 ) -> Server:
     # No back-off after failed authentications here (tests refuse handshakes in a row);
     # tests/gateway/test_access.py runs with the default.
@@ -98,7 +103,15 @@ async def start_server(
 
         try:
             with scope:
-                await serve(settings, data_dir, ws_port=0, http_port=0, task_status=Status())
+                await serve(
+                    settings,
+                    data_dir,
+                    ws_port=0,
+                    http_port=0,
+                    sandbox=sandbox,
+                    accelerate=accelerate,
+                    task_status=Status(),
+                )
         finally:
             done.set()
 
@@ -111,8 +124,10 @@ async def start_server(
 def server_factory(nursery, tmp_path):
     """``await server_factory(overrides)`` -> a running Server (fresh data dir)."""
 
-    async def make(overrides: dict[str, Any] | None = None, data_dir: Path | None = None) -> Server:
-        return await start_server(nursery, data_dir or tmp_path / "data", overrides)
+    async def make(
+        overrides: dict[str, Any] | None = None, data_dir: Path | None = None, **kw: Any
+    ) -> Server:
+        return await start_server(nursery, data_dir or tmp_path / "data", overrides, **kw)
 
     return make
 

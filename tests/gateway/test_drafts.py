@@ -76,7 +76,7 @@ async def test_a_draft_is_unknown_to_the_public_until_published(server: Server, 
         await snapshot_of(client, "P1")
         await sync(client)
         assert "D1" not in client.snapshots and not conn.stale
-    assert "D1" not in gw.subscribers and "D1" not in gw.event_subscribers
+    assert "D1" not in gw.subscribers
 
     # -- staff and supervisors see the draft
     supervisor = await connect_supervisor(nursery, server)

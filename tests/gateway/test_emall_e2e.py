@@ -105,15 +105,21 @@ async def test_emall_item_over_the_gateway(tmp_path):
                 (2_600, 5, "buy"),
             ]
             assert book.last_price_fen == 2_600
-            # A watcher gets snapshots only; the supervisor gets every event, codes only.
-            assert not [e for e in watcher.events if isinstance(e, p.EventFrame)]
-            await until(
-                supervisor,
-                lambda: any(
-                    isinstance(e, p.EventFrame) and e.event.get("reason") == "requested"
-                    for e in supervisor.events
-                ),
-            )
+            # Watchers and the supervisor get every public event, codes only, in order.
+            for client in (watcher, supervisor):
+                await until(
+                    client,
+                    lambda c=client: any(
+                        isinstance(e, p.EventFrame) and e.event.get("reason") == "requested"
+                        for e in c.events
+                    ),
+                )
+            public = [e for e in watcher.events if isinstance(e, p.EventFrame)]
+            assert public == [
+                e
+                for e in supervisor.events
+                if isinstance(e, p.EventFrame) and e.seq >= public[0].seq
+            ]
             kinds = [e.event["type"] for e in supervisor.events if isinstance(e, p.EventFrame)]
             for kind in ("order_placed", "auction_uncrossed", "order_filled", "order_amended"):
                 assert kind in kinds
