@@ -40,7 +40,14 @@ from tests.gateway.helpers import (
 
 pytestmark = pytest.mark.timeout(90)
 
-FAST = {"limits.bids_per_s": 100_000, "limits.bid_burst": 100_000}
+# Rate and refusal budgets out of the way: the restart test resends 60 bids, most of
+# them retries or stale (each ledgered, so each counts against refusals_per_minute),
+# and the last, new one must not meet an exhausted budget.
+FAST = {
+    "limits.bids_per_s": 100_000,
+    "limits.bid_burst": 100_000,
+    "limits.refusals_per_minute": 100_000,
+}
 
 
 # ----------------------------------------------------------------- T14 replay
