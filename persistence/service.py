@@ -171,6 +171,10 @@ class ServiceStore:
                 grow_map(self.env, cap=self.map_cap)
                 if on_retry is not None:
                     on_retry()
+            except lmdb.BadValsizeError as e:
+                # a key too long for LMDB: the content's fault, not the storage's
+                txn.abort()
+                raise ValueError(f"service store: unstorable key or value: {e!r}") from e
             except (lmdb.Error, OSError) as e:
                 txn.abort()
                 raise StorageUnavailable(f"service store commit failed: {e!r}") from e
