@@ -134,6 +134,15 @@ class ServiceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     supervision_http_port: Port = 8092
     disclosure_http_port: Port = 8093
     registry_http_port: Port = 8094
+    # `pubex platform` itself: /healthz (each child's state) and /metrics, on 127.0.0.1.
+    platform_http_port: Port = 8095
+    # A child that exits is restarted after a back-off (restart_backoff_ms doubling to
+    # restart_backoff_max_s; back to the start once it ran restart_window_s); one that
+    # exits restart_max_tries times within restart_window_s is held (not restarted).
+    restart_max_tries: Positive = 5
+    restart_window_s: Positive = 60
+    restart_backoff_ms: Positive = 500
+    restart_backoff_max_s: Positive = 30
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

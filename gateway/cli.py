@@ -244,6 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from config.settings import ConfigError, load_settings
     from gateway.serve import ServeError, serve
+    from persistence.lock import DirectoryInUse
 
     try:
         settings = load_settings(args.config)
@@ -273,7 +274,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 allow_dev_tokens=args.demo,  # and any sandbox (serve checks the ledger)
             )
         )
-    except ServeError as e:
+    except (ServeError, DirectoryInUse) as e:  # DirectoryInUse: a second writer, refused
         print(f"pubex serve: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,7 +16,10 @@ fsync ran, and a crash leaves either the whole batch or none of it.
 * ``StorageUnavailable`` -> nothing of the batch is visible; refuse every
   not-yet-durable command with a typed error.
 
-Readers (verify, replay, companions) open with ``readonly=True``; LMDB lets
+One writer per ledger: :meth:`LedgerStore.open` (not read-only) holds the
+directory's ``writer.lock`` (:mod:`persistence.lock`) until :meth:`close`; a
+second writer gets ``DirectoryInUse`` naming the first.  Readers (verify,
+replay, companions) open with ``readonly=True`` and take no lock; LMDB lets
 many processes read while one writes.  LMDB forbids opening the same
 environment twice in one process, so in-process readers share the writer's
 store object; they must not hold a read transaction (e.g. an unfinished
@@ -43,10 +46,11 @@ from persistence.env import (
     grow_map,
     open_env,
 )
+from persistence.lock import DirectoryInUse, WriterLock
 
 _pack_key = struct.Struct(">Q").pack  # == seq_key, without the call
 
-__all__ = ["Batch", "LedgerCorrupt", "LedgerStore", "StorageUnavailable"]
+__all__ = ["Batch", "DirectoryInUse", "LedgerCorrupt", "LedgerStore", "StorageUnavailable"]
 
 ENTRIES = b"entries"
 SNAPSHOTS = b"snapshots"
@@ -81,6 +85,7 @@ class LedgerStore:
         self.fault_hook: Callable[[int], None] | None = None
         self.commit_attempts = 0
         self.map_grows = 0
+        self._lock: WriterLock | None = None  # the directory's writer lock (open())
         create = not readonly
         self._entries = env.open_db(ENTRIES, create=create)
         self._snapshots = env.open_db(SNAPSHOTS, create=create)
@@ -107,17 +112,31 @@ class LedgerStore:
         map_cap: int = DEFAULT_MAP_CAP,
     ) -> LedgerStore:
         """Open (creating unless ``readonly``) the ledger environment in ``path``."""
-        env = open_env(path, readonly=readonly, map_size=map_size, max_dbs=8)
+        # The writer takes the directory's lock first: a second writer is refused
+        # (DirectoryInUse, naming the holder) before LMDB or the chain is touched.
+        lock = None if readonly else WriterLock.acquire(path)
         try:
-            return cls(env, readonly=readonly, map_cap=map_cap)
+            env = open_env(path, readonly=readonly, map_size=map_size, max_dbs=8)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        try:
+            store = cls(env, readonly=readonly, map_cap=map_cap)
         except BaseException:
             env.close()
+            if lock is not None:
+                lock.release()
             raise
+        store._lock = lock
+        return store
 
     # -- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:
         self.env.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Self:
         return self

@@ -12,6 +12,10 @@ a restart resumes exactly after the last applied entry and never applies one
 twice.  The stored hash also pins the ledger the position belongs to; the
 follower refuses to resume against a ledger whose entry at that seq differs.
 
+One process per store: :meth:`ServiceStore.open` holds ``writer.lock`` in the
+store's directory (:mod:`persistence.lock`) until :meth:`close`; a second
+instance of the companion gets ``DirectoryInUse`` naming the first.
+
 Named databases: ``tracking`` (the position) plus whatever the projections
 declare.  Opened through :func:`persistence.env.open_env`, so the same durable
 settings hold as for the ledger: a committed chunk survives power loss.
@@ -35,8 +39,15 @@ from persistence.env import (
     grow_map,
     open_env,
 )
+from persistence.lock import DirectoryInUse, WriterLock
 
-__all__ = ["GENESIS_POSITION", "Position", "ServiceStore", "StorageUnavailable"]
+__all__ = [
+    "GENESIS_POSITION",
+    "DirectoryInUse",
+    "Position",
+    "ServiceStore",
+    "StorageUnavailable",
+]
 
 TRACKING = b"tracking"
 _POSITION_KEY = b"position"
@@ -71,6 +82,7 @@ class ServiceStore:
     def __init__(self, env: lmdb.Environment, dbs: Iterable[bytes], *, map_cap: int) -> None:
         self.env = env
         self.map_cap = map_cap
+        self._lock: WriterLock | None = None  # the directory's writer lock (open())
         self._tracking = env.open_db(TRACKING, create=True)
         self._dbs: dict[bytes, lmdb._Database] = {}
         for name in dbs:
@@ -87,12 +99,19 @@ class ServiceStore:
         max_dbs: int = 32,
     ) -> ServiceStore:
         """Open (creating) the service's environment in ``path`` with ``dbs``."""
-        env = open_env(path, map_size=map_size, max_dbs=max_dbs)
+        lock = WriterLock.acquire(path)  # one process per store (persistence.lock)
         try:
-            return cls(env, dbs, map_cap=map_cap)
+            env = open_env(path, map_size=map_size, max_dbs=max_dbs)
+            try:
+                store = cls(env, dbs, map_cap=map_cap)
+            except BaseException:
+                env.close()
+                raise
         except BaseException:
-            env.close()
+            lock.release()
             raise
+        store._lock = lock
+        return store
 
     def add_db(self, name: bytes) -> lmdb._Database:
         """Open (creating) a named db; idempotent.  Not inside a live txn."""
@@ -111,6 +130,8 @@ class ServiceStore:
 
     def close(self) -> None:
         self.env.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Self:
         return self
@@ -171,6 +192,10 @@ class ServiceStore:
                 grow_map(self.env, cap=self.map_cap)
                 if on_retry is not None:
                     on_retry()
+            except lmdb.BadValsizeError as e:
+                # a key too long for LMDB: the content's fault, not the storage's
+                txn.abort()
+                raise ValueError(f"service store: unstorable key or value: {e!r}") from e
             except (lmdb.Error, OSError) as e:
                 txn.abort()
                 raise StorageUnavailable(f"service store commit failed: {e!r}") from e

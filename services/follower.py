@@ -42,10 +42,26 @@ after an aborted write) and ``apply(txn, entry)``.  Durable state goes into
 same txn -- a record that many entries of a chunk change (a lot's monitor on
 every bid) can then be encoded and put once per chunk instead of once per
 entry; ``load`` drops whatever was pending (the txn that held it aborted).
+
+An entry a projection cannot apply
+----------------------------------
+A companion is a projection of the ledger, not a judge of it: the entry is
+ledgered, the engine has acted on it, and a companion that dies on it stops
+nothing but itself -- and then dies again at every restart (a crash loop).
+Every field is storable by construction (:mod:`persistence.keys`); if one
+entry still raises in ``apply`` or ``flush`` (anything but a storage fault,
+which stops the follower with nothing written), the chunk's txn aborts, the
+chunk is re-applied entry by entry, and the one failing entry is *skipped*:
+its seq, the projection and the error are recorded in the store's
+``fl_skipped`` db in the same txn that moves the position past it, counted
+(``pubex_follower_skipped_entries``, ``statistics().skipped``) and logged to
+stderr.  The projections then lack that one entry's effect, visibly: staff
+read the record and fix the code; a rebuilt store re-applies it.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -59,7 +75,7 @@ from engine.messages import AnyCommand, AnyEvent, decode_command, decode_events
 from ledger.record import HASH_SIZE, HEADER_SIZE, EntryBody, Envelope, decode_envelope
 from ledger.store import LedgerStore
 from ledger.verify import check_entry
-from persistence.service import Position, ServiceStore
+from persistence.service import Position, ServiceStore, StorageUnavailable
 
 __all__ = [
     "ChainBroken",
@@ -72,6 +88,9 @@ __all__ = [
 ]
 
 Txn: TypeAlias = "lmdb.Transaction[bytes]"
+
+SKIPPED = b"fl_skipped"  # u64 seq -> JSON {seq, projection, error}: entries not applied
+_json = msgspec.json.Encoder()
 
 
 class ChainBroken(RuntimeError):
@@ -147,6 +166,7 @@ class FollowerStats(msgspec.Struct, frozen=True):
     lag_ms: float  # sequencer time of the last applied entry -> its commit here
     entries_applied: int  # by this process since it started
     chunks: int
+    skipped: int = 0  # entries a projection could not apply (ever, in this store)
 
 
 class FollowerMetrics:
@@ -181,6 +201,12 @@ class FollowerMetrics:
         self.entries = Counter(
             "pubex_follower_entries", "Entries applied", labels, registry=registry
         ).labels(name)
+        self.skipped = Gauge(
+            "pubex_follower_skipped_entries",
+            "Ledger entries a projection could not apply (recorded in fl_skipped, skipped)",
+            labels,
+            registry=registry,
+        ).labels(name)
 
 
 class Follower:
@@ -214,6 +240,7 @@ class Follower:
         for p in self.projections:
             for db in p.dbs:
                 store.add_db(db)
+        self._skipped_db = store.add_db(SKIPPED)
         self._position = store.position()
         self._check_position()
         self._load()
@@ -221,6 +248,10 @@ class Follower:
         self._lag_ms = 0.0
         self._applied = 0
         self._chunks = 0
+        with store.read() as txn:
+            self._skipped: int = txn.stat(self._skipped_db)["entries"]
+        if metrics is not None:
+            metrics.skipped.set(self._skipped)
         self._wake = trio.Event()
 
     # -- position ------------------------------------------------------------------
@@ -269,6 +300,24 @@ class Follower:
         entries = self.read_chunk(limit or self.chunk_entries)
         if not entries:
             return 0
+        try:
+            self._apply(entries)
+        except StorageUnavailable:
+            raise
+        except Exception:
+            self._load()  # the txn aborted: drop what the projections cached from it
+            for entry in entries:  # find the entry that fails; apply the others
+                try:
+                    self._apply([entry])
+                except StorageUnavailable:
+                    raise
+                except Exception as e:
+                    self._load()
+                    self._skip(entry, e)
+        self._note_chunk(entries)
+        return len(entries)
+
+    def _apply(self, entries: list[Entry]) -> None:
         last = entries[-1]
         new_pos = Position(last.seq, last.entry_hash)
         projections, flushes = self.projections, self._flushes
@@ -282,8 +331,41 @@ class Follower:
 
         self.store.write(write, new_pos, on_retry=self._load)
         self._position = new_pos
-        self._note_chunk(entries)
-        return len(entries)
+
+    def _skip(self, entry: Entry, error: Exception) -> None:
+        """Record ``entry`` as not applied and move the position past it (see
+        the module doc: a projection never crash-loops on one entry)."""
+        failing = "?"
+        tb = error.__traceback__
+        while tb is not None:  # the innermost projection frame names the culprit
+            owner = tb.tb_frame.f_locals.get("self")
+            if any(owner is p for p in self.projections):
+                failing = type(owner).__name__
+            tb = tb.tb_next
+        record = {"seq": entry.seq, "projection": failing, "error": repr(error)[:1000]}
+        new_pos = Position(entry.seq, entry.entry_hash)
+
+        def write(txn: Txn) -> None:
+            txn.put(entry.seq.to_bytes(8, "big"), _json.encode(record), db=self._skipped_db)
+
+        self.store.write(write, new_pos)
+        self._position = new_pos
+        self._skipped += 1
+        if self.metrics is not None:
+            self.metrics.skipped.set(self._skipped)
+        print(
+            f"{self.name}: ledger entry {entry.seq} not applied ({failing}: {error!r:.300}); "
+            "recorded in fl_skipped, following on",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def skipped(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The entries this store skipped (oldest first)."""
+        dec = msgspec.json.Decoder(dict[str, Any])
+        with self.store.read() as txn:
+            cur = txn.cursor(self._skipped_db)
+            return [dec.decode(v) for _, v in islice(cur.iternext(), limit)]
 
     def _note_chunk(self, entries: list[Entry]) -> None:
         now = self.clock_ns()
@@ -324,6 +406,7 @@ class Follower:
             self._lag_ms,
             self._applied,
             self._chunks,
+            self._skipped,
         )
 
     # -- live ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run_disclose(args: argparse.Namespace) -> int:
     import trio
 
+    from persistence.lock import DirectoryInUse
     from services.disclosure.service import disclose
     from services.follower import ChainBroken, LedgerMismatch
 
@@ -33,6 +34,9 @@ def run_disclose(args: argparse.Namespace) -> int:
     except (ChainBroken, LedgerMismatch) as e:
         print(f"pubex disclose: {e}", file=sys.stderr)
         return 1
+    except DirectoryInUse as e:  # a second instance on one store: refused, nothing written
+        print(f"pubex disclose: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     return 0

@@ -55,6 +55,7 @@ from engine.messages import (
     RegisterBidder,
     ReserveEntered,
 )
+from persistence.keys import key_pair, key_part
 from persistence.service import ServiceStore
 from services.follower import Entry
 
@@ -105,7 +106,7 @@ def _u64(n: int) -> bytes:
 
 
 def _private_key(lot_id: str, code: str) -> bytes:
-    return f"{lot_id}\0{code}".encode()
+    return key_pair(lot_id, code)
 
 
 class DisclosureProjection:
@@ -257,7 +258,7 @@ class DisclosureProjection:
             return 0  # a year the holiday file lacks: no deadline rather than a guess
 
     def _lot(self, txn: Txn, lot_id: str) -> LotPublic | None:
-        raw = txn.get(lot_id.encode(), db=self.lots)
+        raw = txn.get(key_part(lot_id), db=self.lots)
         return None if raw is None else _lot_dec.decode(raw)
 
     def _public_lot(self, txn: Txn, lot_id: str) -> LotPublic | None:
@@ -265,7 +266,7 @@ class DisclosureProjection:
         return lot if lot is not None and lot.published else None
 
     def _put_lot(self, txn: Txn, lot: LotPublic) -> None:
-        txn.put(lot.lot_id.encode(), _enc.encode(lot), db=self.lots)
+        txn.put(key_part(lot.lot_id), _enc.encode(lot), db=self.lots)
 
     def _notice(
         self,
@@ -362,5 +363,5 @@ class DisclosureReader:
         return [lot for lot in found if lot.published]
 
     def _lot(self, txn: Txn, lot_id: str) -> LotPublic | None:
-        raw = txn.get(lot_id.encode(), db=self.store.db(LOTS))
+        raw = txn.get(key_part(lot_id), db=self.store.db(LOTS))
         return None if raw is None else _lot_dec.decode(raw)

@@ -45,6 +45,7 @@ def run_registry(args: argparse.Namespace) -> int:
         return run_provision(args)
     import trio
 
+    from persistence.lock import DirectoryInUse
     from services.follower import ChainBroken, LedgerMismatch
     from services.registry.service import serve_registry
 
@@ -71,6 +72,9 @@ def run_registry(args: argparse.Namespace) -> int:
     except (ChainBroken, LedgerMismatch) as e:
         print(f"pubex registry: {e}", file=sys.stderr)
         return 1
+    except DirectoryInUse as e:  # a second instance on one store: refused, nothing written
+        print(f"pubex registry: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     return 0

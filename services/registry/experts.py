@@ -45,6 +45,7 @@ import msgspec
 
 from engine.draw import draw_key, seed_hash
 from gateway import protocol as p
+from persistence.keys import key_part
 from persistence.service import ServiceStore
 from services.registry.model import (
     RELATION_KINDS,
@@ -194,19 +195,21 @@ class ExpertBook:
         if not expert.expert_id or not expert.specialties:
             raise DrawError("an expert needs an id and at least one specialty")
         self.store.write(
-            lambda txn: txn.put(expert.expert_id.encode(), _mp.encode(expert), db=self._db(EXPERTS))
+            lambda txn: txn.put(
+                key_part(expert.expert_id), _mp.encode(expert), db=self._db(EXPERTS)
+            )
         )
 
     def put_experts(self, experts: Sequence[Expert]) -> None:
         def write(txn: Txn) -> None:
             for e in experts:
-                txn.put(e.expert_id.encode(), _mp.encode(e), db=self._db(EXPERTS))
+                txn.put(key_part(e.expert_id), _mp.encode(e), db=self._db(EXPERTS))
 
         self.store.write(write)
 
     def expert(self, expert_id: str) -> Expert | None:
         with self.store.read() as txn:
-            raw = txn.get(expert_id.encode(), db=self._db(EXPERTS))
+            raw = txn.get(key_part(expert_id), db=self._db(EXPERTS))
         return None if raw is None else _expert.decode(raw)
 
     def experts(self) -> list[Expert]:
@@ -224,13 +227,16 @@ class ExpertBook:
             for r in relations:
                 # every declaration is kept: one ongoing and one ended relation
                 # of the same kind are two facts, not one overwriting the other
-                key = f"{r.expert_id}\x00{r.subject_id}\x00{r.kind}\x00{r.until_ns}".encode()
+                key = (
+                    b"\x00".join((key_part(r.expert_id), key_part(r.subject_id), key_part(r.kind)))
+                    + f"\x00{r.until_ns}".encode()
+                )
                 txn.put(key, _mp.encode(r), db=self._db(RELATIONS))
 
         self.store.write(write)
 
     def relations(self, expert_id: str = "") -> list[Relation]:
-        prefix = expert_id.encode() + b"\x00" if expert_id else b""
+        prefix = key_part(expert_id) + b"\x00" if expert_id else b""
         out: list[Relation] = []
         with self.store.read() as txn:
             cur = txn.cursor(self._db(RELATIONS))
@@ -291,7 +297,7 @@ class ExpertBook:
                     0, draw_id, c.lot_id, d.seed_hash, d.pool_hash, actor=actor
                 )
                 [d.commit_cs] = outbox.add_in(txn, [(_frame(frame), f"draw commit {draw_id}")])
-            txn.put(draw_id.encode(), _mp.encode(d), db=self._db(DRAWS))
+            txn.put(key_part(draw_id), _mp.encode(d), db=self._db(DRAWS))
             txn.put(NEXT_DRAW, (n + 1).to_bytes(8, "big"), db=self._db(XMETA))
             made.append(d)
 
@@ -308,7 +314,7 @@ class ExpertBook:
 
         def write(txn: Txn) -> None:
             out.clear()
-            raw = txn.get(draw_id.encode(), db=self._db(DRAWS))
+            raw = txn.get(key_part(draw_id), db=self._db(DRAWS))
             if raw is None:
                 raise DrawError(f"unknown draw {draw_id}")
             d = _draw.decode(raw)
@@ -323,7 +329,7 @@ class ExpertBook:
                         0, d.draw_id, d.seed_hex, d.drawn_hash, actor=actor
                     )
                     [d.reveal_cs] = outbox.add_in(txn, [(_frame(frame), f"draw reveal {draw_id}")])
-                txn.put(draw_id.encode(), _mp.encode(d), db=self._db(DRAWS))
+                txn.put(key_part(draw_id), _mp.encode(d), db=self._db(DRAWS))
             out.append(d)
 
         self.store.write(write)
@@ -331,7 +337,7 @@ class ExpertBook:
 
     def draw(self, draw_id: str) -> Draw | None:
         with self.store.read() as txn:
-            raw = txn.get(draw_id.encode(), db=self._db(DRAWS))
+            raw = txn.get(key_part(draw_id), db=self._db(DRAWS))
         return None if raw is None else _draw.decode(raw)
 
     def draws(self) -> list[Draw]:

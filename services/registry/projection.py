@@ -66,6 +66,7 @@ from engine.messages import (
     SettlementChanged,
     UnblacklistBidder,
 )
+from persistence.keys import key_pair, key_part
 from persistence.service import ServiceStore
 from services.registry.model import (
     DepositState,
@@ -113,12 +114,8 @@ def u64(n: int) -> bytes:
 
 
 def pair(a: str, b: str) -> bytes:
-    return a.encode() + b"\x00" + b.encode()
-
-
-def _unpair(key: bytes) -> tuple[str, str]:
-    a, _, b = bytes(key).partition(b"\x00")
-    return a.decode(), b.decode()
+    """``lot NUL bidder`` keys, each part storable (:func:`persistence.keys.key_pair`)."""
+    return key_pair(a, b)
 
 
 def own_outcome(events: Sequence[Event]) -> Event | None:
@@ -206,16 +203,16 @@ class RegistryProjection:
                     commit_seq=entry.seq,
                     origin=cmd.origin,
                 )
-                txn.put(ev.draw_id.encode(), _mp.encode(rec), db=self._db[LDRAWS])
+                txn.put(key_part(ev.draw_id), _mp.encode(rec), db=self._db[LDRAWS])
             elif kind is ExpertDrawRevealed:
-                got = self._get(txn, LDRAWS, ev.draw_id.encode(), _ldraw)
+                got = self._get(txn, LDRAWS, key_part(ev.draw_id), _ldraw)
                 if got is not None:
                     got.seed_hex, got.drawn_hash, got.reveal_seq = (
                         ev.seed_hex,
                         ev.drawn_hash,
                         entry.seq,
                     )
-                    txn.put(ev.draw_id.encode(), _mp.encode(got), db=self._db[LDRAWS])
+                    txn.put(key_part(ev.draw_id), _mp.encode(got), db=self._db[LDRAWS])
         if self.next_step != step:
             txn.put(NEXT_STEP, u64(self.next_step), db=self._db[META])
 
@@ -229,28 +226,29 @@ class RegistryProjection:
         return None if raw is None else dec.decode(raw)
 
     def _subject(self, txn: Txn, subject_id: str, seq: int) -> Subject:
-        s = self._get(txn, SUBJECTS, subject_id.encode(), _subject)
+        s = self._get(txn, SUBJECTS, key_part(subject_id), _subject)
         return s if s is not None else Subject(subject_id=subject_id, first_seq=seq)
 
     def _put_subject(self, txn: Txn, s: Subject) -> None:
-        txn.put(s.subject_id.encode(), _mp.encode(s), db=self._db[SUBJECTS])
+        txn.put(key_part(s.subject_id), _mp.encode(s), db=self._db[SUBJECTS])
 
     def _lot(self, txn: Txn, lot_id: str) -> LotInfo:
-        lot = self._get(txn, LOTS, lot_id.encode(), _lot)
+        lot = self._get(txn, LOTS, key_part(lot_id), _lot)
         return lot if lot is not None else LotInfo(lot_id=lot_id)
 
     def _put_lot(self, txn: Txn, lot: LotInfo) -> None:
-        txn.put(lot.lot_id.encode(), _mp.encode(lot), db=self._db[LOTS])
+        txn.put(key_part(lot.lot_id), _mp.encode(lot), db=self._db[LOTS])
 
     def _by_code(self, txn: Txn, lot_id: str, code: str) -> Registration | None:
         raw = txn.get(pair(lot_id, code), db=self._db[CODES])
         if raw is None:
             return None
-        reg: Registration | None = self._get(txn, REGS, pair(lot_id, raw.decode()), _reg)
+        # the value is the bidder's key part: the REGS key is lot's part NUL it
+        reg: Registration | None = self._get(txn, REGS, key_part(lot_id) + b"\x00" + raw, _reg)
         return reg
 
     def _regs(self, txn: Txn, lot_id: str) -> Iterator[Registration]:
-        prefix = lot_id.encode() + b"\x00"
+        prefix = key_part(lot_id) + b"\x00"
         cur = txn.cursor(self._db[REGS])
         if not cur.set_range(prefix):
             return
@@ -294,7 +292,7 @@ class RegistryProjection:
             role=cmd.role,
             seq=seq,
         )
-        txn.put(cmd.key_id.encode(), _mp.encode(rec), db=self._db[KEYS])
+        txn.put(key_part(cmd.key_id), _mp.encode(rec), db=self._db[KEYS])
         s = self._subject(txn, cmd.bidder_id, seq)
         s.keys.append(cmd.key_id)
         if cmd.role not in s.roles:
@@ -319,7 +317,7 @@ class RegistryProjection:
             seq=seq,
         )
         txn.put(pair(cmd.lot_id, cmd.bidder_id), _mp.encode(reg), db=self._db[REGS])
-        txn.put(pair(cmd.lot_id, ev.bidder_code), cmd.bidder_id.encode(), db=self._db[CODES])
+        txn.put(pair(cmd.lot_id, ev.bidder_code), key_part(cmd.bidder_id), db=self._db[CODES])
         s = self._subject(txn, cmd.bidder_id, seq)
         s.lots += 1
         if not s.roles:
@@ -438,35 +436,35 @@ class RegistryReader:
 
     def subjects(self, after: str = "", limit: int = 500) -> list[Subject]:
         with self.store.read() as txn:
-            start = after.encode() + b"\x00" if after else b""
+            start = key_part(after) + b"\x00" if after else b""
             rows: list[Subject] = self._scan(txn, SUBJECTS, _subject, start, limit)
             return rows
 
     def subject(self, subject_id: str) -> tuple[Subject, list[KeyRecord]] | None:
         with self.store.read() as txn:
-            raw = txn.get(subject_id.encode(), db=self.store.db(SUBJECTS))
+            raw = txn.get(key_part(subject_id), db=self.store.db(SUBJECTS))
             if raw is None:
                 return None
             s = _subject.decode(raw)
             keys = []
             for k in s.keys:
-                kr = txn.get(k.encode(), db=self.store.db(KEYS))
+                kr = txn.get(key_part(k), db=self.store.db(KEYS))
                 if kr is not None:
                     keys.append(_key.decode(kr))
             return s, keys
 
     def key(self, key_id: str) -> KeyRecord | None:
         with self.store.read() as txn:
-            raw = txn.get(key_id.encode(), db=self.store.db(KEYS))
+            raw = txn.get(key_part(key_id), db=self.store.db(KEYS))
         return None if raw is None else _key.decode(raw)
 
     def lot(self, lot_id: str) -> LotInfo | None:
         with self.store.read() as txn:
-            raw = txn.get(lot_id.encode(), db=self.store.db(LOTS))
+            raw = txn.get(key_part(lot_id), db=self.store.db(LOTS))
         return None if raw is None else _lot.decode(raw)
 
     def registrations(self, lot_id: str) -> list[Registration]:
-        prefix = lot_id.encode() + b"\x00"
+        prefix = key_part(lot_id) + b"\x00"
         out: list[Registration] = []
         with self.store.read() as txn:
             cur = txn.cursor(self.store.db(REGS))
@@ -507,12 +505,20 @@ class RegistryReader:
         """Refunds due and not yet in the ledger: (lot, bidder, amount_fen)."""
         with self.store.read() as txn:
             return [
-                (*_unpair(k), int.from_bytes(v, "big")) for k, v in txn.cursor(self.store.db(DUE))
+                (reg.lot_id, reg.bidder_id, int.from_bytes(v, "big"))
+                for k, v in txn.cursor(self.store.db(DUE))
+                if (reg := self.reg_at(txn, k)) is not None
             ]
+
+    def reg_at(self, txn: Txn, key: bytes) -> Registration | None:
+        """The registration under ``key`` (``rg_due`` and ``rg_regs`` share keys: the
+        ids come from the record, since a long id's key is its digest)."""
+        raw = txn.get(key, db=self.store.db(REGS))
+        return None if raw is None else _reg.decode(raw)
 
     def ledger_draw(self, draw_id: str) -> LedgerDraw | None:
         with self.store.read() as txn:
-            raw = txn.get(draw_id.encode(), db=self.store.db(LDRAWS))
+            raw = txn.get(key_part(draw_id), db=self.store.db(LDRAWS))
         return None if raw is None else _ldraw.decode(raw)
 
     def own(self, client_seq: int) -> OwnOutcome | None:

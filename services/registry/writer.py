@@ -153,7 +153,10 @@ class Outbox:
             for k, v in txn.cursor(self.store.db(DUE)):
                 if txn.get(k, db=index) is not None:
                     continue
-                lot, _, bidder = bytes(k).decode().partition("\x00")
+                reg = self.reader.reg_at(txn, bytes(k))  # the ids: a long one's key is a digest
+                if reg is None:
+                    continue
+                lot, bidder = reg.lot_id, reg.bidder_id
                 amount = int.from_bytes(v, "big")
                 frame = p.RefundDepositFrame(0, lot, bidder, amount)
                 frames.append((frame_dict(frame), f"refund {lot}/{bidder}"))

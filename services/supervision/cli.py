@@ -21,6 +21,7 @@ def run_supervise(args: argparse.Namespace) -> int:
     import msgspec
     import trio
 
+    from persistence.lock import DirectoryInUse
     from services.follower import ChainBroken, LedgerMismatch
     from services.supervision.model import load_config
     from services.supervision.service import supervise
@@ -44,6 +45,9 @@ def run_supervise(args: argparse.Namespace) -> int:
     except (ChainBroken, LedgerMismatch) as e:
         print(f"pubex supervise: {e}", file=sys.stderr)
         return 1
+    except DirectoryInUse as e:  # a second instance on one store: refused, nothing written
+        print(f"pubex supervise: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     return 0

@@ -41,6 +41,7 @@ import msgspec
 
 from config.calendar import CalendarRangeError, WorkCalendar, china_date_of_ns, china_day_start_ns
 from engine.messages import AnswerComplaint, FileComplaint, HandleAlert
+from persistence.keys import key_part
 from persistence.service import ServiceStore
 from services.supervision.detectors import Detectors
 from services.supervision.model import (
@@ -90,6 +91,11 @@ def u64(n: int) -> bytes:
     return n.to_bytes(8, "big")
 
 
+def _share_key(kind: str, key: str) -> bytes:
+    """``kind NUL key`` (an IP, a device): storable whatever the ledger holds."""
+    return key_part(kind) + b"\x00" + key_part(key)
+
+
 class _TxnState:
     """The detectors' State over one write txn, through the projection's caches."""
 
@@ -105,7 +111,7 @@ class _TxnState:
         cache = self.p._lots
         lot = cache.get(lot_id)
         if lot is None:
-            raw = self.txn.get(lot_id.encode(), db=self.p._db[LOTS])
+            raw = self.txn.get(key_part(lot_id), db=self.p._db[LOTS])
             if raw is None:
                 return None
             lot = cache[lot_id] = _lot_dec.decode(raw)
@@ -119,7 +125,7 @@ class _TxnState:
         ck = f"{kind}\x00{key}"
         share = self.p._shared.get(ck)
         if share is None:
-            raw = self.txn.get(ck.encode(), db=self.p._db[SHARED])
+            raw = self.txn.get(_share_key(kind, key), db=self.p._db[SHARED])
             if raw is None:
                 return None
             share = self.p._shared[ck] = _share_dec.decode(raw)
@@ -128,14 +134,14 @@ class _TxnState:
     def put_sharing(self, kind: str, key: str, value: Sharing) -> None:
         ck = f"{kind}\x00{key}"
         self.p._shared[ck] = value
-        self.txn.put(ck.encode(), _mp.encode(value), db=self.p._db[SHARED])
+        self.txn.put(_share_key(kind, key), _mp.encode(value), db=self.p._db[SHARED])
 
     def bidder(self, bidder_id: str) -> BidderRecord | None:
-        raw = self.txn.get(bidder_id.encode(), db=self.p._db[BIDDERS])
+        raw = self.txn.get(key_part(bidder_id), db=self.p._db[BIDDERS])
         return None if raw is None else _bidder_dec.decode(raw)
 
     def put_bidder(self, bidder_id: str, value: BidderRecord) -> None:
-        self.txn.put(bidder_id.encode(), _mp.encode(value), db=self.p._db[BIDDERS])
+        self.txn.put(key_part(bidder_id), _mp.encode(value), db=self.p._db[BIDDERS])
 
 
 class SupervisionProjection:
@@ -198,10 +204,10 @@ class SupervisionProjection:
                 self.next_alert_id += 1
                 a = msgspec.structs.replace(a, alert_id=aid)
                 txn.put(u64(aid), _json.encode(a), db=db[ALERTS])
-                txn.put(a.key.encode(), u64(aid), db=db[ALERT_KEYS])
+                txn.put(key_part(a.key), u64(aid), db=db[ALERT_KEYS])
                 if a.legacy_key:
-                    txn.put(a.legacy_key.encode(), u64(aid), db=db[ALERT_KEYS])
-                txn.put(a.lot_id.encode() + b"\x00" + u64(aid), b"", db=db[LOT_ALERTS])
+                    txn.put(key_part(a.legacy_key), u64(aid), db=db[ALERT_KEYS])
+                txn.put(key_part(a.lot_id) + b"\x00" + u64(aid), b"", db=db[LOT_ALERTS])
                 self.raised.append(a)
             txn.put(NEXT_ALERT, u64(self.next_alert_id), db=db[META])
         if len(self._shared) > CACHE_MAX:
@@ -216,7 +222,7 @@ class SupervisionProjection:
         lots_db, monitor_db = self._db[LOTS], self._db[MONITOR]
         put, mp, js = txn.put, _mp.encode, _json.encode
         for lot_id, lot in dirty.items():
-            key = lot_id.encode()
+            key = key_part(lot_id)
             put(key, mp(lot), db=lots_db)
             put(key, js(monitor_of(lot)), db=monitor_db)
         cache = self._lots
@@ -237,7 +243,7 @@ class SupervisionProjection:
         refused = any(getattr(ev, "code", 0) for ev in entry.events)
         if refused or action not in HANDLING_ACTIONS:
             return
-        raw = txn.get(str(key).encode(), db=self._db[ALERT_KEYS])
+        raw = txn.get(key_part(str(key)), db=self._db[ALERT_KEYS])
         if raw is None:
             return
         rec = Handling(
@@ -282,9 +288,9 @@ class SupervisionProjection:
                 deadline_ns=deadline,
                 deadline_rule=rule,
             )
-            txn.put(cmd.complaint_id.encode(), u64(entry.seq), db=db[COMPLAINT_IDS])
+            txn.put(key_part(cmd.complaint_id), u64(entry.seq), db=db[COMPLAINT_IDS])
         else:
-            key = txn.get(cmd.complaint_id.encode(), db=db[COMPLAINT_IDS])
+            key = txn.get(key_part(cmd.complaint_id), db=db[COMPLAINT_IDS])
             raw = None if key is None else txn.get(key, db=db[COMPLAINTS])
             if raw is None:  # filed before this store's history: cannot happen
                 return
@@ -326,7 +332,7 @@ class SupervisionReader:
                         if len(out) >= limit:
                             break
                 return out
-            prefix = lot.encode() + b"\x00"
+            prefix = key_part(lot) + b"\x00"
             cur = txn.cursor(self._db(LOT_ALERTS))
             if cur.set_range(prefix + u64(since + 1)):
                 adb = self._db(ALERTS)
@@ -390,7 +396,7 @@ class SupervisionReader:
 
     def complaint(self, complaint_id: str) -> Complaint | None:
         with self.store.read() as txn:
-            key = txn.get(complaint_id.encode(), db=self._db(COMPLAINT_IDS))
+            key = txn.get(key_part(complaint_id), db=self._db(COMPLAINT_IDS))
             raw = None if key is None else txn.get(key, db=self._db(COMPLAINTS))
         return None if raw is None else _complaint_dec.decode(raw)
 
@@ -398,7 +404,7 @@ class SupervisionReader:
         out: list[LotMonitor] = []
         with self.store.read() as txn:
             cur = txn.cursor(self._db(MONITOR))
-            start = after.encode() + b"\x00" if after else b""
+            start = key_part(after) + b"\x00" if after else b""
             if cur.set_range(start) if start else cur.first():
                 for _, v in cur:
                     out.append(_monitor_dec.decode(v))
@@ -408,7 +414,7 @@ class SupervisionReader:
 
     def monitor(self, lot_id: str) -> LotMonitor | None:
         with self.store.read() as txn:
-            raw = txn.get(lot_id.encode(), db=self._db(MONITOR))
+            raw = txn.get(key_part(lot_id), db=self._db(MONITOR))
         return None if raw is None else _monitor_dec.decode(raw)
 
     def dump(self) -> Iterator[tuple[bytes, bytes, bytes]]:

@@ -69,7 +69,7 @@ def test_platform_starts_every_service_and_stops_them_all(tmp_path: Path) -> Non
     cfg.write_text(
         "[net]\nws_port = 0\nhttp_port = 0\n"
         "[services]\nsupervision_http_port = 0\ndisclosure_http_port = 0\n"
-        "registry_http_port = 0\n"
+        "registry_http_port = 0\nplatform_http_port = 0\n"
     )
     argv = [sys.executable, "-m", "gateway.cli", "platform", "--config", str(cfg)]
     argv += ["--data", str(tmp_path / "var"), "--demo", "--no-sim"]
@@ -82,7 +82,7 @@ def test_platform_starts_every_service_and_stops_them_all(tmp_path: Path) -> Non
     kids: list[int] = []
     try:
         deadline = time.monotonic() + 60
-        while len(urls) < 1 + len(SERVICES) and time.monotonic() < deadline:
+        while len(urls) < 2 + len(SERVICES) and time.monotonic() < deadline:
             try:
                 line = lines.get(timeout=1)
             except queue.Empty:
@@ -93,7 +93,7 @@ def test_platform_starts_every_service_and_stops_them_all(tmp_path: Path) -> Non
             elif line.startswith("service "):
                 name, rest = line.split()[1:3]
                 urls[name] = rest.removeprefix("http=")
-        assert set(urls) == {"serve", *SERVICES}, urls
+        assert set(urls) == {"serve", "platform", *SERVICES}, urls
         for name, url in urls.items():
             wait_for(lambda u=url: json.loads(get(u + "healthz"))["ok"], 30, f"{name} /healthz")
         # The demo catalogue is in the ledger: a follower reaches the gateway's durable seq.

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.timeout(120)
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = ("anonymous", "watcher", "bidder", "staff", "supervisor", "service")
-PROCESSES = ("gateway", "registry", "supervision", "disclosure")
+PROCESSES = ("gateway", "registry", "supervision", "disclosure", "platform")
 
 PUB = (200,) * 6  # everyone
 AUTH_ONLY = (401, 401, 401)  # anonymous, watcher, bidder: no credential HTTP takes
@@ -115,6 +115,9 @@ MATRIX: dict[tuple[str, str, str], tuple[int, ...]] = {
     ("disclosure", "GET", "/checkpoints.json"): PUB,
     ("disclosure", "GET", "/metrics"): PUB,
     ("disclosure", "GET", "/healthz"): PUB,
+    # -- the platform itself: its children's states (no data), and its metrics
+    ("platform", "GET", "/healthz"): PUB,
+    ("platform", "GET", "/metrics"): PUB,  # loopback clients (these tests) only
 }
 
 SAMPLE = {"path": "console.js", "alert_id": "1"}  # else "x1"
@@ -125,9 +128,11 @@ QUERY = {("registry", "GET", "/api/deposits"): "?lot=x1"}  # a required paramete
 
 
 def live_routes() -> set[tuple[str, str, str]]:
-    """(process, method, path) of every route the four apps serve, from the
+    """(process, method, path) of every route the five apps serve, from the
     very functions the processes build their apps with."""
+    from config.settings import load_settings
     from gateway.http import build_app as gateway_app
+    from gateway.platform import build_app as platform_app
     from persistence.service import ServiceStore
     from services.disclosure.service import build_app as disclosure_app
     from services.registry.service import Registry
@@ -139,6 +144,7 @@ def live_routes() -> set[tuple[str, str, str]]:
         "gateway": gateway_app(SimpleNamespace(limits=LimitSettings()), "ws://x/ws"),  # type: ignore[arg-type]
         "supervision": supervision_app(None, None, CollectorRegistry()),  # type: ignore[arg-type]
         "disclosure": disclosure_app(None, None, None, CollectorRegistry()),  # type: ignore[arg-type]
+        "platform": platform_app(None, load_settings(None), CollectorRegistry()),
     }
     import tempfile
 
@@ -187,7 +193,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         tmp / "platform.toml",
         "[net]\nws_port = 0\nhttp_port = 0\n"
         "[services]\nsupervision_http_port = 0\ndisclosure_http_port = 0\n"
-        "registry_http_port = 0\n",
+        "registry_http_port = 0\nplatform_http_port = 0\n",
     )
     argv = [sys.executable, "-m", "gateway.cli", "platform", "--config", str(cfg)]
     argv += ["--data", str(tmp / "var")]
@@ -200,7 +206,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     urls: dict[str, str] = {}
     try:
         deadline = time.monotonic() + 60
-        while len(urls) < 5 and time.monotonic() < deadline:
+        while len(urls) < 6 and time.monotonic() < deadline:
             try:
                 line = lines.get(timeout=1)
             except queue.Empty:

@@ -84,8 +84,9 @@ def test_resume_after_restart_equals_uninterrupted(hot_land: Path, tmp_path: Pat
     close(f)
 
 
-class Boom(Exception):
-    pass
+class Boom(BaseException):
+    """A crash mid-chunk (the process dies), not an entry a projection cannot
+    apply (an ``Exception``: skipped and recorded, tests/services/test_poison_entries.py)."""
 
 
 def test_failed_chunk_leaves_nothing(hot_land: Path, tmp_path: Path) -> None:
