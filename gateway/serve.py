@@ -1,6 +1,14 @@
 """``pubex serve``: one trio process hosting the runtime, the WebSocket gateway
 and the HTTP side; prints ``listening ws=... http=...`` once ready.
 
+Start-up: before anything else, ``--ws-port`` and ``--http-port`` must be free
+(else one line, exit 2, and nothing is created); then an existing ledger must
+be sound: :func:`startup_check` reads it in a child process
+(:mod:`ledger.soundness`) -- everything written since the verified point kept
+in the ledger's meta, or all of it with ``--verify-all`` -- and on damage the
+server refuses to start (exit 1) with one sentence naming the first bad seq.
+The check passed, the head it verified becomes the new verified point.
+
 Sandbox: ``--sandbox`` marks a *new* data directory as a sandbox (in the
 ledger's meta); only a sandbox may run ``--accelerate N``.  Every start is
 ledgered (``RuntimeStarted``) with its clock rate.
@@ -11,7 +19,9 @@ commit, close connections with 1001, exit.
 
 from __future__ import annotations
 
+import errno
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,13 +46,53 @@ from gateway.http import build_app, serve_http
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.server import Gateway
+from ledger.soundness import VERIFIED_KEY, Soundness, check_ledger, encode_point
 from ledger.store import Batch
 
 SANDBOX_KEY = b"sandbox"
 
 
 class ServeError(Exception):
-    pass
+    """Refusing to start: a usage problem (exit 2)."""
+
+    exit_code = 2
+
+
+class LedgerUnsound(ServeError):
+    """Refusing to start on a ledger that does not verify (exit 1)."""
+
+    exit_code = 1
+
+
+def check_ports_free(host: str, ports: list[int]) -> None:
+    """Refuse (``ServeError``) when a fixed port cannot be bound on ``host``, before
+    anything is created; bound the way the listeners will be (``SO_REUSEADDR``)."""
+    for port in dict.fromkeys(p for p in ports if p):
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as e:
+            raise ServeError(f"cannot listen on {host}: {e.strerror}") from e
+        for family, kind, proto, _name, addr in infos:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(addr)
+                except OSError as e:
+                    if e.errno == errno.EADDRINUSE:
+                        raise ServeError(f"port {port} on {host} is in use") from e
+                    raise ServeError(f"cannot listen on port {port} on {host}: {e.strerror}") from e
+
+
+def startup_check(data_dir: Path, verify_all: bool = False) -> Soundness | None:
+    """The start-up verification (module docstring); None for a fresh data
+    directory, which has nothing to check.  Raises ``LedgerUnsound``."""
+    ledger_dir = data_dir / "ledger"
+    if not (ledger_dir / "data.mdb").exists():
+        return None
+    result = check_ledger(ledger_dir, "startup-all" if verify_all else "startup")
+    if not result.ok:
+        raise LedgerUnsound(f"refusing to start: {result.message}")
+    return result
 
 
 @dataclass
@@ -52,8 +102,11 @@ class Listening:
     gateway: Gateway
 
 
-def open_runtime(settings: Settings, data_dir: Path, sandbox: bool, accelerate: int) -> Runtime:
-    fresh = not (data_dir / "ledger" / "data.mdb").exists()
+def open_runtime(
+    settings: Settings, data_dir: Path, sandbox: bool, accelerate: int, verify_all: bool = False
+) -> Runtime:
+    checked = startup_check(data_dir, verify_all)
+    fresh = checked is None
     clock = SequencerClock(slew_ppm=settings.clock.max_slew_ppm, accelerate=accelerate)
     rt = Runtime.from_settings(settings, data_dir, clock=clock)
     is_sandbox = rt.store.get_meta(SANDBOX_KEY) == b"1"
@@ -67,6 +120,10 @@ def open_runtime(settings: Settings, data_dir: Path, sandbox: bool, accelerate: 
         rt.store.close()
         raise ServeError("--accelerate is refused unless the data directory is a sandbox")
     rt.sandbox = is_sandbox
+    if checked is not None and checked.last_seq:
+        point = encode_point(checked.last_seq, bytes.fromhex(checked.last_hash))
+        if rt.store.get_meta(VERIFIED_KEY) != point:
+            rt.store.commit_batch(Batch(meta={VERIFIED_KEY: point}))
     return rt
 
 
@@ -80,13 +137,15 @@ async def serve(
     accelerate: int = 1,
     on_ready: Callable[[Listening], Awaitable[None]] | None = None,
     allow_dev_tokens: bool = True,
+    verify_all: bool = False,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``allow_dev_tokens=False`` (``pubex serve`` without ``--demo``): the
     well-known development tokens are refused unless the data directory is a
     sandbox (:func:`gateway.access.dev_token_refusal`)."""
+    check_ports_free(settings.net.host, [ws_port, http_port])
     data_dir.mkdir(parents=True, exist_ok=True)
-    rt = open_runtime(settings, data_dir, sandbox, accelerate)
+    rt = open_runtime(settings, data_dir, sandbox, accelerate, verify_all)
     refused = dev_token_refusal(settings.auth, allow_dev_tokens or rt.sandbox)
     if refused:
         rt.store.close()

@@ -26,7 +26,7 @@ from engine.router import Router
 from ledger.export import ExportError, ExportReader, is_export
 from ledger.journal import decode_snapshot
 from ledger.record import EntryBody
-from ledger.replay import ReplayDivergence, replay
+from ledger.replay import ReplayDivergence, replay, restore_snapshot
 from ledger.store import LedgerStore
 from ledger.verify import verify_chain, verify_checkpoints
 
@@ -83,34 +83,62 @@ def verify_ledger(path: str | Path, progress: Progress | None = None) -> VerifyR
     if not (ledger_dir / "data.mdb").exists():
         return VerifyResult(False, 0, reason=f"no ledger at {ledger_dir}")
     with LedgerStore.open(ledger_dir, readonly=True) as store:
-        chain = verify_chain(store)
-        if not chain.ok:
-            return VerifyResult(False, chain.count, "", chain.first_bad_seq, chain.reason)
-        snapshots = {seq: decode_snapshot(data).state_hash for seq, data in _snapshots(store)}
-        router = Router()
-        bad_snapshot: list[int] = []
+        return verify_store(store, public_key(ledger_dir), progress=progress)
 
-        def check(body: EntryBody, cmd: AnyCommand, events: list[Event]) -> None:
-            expected = snapshots.get(body.seq)
-            if expected is not None and router.state_hash() != expected:
-                bad_snapshot.append(body.seq)
-            if progress is not None:
-                progress(body.seq)
 
-        try:
-            replay(router, store, on_entry=check)
-        except ReplayDivergence as e:
-            return VerifyResult(False, chain.count, "", e.seq, e.why)
-        if bad_snapshot:
-            return VerifyResult(False, chain.count, "", bad_snapshot[0], "snapshot_mismatch")
-        key = public_key(ledger_dir)
-        checks = verify_checkpoints(store, key) if key is not None else []
-        for c in checks:
-            if not c.ok:
-                return VerifyResult(False, chain.count, "", c.seq, f"checkpoint_{c.reason}")
+def verify_store(
+    store: LedgerStore,
+    key: bytes | None,
+    *,
+    since: tuple[int, bytes] | None = None,
+    progress: Progress | None = None,
+) -> VerifyResult:
+    """Chain, replay (events must re-produce), snapshots and signed checkpoints.
+
+    With ``since`` = (seq, entry hash) of a point verified before, only what
+    follows it: the chain from that entry on, a replay from the newest snapshot
+    at or before it (checked against its state hash), the snapshots and
+    checkpoints after it -- what start-up checks (:mod:`ledger.soundness`).
+    ``entries`` then counts the entries checked, from the point on."""
+    start = since[0] if since is not None else 0
+    chain = verify_chain(store, since=since)
+    if not chain.ok:
+        return VerifyResult(False, chain.count, "", chain.first_bad_seq, chain.reason)
+    try:
+        router = restore_snapshot(store, at_or_before=start) if start else Router()
+    except ReplayDivergence as e:
+        return VerifyResult(False, chain.count, "", e.seq, "snapshot_mismatch")
+    except (msgspec.DecodeError, ValueError):
+        found = store.snapshot_at_or_before(start)
         return VerifyResult(
-            True, chain.count, router.state_hash(), None, "", len(snapshots), len(checks)
+            False, chain.count, "", found[0] if found else 0, "snapshot_undecodable"
         )
+    try:
+        snapshots = _snapshot_hashes(store, after=router.applied)
+    except _BadSnapshot as e:
+        return VerifyResult(False, chain.count, "", e.seq, "snapshot_undecodable")
+    bad_snapshot: list[int] = []
+
+    def check(body: EntryBody, cmd: AnyCommand, events: list[Event]) -> None:
+        expected = snapshots.get(body.seq)
+        if expected is not None and router.state_hash() != expected:
+            bad_snapshot.append(body.seq)
+        if progress is not None:
+            progress(body.seq)
+
+    try:
+        replay(router, store, from_seq=router.applied + 1, on_entry=check)
+    except ReplayDivergence as e:
+        return VerifyResult(False, chain.count, "", e.seq, e.why)
+    if bad_snapshot:
+        return VerifyResult(False, chain.count, "", bad_snapshot[0], "snapshot_mismatch")
+    checks = verify_checkpoints(store, key, after=start) if key is not None else []
+    for c in checks:
+        if not c.ok:
+            return VerifyResult(False, chain.count, "", c.seq, f"checkpoint_{c.reason}")
+    return VerifyResult(
+        True, chain.count, router.state_hash(), None, "", len(snapshots), len(checks)
+    )
 
 
 def _verify_export(reader: ExportReader, progress: Progress | None) -> VerifyResult:
@@ -137,15 +165,26 @@ def _verify_export(reader: ExportReader, progress: Progress | None) -> VerifyRes
     )
 
 
-def _snapshots(store: LedgerStore) -> list[tuple[int, bytes]]:
-    found: list[tuple[int, bytes]] = []
+class _BadSnapshot(Exception):
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+
+def _snapshot_hashes(store: LedgerStore, after: int) -> dict[int, str]:
+    """seq -> stored state hash of every snapshot with seq > ``after``;
+    ``_BadSnapshot`` names one that is not a snapshot record."""
+    found: dict[int, str] = {}
     seq = store.last_seq()
-    while True:
+    while seq > after:
         snap = store.snapshot_at_or_before(seq)
-        if snap is None:
-            return found
-        found.append(snap)
+        if snap is None or snap[0] <= after:
+            break
+        try:
+            found[snap[0]] = decode_snapshot(snap[1]).state_hash
+        except (msgspec.DecodeError, ValueError) as e:
+            raise _BadSnapshot(snap[0]) from e
         seq = snap[0] - 1
+    return found
 
 
 class TimelineLine(msgspec.Struct):
