@@ -54,6 +54,11 @@ class _Progress:
         self.done = 0
 
     def start(self, total: int) -> None:
+        if self.disable is None and not self.file.isatty():
+            self.disable = True  # what tqdm would decide, without importing it
+        if self.disable:
+            self.bar = _NoBar()
+            return
         from tqdm import tqdm
 
         self.bar = tqdm(
@@ -86,14 +91,31 @@ class _Progress:
         bar.close()
 
 
-def _resolve(path: str) -> tuple[bool, Path]:
-    """(is an export, the ledger directory or the export file)."""
-    from ledger.audit import resolve_ledger_dir
-    from ledger.export import is_export
+class _NoBar:
+    total: int | None = None
 
-    if is_export(path):
-        return True, Path(path)
-    return False, resolve_ledger_dir(path)
+    def update(self, n: int) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _resolve(path: str) -> tuple[bool, Path]:
+    """(is an export, the ledger directory or the export file) -- without
+    importing the engine: the parent of a check only reads its answer."""
+    from ledger.soundness import resolve_ledger_dir
+
+    p = Path(path)
+    if p.is_file():
+        from ledger.export import is_export
+
+        if is_export(p):
+            return True, p
+    return False, resolve_ledger_dir(p)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -345,12 +367,8 @@ def _replay_html(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import trio
-
     from config.settings import ConfigError, load_settings
-    from gateway.serve import ServeError, check_ports_free, serve, startup_check
+    from gateway.startup import ServeError, check_ports_free, startup_check
 
     try:
         settings = load_settings(args.config)
@@ -372,6 +390,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             + ("a fresh data directory" if found is None else "the ledger is sound")
         )
         return 0
+
+    import trio
+
+    from gateway.serve import serve
+
     on_ready = None
     if args.demo:
         from simulators.wsdemo import run_ws_demo

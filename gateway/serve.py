@@ -19,9 +19,7 @@ commit, close connections with 1001, exit.
 
 from __future__ import annotations
 
-import errno
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,53 +44,13 @@ from gateway.http import build_app, serve_http
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.server import Gateway
-from ledger.soundness import VERIFIED_KEY, Soundness, check_ledger, encode_point
+from gateway.startup import LedgerUnsound, ServeError, check_ports_free, startup_check
+from ledger.soundness import VERIFIED_KEY, encode_point
 from ledger.store import Batch
 
+__all__ = ["LedgerUnsound", "Listening", "ServeError", "open_runtime", "serve", "startup_check"]
+
 SANDBOX_KEY = b"sandbox"
-
-
-class ServeError(Exception):
-    """Refusing to start: a usage problem (exit 2)."""
-
-    exit_code = 2
-
-
-class LedgerUnsound(ServeError):
-    """Refusing to start on a ledger that does not verify (exit 1)."""
-
-    exit_code = 1
-
-
-def check_ports_free(host: str, ports: list[int]) -> None:
-    """Refuse (``ServeError``) when a fixed port cannot be bound on ``host``, before
-    anything is created; bound the way the listeners will be (``SO_REUSEADDR``)."""
-    for port in dict.fromkeys(p for p in ports if p):
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        except socket.gaierror as e:
-            raise ServeError(f"cannot listen on {host}: {e.strerror}") from e
-        for family, kind, proto, _name, addr in infos:
-            with socket.socket(family, kind, proto) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind(addr)
-                except OSError as e:
-                    if e.errno == errno.EADDRINUSE:
-                        raise ServeError(f"port {port} on {host} is in use") from e
-                    raise ServeError(f"cannot listen on port {port} on {host}: {e.strerror}") from e
-
-
-def startup_check(data_dir: Path, verify_all: bool = False) -> Soundness | None:
-    """The start-up verification (module docstring); None for a fresh data
-    directory, which has nothing to check.  Raises ``LedgerUnsound``."""
-    ledger_dir = data_dir / "ledger"
-    if not (ledger_dir / "data.mdb").exists():
-        return None
-    result = check_ledger(ledger_dir, "startup-all" if verify_all else "startup")
-    if not result.ok:
-        raise LedgerUnsound(f"refusing to start: {result.message}")
-    return result
 
 
 @dataclass

@@ -27,8 +27,11 @@ from ledger.export import ExportError, ExportReader, is_export
 from ledger.journal import decode_snapshot
 from ledger.record import EntryBody
 from ledger.replay import ReplayDivergence, replay, restore_snapshot
+from ledger.soundness import resolve_ledger_dir
 from ledger.store import LedgerStore
 from ledger.verify import verify_chain, verify_checkpoints
+
+__all__ = ["VerifyResult", "resolve_ledger_dir", "timelines", "verify_ledger", "verify_store"]
 
 Progress = Callable[[int], None]
 
@@ -41,12 +44,6 @@ class VerifyResult(msgspec.Struct):
     reason: str = ""
     snapshots_checked: int = 0
     checkpoints_checked: int = 0
-
-
-def resolve_ledger_dir(path: str | Path) -> Path:
-    """Accept a data directory (with ``ledger/`` inside) or the ledger directory."""
-    p = Path(path)
-    return p / "ledger" if (p / "ledger" / "data.mdb").exists() else p
 
 
 Source = LedgerStore | ExportReader

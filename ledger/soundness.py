@@ -88,6 +88,12 @@ def decode_point(raw: bytes | None) -> tuple[int, bytes] | None:
     return int.from_bytes(raw[:8], "big"), bytes(raw[8:])
 
 
+def resolve_ledger_dir(path: str | Path) -> Path:
+    """Accept a data directory (with ``ledger/`` inside) or the ledger directory."""
+    p = Path(path)
+    return p / "ledger" if (p / "ledger" / "data.mdb").exists() else p
+
+
 # -- sentences ------------------------------------------------------------------
 
 
