@@ -247,12 +247,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from ledger.audit import public_key, resolve_ledger_dir
     from ledger.export import ExportError, write_export
+    from ledger.soundness import check_ledger
     from ledger.store import LedgerStore
 
     ledger_dir = resolve_ledger_dir(args.dir)
     if not (ledger_dir / "data.mdb").exists():
         print(f"pubex ledger export: no ledger at {args.dir}", file=sys.stderr)
         return 2
+    sound = check_ledger(ledger_dir, "chain")  # in a child: damage must not crash us
+    if not sound.ok:
+        print(f"FAIL: {sound.message}")
+        return 1
     try:
         with LedgerStore.open(ledger_dir, readonly=True) as store:
             pub = public_key(ledger_dir) or b""

@@ -144,7 +144,8 @@ def describe(first_bad_seq: int | None, reason: str, last_seq: int = 0) -> str:
         return f"the signed checkpoint at seq {seq} does not hold: {why}"
     if reason == "events differ from the recorded ones":
         return f"replaying the ledger at seq {seq} does not give the events it recorded"
-    return f"the ledger does not replay at seq {seq}: {reason}"
+    at = f" at seq {seq}" if seq else ""
+    return f"the ledger does not replay{at}: {reason}"
 
 
 # -- the child ---------------------------------------------------------------------
@@ -250,17 +251,15 @@ def _recovers(store: LedgerStore, checked: VerifyResult) -> VerifyResult:
     """``checked`` if the server's own recovery (snapshot + tail) goes through
     too -- it looks entries up by key, which a damaged branch page can misdirect
     even when the walk in seq order was fine."""
-    import msgspec as ms
-
+    from ledger.audit import VerifyResult
     from ledger.replay import ReplayDivergence, recover
 
     try:
         recover(store)
     except ReplayDivergence as e:
         return VerifyResult(False, checked.entries, "", e.seq, e.why)
-    except (ms.DecodeError, ValueError) as e:
-        seq = getattr(e, "seq", None)
-        return VerifyResult(False, checked.entries, "", seq, f"recovery fails ({e})")
+    except (msgspec.DecodeError, ValueError) as e:
+        return VerifyResult(False, checked.entries, "", None, f"recovery fails ({e})")
     return checked
 
 

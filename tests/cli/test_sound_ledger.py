@@ -6,7 +6,8 @@
 * ``serve`` on a busy port: one line, exit 2, nothing created;
 * the verified point: recorded by a real start, what follows it is checked at
   the next start, what precedes it only with ``--verify-all``;
-* ``replay`` refuses a broken chain unless ``--unverified`` (then says so);
+* ``replay`` refuses a broken chain unless ``--unverified`` (then says so), and
+  ``ledger export`` refuses it;
 * ``verify --against`` a feed without a checkpoint for the ledger proves
   nothing and says so (exit 1, or 0 with ``--allow-empty``);
 * simulated ledgers carry signed checkpoints that verify.
@@ -257,10 +258,10 @@ def test_start_up_checks_what_follows_the_verified_point(sim: Path, tmp_path: Pa
     assert point is not None and point[0] > head
 
 
-# ------------------------------------------------------------ replay --unverified
+# ------------------------------------------------------------ replay --unverified, export
 
 
-def test_replay_refuses_a_broken_chain_unless_unverified(sim: Path, tmp_path: Path) -> None:
+def test_replay_and_export_refuse_a_broken_chain(sim: Path, tmp_path: Path) -> None:
     broken = shutil.copytree(sim, tmp_path / "broken")
     tamper(broken, flip_body(200))
     proc = pubex("replay", str(broken))
@@ -289,6 +290,9 @@ def test_replay_refuses_a_broken_chain_unless_unverified(sim: Path, tmp_path: Pa
         proc, "stderr"
     )
     assert not (tmp_path / "r.html").exists()
+    proc = pubex("ledger", "export", str(broken), str(tmp_path / "out.export"))
+    assert proc.returncode == 1 and not (tmp_path / "out.export").exists()
+    assert sentence(proc).startswith("FAIL: the ledger's chain breaks at seq 200: ")
 
 
 # ------------------------------------------------------------ proof that proves
