@@ -236,7 +236,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"pubex ledger backup: {e}", file=sys.stderr)
         return 2
     if not report.ok:
-        print(f"FAIL: the copy does not verify at seq {report.first_bad_seq}: {report.reason}")
+        from ledger.soundness import describe
+
+        print(f"FAIL: the copy does not verify: {describe(report.first_bad_seq, report.reason)}")
         return 1
     print(f"OK: {report.count} entries copied to {args.out} (chain verified)")
     return 0

@@ -294,6 +294,12 @@ def _missing(ledger_dir: Path) -> Soundness | None:
     data = ledger_dir / "data.mdb"
     if not ledger_dir.exists():
         return Soundness(False, "missing", f"there is nothing at {ledger_dir}")
+    if ledger_dir.is_file():
+        return Soundness(
+            False,
+            "not_ledger",
+            f"{ledger_dir} is a file but not a ledger export (a ledger is a directory)",
+        )
     if not data.exists():
         return Soundness(False, "missing", f"{ledger_dir} holds no ledger (no data.mdb)")
     if not data.is_file() or data.stat().st_size == 0:

@@ -124,6 +124,8 @@ def test_verify_and_replay_on_what_is_not_a_ledger(tmp_path: Path) -> None:
     (empty_file / "data.mdb").write_bytes(b"")
     empty_dir = tmp_path / "empty-dir"
     empty_dir.mkdir()
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(bytes(range(256)) * 16)
     cases = {
         junk: (
             1,
@@ -131,6 +133,7 @@ def test_verify_and_replay_on_what_is_not_a_ledger(tmp_path: Path) -> None:
         ),
         empty_file: (1, f"FAIL: {empty_file}/data.mdb is empty, so no ledger"),
         empty_dir: (2, f"FAIL: {empty_dir} holds no ledger (no data.mdb)"),
+        plain: (1, f"FAIL: {plain} is a file but not a ledger export (a ledger is a directory)"),
     }
     for path, (code, line) in cases.items():
         proc = pubex("ledger", "verify", str(path))
