@@ -23,6 +23,7 @@ from engine.messages import (
     PlaceBid,
 )
 from engine.router import Router
+from engine.state import hash_encoded
 from ledger.export import ExportError, ExportReader, is_export
 from ledger.journal import decode_snapshot
 from ledger.record import EntryBody
@@ -113,7 +114,7 @@ def verify_store(
     try:
         snapshots = _snapshot_hashes(store, after=router.applied)
     except _BadSnapshot as e:
-        return VerifyResult(False, chain.count, "", e.seq, "snapshot_undecodable")
+        return VerifyResult(False, chain.count, "", e.seq, e.reason)
     bad_snapshot: list[int] = []
 
     def check(body: EntryBody, cmd: AnyCommand, events: list[Event]) -> None:
@@ -163,13 +164,16 @@ def _verify_export(reader: ExportReader, progress: Progress | None) -> VerifyRes
 
 
 class _BadSnapshot(Exception):
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(seq, reason)
         self.seq = seq
+        self.reason = reason
 
 
 def _snapshot_hashes(store: LedgerStore, after: int) -> dict[int, str]:
     """seq -> stored state hash of every snapshot with seq > ``after``;
-    ``_BadSnapshot`` names one that is not a snapshot record."""
+    ``_BadSnapshot`` names one that is not a snapshot record, or whose state
+    does not hash to the hash stored with it (recovery would refuse it)."""
     found: dict[int, str] = {}
     seq = store.last_seq()
     while seq > after:
@@ -177,9 +181,12 @@ def _snapshot_hashes(store: LedgerStore, after: int) -> dict[int, str]:
         if snap is None or snap[0] <= after:
             break
         try:
-            found[snap[0]] = decode_snapshot(snap[1]).state_hash
+            rec = decode_snapshot(snap[1])
         except (msgspec.DecodeError, ValueError) as e:
-            raise _BadSnapshot(snap[0]) from e
+            raise _BadSnapshot(snap[0], "snapshot_undecodable") from e
+        if hash_encoded(rec.state) != rec.state_hash:  # the state a recovery would load
+            raise _BadSnapshot(snap[0], "snapshot_damaged")
+        found[snap[0]] = rec.state_hash
         seq = snap[0] - 1
     return found
 

@@ -128,6 +128,8 @@ def describe(first_bad_seq: int | None, reason: str, last_seq: int = 0) -> str:
         return f"the snapshot at seq {seq} does not match the state the ledger replays to"
     if reason == "snapshot_undecodable":
         return f"the snapshot at seq {seq} is not a readable snapshot"
+    if reason == "snapshot_damaged":
+        return f"the snapshot at seq {seq} is damaged: its state does not match its own hash"
     if reason == "checkpoint_beyond_tail" and seq <= last_seq:
         return f"entry {seq}, which a signed checkpoint vouches for, cannot be found in the ledger"
     if reason == "checkpoint_beyond_tail":
