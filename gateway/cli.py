@@ -1,9 +1,10 @@
 """The ``pubex`` command line.
 
     pubex simulate --scenario NAME --seed N --ledger DIR
-    pubex ledger verify DIR|EXPORT [--receipts FILE] [--against FEED]
+    pubex ledger verify DIR|EXPORT [--receipts FILE] [--against FEED [--allow-empty]]
     pubex ledger export DIR OUT
-    pubex replay DIR [--lot ID] [--until SEQ] [--html OUT.html]
+    pubex replay DIR [--lot ID] [--until SEQ] [--html OUT.html] [--unverified]
+    pubex serve [--data DIR] [--ws-port N] [--http-port N] [--verify-all] [--demo] ...
     pubex keygen --out FILE [--key-id ID]
     pubex admin --url WS [--token-file F] ACTION ...        (token: $PUBEX_TOKEN or F)
     pubex terminal --key FILE --url WS [--lot LOT ...] [--receipts FILE]
@@ -14,7 +15,10 @@
     pubex disclose [--data DIR] [--http-port N] [--platform-config F]
     pubex platform [serve's options]   serve + supervise + disclose + registry (make run)
 
-Exit codes: 0 success, 1 verification failure, 2 usage error.
+Exit codes: 0 success, 1 verification failure, 2 usage error.  A ledger that
+does not verify is a verification failure wherever it is met: ``ledger
+verify``, ``replay`` (unless ``--unverified``) and ``serve``, which refuses to
+start on it; each says why in one sentence, never with a traceback.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Sequence
-
-from tqdm import tqdm
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
@@ -35,33 +39,83 @@ def fmt_ns(ts_ns: int) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{(ts_ns // 1_000_000) % 1000:03d}"
 
 
-def _progress(total: int, label: str) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """A progress bar on stderr for long ledgers (silent when not a terminal)."""
-    bar = tqdm(
-        total=total, desc=label, unit="entry", disable=None, file=sys.stderr, mininterval=0.5
-    )
-    last = [0]
+class _Progress:
+    """A progress bar on stderr for long ledgers (silent when not a terminal).
 
-    def step(seq: int) -> None:
-        if seq - last[0] >= 1000:
-            bar.update(seq - last[0])
-            last[0] = seq
+    ``start(total)`` once the size is known, ``advance(seq)`` as entries are
+    done, ``finish(complete)``: a complete run ends the bar at its total (100 %),
+    whatever the step between the last updates was."""
 
-    return step, bar.close
+    def __init__(self, label: str, *, file: Any = None, disable: bool | None = None) -> None:
+        self.label = label
+        self.file = file if file is not None else sys.stderr
+        self.disable = disable
+        self.bar: Any = None
+        self.done = 0
+
+    def start(self, total: int) -> None:
+        if self.disable is None and not self.file.isatty():
+            self.disable = True  # what tqdm would decide, without importing it
+        if self.disable:
+            self.bar = _NoBar()
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total or None,
+            desc=self.label,
+            unit="entry",
+            disable=self.disable,
+            file=self.file,
+            mininterval=0.5,
+        )
+
+    def advance(self, seq: int) -> None:
+        if self.bar is None:
+            self.start(0)
+        assert self.bar is not None
+        if seq > self.done:
+            self.bar.update(seq - self.done)
+            self.done = seq
+
+    def finish(self, complete: bool, total: int | None = None) -> None:
+        bar = self.bar
+        if bar is None:
+            return
+        if complete:
+            end = total if total is not None else (bar.total or self.done)
+            if bar.total != end:
+                bar.total = end
+            self.advance(end)
+            bar.refresh()
+        bar.close()
 
 
-def _ledger_size(path: str) -> int:
-    from ledger.audit import resolve_ledger_dir
-    from ledger.export import is_export
-    from ledger.store import LedgerStore
+class _NoBar:
+    total: int | None = None
 
-    if is_export(path):
-        return 0  # known only once the file is parsed; the bar then just counts
-    ledger_dir = resolve_ledger_dir(path)
-    if not (ledger_dir / "data.mdb").exists():
-        return 0
-    with LedgerStore.open(ledger_dir, readonly=True) as store:
-        return store.last_seq()
+    def update(self, n: int) -> None:
+        pass
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _resolve(path: str) -> tuple[bool, Path]:
+    """(is an export, the ledger directory or the export file) -- without
+    importing the engine: the parent of a check only reads its answer."""
+    from ledger.soundness import resolve_ledger_dir
+
+    p = Path(path)
+    if p.is_file():
+        from ledger.export import is_export
+
+        if is_export(p):
+            return True, p
+    return False, resolve_ledger_dir(p)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -77,28 +131,55 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ledger.audit import verify_ledger
+    """The ledger is read in a child process (``ledger.soundness``): damage that
+    crashes its reader -- even a SIGBUS -- is reported in one sentence."""
+    from ledger.soundness import check_ledger
 
-    step, done = _progress(_ledger_size(args.dir), "verify")
-    try:
-        result = verify_ledger(args.dir, progress=step)
-    finally:
-        done()
+    export, where = _resolve(args.dir)
+    if export:
+        return _verify_export_file(args)
+    bar = _Progress("verify")
+    result = check_ledger(where, "full", on_total=bar.start, progress=bar.advance)
+    bar.finish(result.ok)
     if not result.ok:
-        where = f"first bad seq {result.first_bad_seq}" if result.first_bad_seq else "no entries"
-        print(f"FAIL: {where}: {result.reason} ({result.entries} entries before it)")
-        return 1
+        print(f"FAIL: {result.message}")
+        return 2 if result.kind == "missing" else 1
     print(
         f"OK: {result.entries} entries, state hash {result.state_hash}, "
         f"{result.snapshots_checked} snapshots and {result.checkpoints_checked} signed "
         "checkpoints checked"
     )
-    if args.against and _verify_against(args.dir, args.against):
+    return _verify_more(args)
+
+
+def _verify_export_file(args: argparse.Namespace) -> int:
+    """An export is parsed in-process: its parser is made for forged files."""
+    from ledger.audit import verify_ledger
+    from ledger.soundness import describe
+
+    bar = _Progress("verify")
+    result = verify_ledger(args.dir, progress=bar.advance)
+    bar.finish(result.ok, result.entries)
+    if not result.ok:
+        if result.reason.startswith("export "):
+            print(f"FAIL: the export does not verify at {result.reason.removeprefix('export ')}")
+        else:
+            print(f"FAIL: {describe(result.first_bad_seq, result.reason)}")
+        return 1
+    print(
+        f"OK: {result.entries} entries, state hash {result.state_hash}, "
+        f"{result.checkpoints_checked} signed checkpoints checked"
+    )
+    return _verify_more(args)
+
+
+def _verify_more(args: argparse.Namespace) -> int:
+    if args.against and _verify_against(args.dir, args.against, args.allow_empty):
         return 1
     return _verify_receipts(args.dir, args.receipts) if args.receipts else 0
 
 
-def _verify_against(path: str, feed_at: str) -> int:
+def _verify_against(path: str, feed_at: str, allow_empty: bool = False) -> int:
     """Compare the (chain-verified) copy with the published checkpoints."""
     from ledger.audit import open_source, public_key, resolve_ledger_dir
     from ledger.export import ExportReader
@@ -120,6 +201,15 @@ def _verify_against(path: str, feed_at: str) -> int:
     if not report.ok:
         where = f" at seq {report.first_bad_seq}" if report.first_bad_seq else ""
         print(f"FAIL: against the published checkpoints{where}: {report.reason}")
+        return 1
+    if report.checked == 0:
+        if allow_empty:
+            print("published checkpoints: none to compare (--allow-empty): nothing proven")
+            return 0
+        print(
+            "FAIL: nothing proven: the feed has no checkpoint for this ledger "
+            "(--allow-empty accepts that)"
+        )
         return 1
     print(f"published checkpoints: {report.checked} match (up to seq {report.last_seq})")
     return 0
@@ -146,7 +236,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"pubex ledger backup: {e}", file=sys.stderr)
         return 2
     if not report.ok:
-        print(f"FAIL: the copy does not verify at seq {report.first_bad_seq}: {report.reason}")
+        from ledger.soundness import describe
+
+        print(f"FAIL: the copy does not verify: {describe(report.first_bad_seq, report.reason)}")
         return 1
     print(f"OK: {report.count} entries copied to {args.out} (chain verified)")
     return 0
@@ -157,12 +249,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from ledger.audit import public_key, resolve_ledger_dir
     from ledger.export import ExportError, write_export
+    from ledger.soundness import check_ledger
     from ledger.store import LedgerStore
 
     ledger_dir = resolve_ledger_dir(args.dir)
     if not (ledger_dir / "data.mdb").exists():
         print(f"pubex ledger export: no ledger at {args.dir}", file=sys.stderr)
         return 2
+    sound = check_ledger(ledger_dir, "chain")  # in a child: damage must not crash us
+    if not sound.ok:
+        print(f"FAIL: {sound.message}")
+        return 1
     try:
         with LedgerStore.open(ledger_dir, readonly=True) as store:
             pub = public_key(ledger_dir) or b""
@@ -181,25 +278,60 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    """A ledger's hash chain is checked first, in a child process
+    (``ledger.soundness``); one that breaks is not replayed -- with
+    ``--unverified``, only the entries before the break are, and the output
+    says so on its first line."""
     from engine.messages import LotSold, LotTerminated, LotUnsold
     from ledger.audit import source_exists, timelines
     from ledger.export import ExportError
+    from ledger.replay import ReplayDivergence
+    from ledger.soundness import check_ledger, describe
 
     if not source_exists(args.dir):
         print(f"pubex replay: no ledger or export at {args.dir}", file=sys.stderr)
         return 2
+    export, where = _resolve(args.dir)
+    until, total, unverified = args.until, 0, ""
+    if not export:
+        sound = check_ledger(where, "chain")
+        bad = sound.first_bad_seq
+        if not sound.ok and (not args.unverified or bad is None or args.html):
+            hint = ""
+            if bad is not None:
+                hint = (
+                    "; not replaying it (--unverified replays the entries before it)"
+                    if not args.html
+                    else "; --html needs a ledger that verifies"
+                )
+            print(f"pubex replay: {sound.message}{hint}", file=sys.stderr)
+            return 1
+        total = sound.last_seq
+        if not sound.ok and bad is not None:
+            until = bad - 1 if until is None else min(until, bad - 1)
+            total = bad - 1
+            done = f"entries 1-{bad - 1}" if bad > 1 else "no entries"
+            unverified = f"UNVERIFIED: {sound.message}; replayed {done} only"
     if args.html:
         return _replay_html(args)
     finals = (LotSold, LotUnsold, LotTerminated)
     keep = (lambda ev: ev.lot_id == args.lot) if args.lot else (lambda ev: type(ev) in finals)
-    step, done = _progress(_ledger_size(args.dir), "replay")
+    bar = _Progress("replay")
+    if total:
+        bar.start(min(total, until) if until is not None else total)
     try:
-        router, lines = timelines(args.dir, keep, args.until, progress=step)
+        router, lines = timelines(args.dir, keep, until, progress=bar.advance)
     except ExportError as e:
-        print(f"pubex replay: the export does not verify: {e}", file=sys.stderr)
+        bar.finish(False)
+        print(f"pubex replay: the export does not verify at {e}", file=sys.stderr)
         return 1
-    finally:
-        done()
+    except ReplayDivergence as e:
+        bar.finish(False)
+        print(f"pubex replay: {describe(e.seq, e.why)}", file=sys.stderr)
+        return 1
+    bar.finish(True, router.applied)
+    if unverified:
+        print(unverified)
     if args.lot:
         if args.lot not in router.state.lots and args.lot not in router.state.items:
             print(f"pubex replay: no lot or item {args.lot!r} in the ledger", file=sys.stderr)
@@ -220,6 +352,7 @@ def _replay_html(args: argparse.Namespace) -> int:
     """One lot's self-contained playback report (services/supervision/playback.py)."""
     from ledger.export import ExportError
     from ledger.replay import ReplayDivergence
+    from ledger.soundness import describe
     from services.supervision.playback import UnknownLot, write_report
 
     if not args.lot:
@@ -230,20 +363,19 @@ def _replay_html(args: argparse.Namespace) -> int:
     except UnknownLot:
         print(f"pubex replay: no lot {args.lot!r} in the ledger", file=sys.stderr)
         return 2
-    except (ExportError, ReplayDivergence) as e:
-        print(f"pubex replay: the ledger does not verify: {e}", file=sys.stderr)
+    except ExportError as e:
+        print(f"pubex replay: the export does not verify at {e}", file=sys.stderr)
+        return 1
+    except ReplayDivergence as e:
+        print(f"pubex replay: {describe(e.seq, e.why)}", file=sys.stderr)
         return 1
     print(f"{args.html}: lot {args.lot}, {len(pb.bids)} bids, {len(pb.alerts)} alerts")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import trio
-
     from config.settings import ConfigError, load_settings
-    from gateway.serve import ServeError, serve
+    from gateway.startup import ServeError, check_ports_free, startup_check
     from persistence.lock import DirectoryInUse
 
     try:
@@ -254,6 +386,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data = Path(args.data or settings.data_dir)
     ws_port = settings.net.ws_port if args.ws_port is None else args.ws_port
     http_port = settings.net.http_port if args.http_port is None else args.http_port
+    if args.check_only:  # start-up's checks alone (tests, operators): nothing is written
+        try:
+            check_ports_free(settings.net.host, [ws_port, http_port])
+            found = startup_check(data, args.verify_all)
+        except ServeError as e:
+            print(f"pubex serve: {e}", file=sys.stderr)
+            return e.exit_code
+        print(
+            "start-up check: "
+            + ("a fresh data directory" if found is None else "the ledger is sound")
+        )
+        return 0
+
+    import trio
+
+    from gateway.serve import serve
+
     on_ready = None
     if args.demo:
         from simulators.wsdemo import run_ws_demo
@@ -272,9 +421,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 accelerate=args.accelerate,
                 on_ready=on_ready,
                 allow_dev_tokens=args.demo,  # and any sandbox (serve checks the ledger)
+                verify_all=args.verify_all,
             )
         )
-    except (ServeError, DirectoryInUse) as e:  # DirectoryInUse: a second writer, refused
+    except ServeError as e:
+        print(f"pubex serve: {e}", file=sys.stderr)
+        return e.exit_code
+    except DirectoryInUse as e:  # a second writer on the directory: refused
         print(f"pubex serve: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -357,9 +510,23 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="a demo catalogue and bidders")
     p.add_argument("--no-sim", action="store_true", help="with --demo: no simulated bidders")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--verify-all",
+        action="store_true",
+        help="verify the whole ledger at start-up, not only what follows the verified point",
+    )
+    p.add_argument("--check-only", action="store_true", help=argparse.SUPPRESS)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only`` = the command being run, the companion
+    services' parsers (admin, supervise, registry, disclose: each imports its
+    service) are configured only if it is theirs -- a ``pubex ledger verify``
+    starts without importing trio or the web stack."""
+
+    def configured(name: str) -> bool:
+        return only is None or only == name
+
     p = argparse.ArgumentParser(prog="pubex", description="public-resource trading engine")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -382,6 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT_FEED",
         help="the disclosure's published checkpoints: a URL (/checkpoints.json) or a saved file",
     )
+    v.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="with --against: a feed with no checkpoint for this ledger is not a failure",
+    )
     v.set_defaults(func=cmd_verify)
     ex = lsub.add_parser("export", help="a portable, hash-chained file for supervisors")
     ex.add_argument("dir")
@@ -397,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lot", help="a lot's or an e-mall item's timeline")
     r.add_argument("--until", type=int)
     r.add_argument("--html", metavar="OUT", help="with --lot: a self-contained playback report")
+    r.add_argument(
+        "--unverified",
+        action="store_true",
+        help="replay the entries before a broken chain (the output says UNVERIFIED)",
+    )
     r.set_defaults(func=cmd_replay)
 
     sv = sub.add_parser("serve", help="the runtime, the WebSocket gateway and the console")
@@ -415,10 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--key-id", help="the key id (default: a random one)")
     kg.set_defaults(func=cmd_keygen)
 
-    from gateway.admin import configure as configure_admin
-
     ad = sub.add_parser("admin", help="one staff / registry command over a staff WebSocket")
-    configure_admin(ad)
+    if configured("admin"):
+        from gateway.admin import configure as configure_admin
+
+        configure_admin(ad)
     ad.set_defaults(func=cmd_admin)
 
     te = sub.add_parser("terminal", help="the bidder's full-screen terminal")
@@ -428,28 +606,33 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--receipts", help="JSON-lines receipts (default: KEY.receipts.jsonl)")
     te.set_defaults(func=cmd_terminal)
 
-    from services.supervision.cli import configure as configure_supervise
-
     su = sub.add_parser("supervise", help="the supervision service (alerts, lot monitoring)")
-    configure_supervise(su)
+    if configured("supervise"):
+        from services.supervision.cli import configure as configure_supervise
+
+        configure_supervise(su)
     su.set_defaults(func=cmd_supervise)
 
-    from services.registry.cli import configure as configure_registry
-
     rg = sub.add_parser("registry", help="the registry service (subjects, deposits, experts)")
-    configure_registry(rg)
+    if configured("registry"):
+        from services.registry.cli import configure as configure_registry
+
+        configure_registry(rg)
     rg.set_defaults(func=cmd_registry)
 
-    from services.disclosure.cli import configure as configure_disclose
-
     di = sub.add_parser("disclose", help="the disclosure service (public notices, checkpoints)")
-    configure_disclose(di)
+    if configured("disclose"):
+        from services.disclosure.cli import configure as configure_disclose
+
+        configure_disclose(di)
     di.set_defaults(func=cmd_disclose)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    args = build_parser(command).parse_args(words)
     try:
         code: int = args.func(args)
     except BrokenPipeError:  # `pubex replay ... | head`

@@ -100,6 +100,7 @@ def serve_argv(
     argv += ["--accelerate", str(args.accelerate), "--seed", str(args.seed)]
     argv += [f for f, on in (("--sandbox", args.sandbox), ("--demo", args.demo)) if on]
     argv += ["--no-sim"] if args.no_sim else []
+    argv += ["--verify-all"] if getattr(args, "verify_all", False) else []
     return argv
 
 

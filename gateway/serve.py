@@ -1,6 +1,14 @@
 """``pubex serve``: one trio process hosting the runtime, the WebSocket gateway
 and the HTTP side; prints ``listening ws=... http=...`` once ready.
 
+Start-up: before anything else, ``--ws-port`` and ``--http-port`` must be free
+(else one line, exit 2, and nothing is created); then an existing ledger must
+be sound: :func:`startup_check` reads it in a child process
+(:mod:`ledger.soundness`) -- everything written since the verified point kept
+in the ledger's meta, or all of it with ``--verify-all`` -- and on damage the
+server refuses to start (exit 1) with one sentence naming the first bad seq.
+The check passed, the head it verified becomes the new verified point.
+
 Sandbox: ``--sandbox`` marks a *new* data directory as a sandbox (in the
 ledger's meta); only a sandbox may run ``--accelerate N``.  Every start is
 ledgered (``RuntimeStarted``) with its clock rate.
@@ -36,13 +44,13 @@ from gateway.http import build_app, serve_http
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.server import Gateway
+from gateway.startup import LedgerUnsound, ServeError, check_ports_free, startup_check
+from ledger.soundness import VERIFIED_KEY, encode_point
 from ledger.store import Batch
 
+__all__ = ["LedgerUnsound", "Listening", "ServeError", "open_runtime", "serve", "startup_check"]
+
 SANDBOX_KEY = b"sandbox"
-
-
-class ServeError(Exception):
-    pass
 
 
 @dataclass
@@ -52,8 +60,11 @@ class Listening:
     gateway: Gateway
 
 
-def open_runtime(settings: Settings, data_dir: Path, sandbox: bool, accelerate: int) -> Runtime:
-    fresh = not (data_dir / "ledger" / "data.mdb").exists()
+def open_runtime(
+    settings: Settings, data_dir: Path, sandbox: bool, accelerate: int, verify_all: bool = False
+) -> Runtime:
+    checked = startup_check(data_dir, verify_all)
+    fresh = checked is None
     clock = SequencerClock(slew_ppm=settings.clock.max_slew_ppm, accelerate=accelerate)
     rt = Runtime.from_settings(settings, data_dir, clock=clock)
     is_sandbox = rt.store.get_meta(SANDBOX_KEY) == b"1"
@@ -67,6 +78,10 @@ def open_runtime(settings: Settings, data_dir: Path, sandbox: bool, accelerate: 
         rt.store.close()
         raise ServeError("--accelerate is refused unless the data directory is a sandbox")
     rt.sandbox = is_sandbox
+    if checked is not None and checked.last_seq:
+        point = encode_point(checked.last_seq, bytes.fromhex(checked.last_hash))
+        if rt.store.get_meta(VERIFIED_KEY) != point:
+            rt.store.commit_batch(Batch(meta={VERIFIED_KEY: point}))
     return rt
 
 
@@ -80,13 +95,15 @@ async def serve(
     accelerate: int = 1,
     on_ready: Callable[[Listening], Awaitable[None]] | None = None,
     allow_dev_tokens: bool = True,
+    verify_all: bool = False,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``allow_dev_tokens=False`` (``pubex serve`` without ``--demo``): the
     well-known development tokens are refused unless the data directory is a
     sandbox (:func:`gateway.access.dev_token_refusal`)."""
+    check_ports_free(settings.net.host, [ws_port, http_port])
     data_dir.mkdir(parents=True, exist_ok=True)
-    rt = open_runtime(settings, data_dir, sandbox, accelerate)
+    rt = open_runtime(settings, data_dir, sandbox, accelerate, verify_all)
     refused = dev_token_refusal(settings.auth, allow_dev_tokens or rt.sandbox)
     if refused:
         rt.store.close()

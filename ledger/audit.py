@@ -23,13 +23,16 @@ from engine.messages import (
     PlaceBid,
 )
 from engine.router import Router
-from engine.state import STATE_VERSION
+from engine.state import STATE_VERSION, hash_encoded
 from ledger.export import ExportError, ExportReader, is_export
 from ledger.journal import decode_snapshot
 from ledger.record import EntryBody
-from ledger.replay import ReplayDivergence, replay
+from ledger.replay import ReplayDivergence, replay, restore_snapshot
+from ledger.soundness import resolve_ledger_dir
 from ledger.store import LedgerStore
 from ledger.verify import verify_chain, verify_checkpoints
+
+__all__ = ["VerifyResult", "resolve_ledger_dir", "timelines", "verify_ledger", "verify_store"]
 
 Progress = Callable[[int], None]
 
@@ -42,12 +45,6 @@ class VerifyResult(msgspec.Struct):
     reason: str = ""
     snapshots_checked: int = 0
     checkpoints_checked: int = 0
-
-
-def resolve_ledger_dir(path: str | Path) -> Path:
-    """Accept a data directory (with ``ledger/`` inside) or the ledger directory."""
-    p = Path(path)
-    return p / "ledger" if (p / "ledger" / "data.mdb").exists() else p
 
 
 Source = LedgerStore | ExportReader
@@ -84,36 +81,62 @@ def verify_ledger(path: str | Path, progress: Progress | None = None) -> VerifyR
     if not (ledger_dir / "data.mdb").exists():
         return VerifyResult(False, 0, reason=f"no ledger at {ledger_dir}")
     with LedgerStore.open(ledger_dir, readonly=True) as store:
-        chain = verify_chain(store)
-        if not chain.ok:
-            return VerifyResult(False, chain.count, "", chain.first_bad_seq, chain.reason)
-        # snapshots of another state version hash another layout: not comparable
-        records = [(seq, decode_snapshot(data)) for seq, data in _snapshots(store)]
-        snapshots = {seq: r.state_hash for seq, r in records if r.version == STATE_VERSION}
-        router = Router()
-        bad_snapshot: list[int] = []
+        return verify_store(store, public_key(ledger_dir), progress=progress)
 
-        def check(body: EntryBody, cmd: AnyCommand, events: list[Event]) -> None:
-            expected = snapshots.get(body.seq)
-            if expected is not None and router.state_hash() != expected:
-                bad_snapshot.append(body.seq)
-            if progress is not None:
-                progress(body.seq)
 
-        try:
-            replay(router, store, on_entry=check)
-        except ReplayDivergence as e:
-            return VerifyResult(False, chain.count, "", e.seq, e.why)
-        if bad_snapshot:
-            return VerifyResult(False, chain.count, "", bad_snapshot[0], "snapshot_mismatch")
-        key = public_key(ledger_dir)
-        checks = verify_checkpoints(store, key) if key is not None else []
-        for c in checks:
-            if not c.ok:
-                return VerifyResult(False, chain.count, "", c.seq, f"checkpoint_{c.reason}")
+def verify_store(
+    store: LedgerStore,
+    key: bytes | None,
+    *,
+    since: tuple[int, bytes] | None = None,
+    progress: Progress | None = None,
+) -> VerifyResult:
+    """Chain, replay (events must re-produce), snapshots and signed checkpoints.
+
+    With ``since`` = (seq, entry hash) of a point verified before, only what
+    follows it: the chain from that entry on, a replay from the newest snapshot
+    at or before it (checked against its state hash), the snapshots and
+    checkpoints after it -- what start-up checks (:mod:`ledger.soundness`).
+    ``entries`` then counts the entries checked, from the point on."""
+    start = since[0] if since is not None else 0
+    chain = verify_chain(store, since=since)
+    if not chain.ok:
+        return VerifyResult(False, chain.count, "", chain.first_bad_seq, chain.reason)
+    try:
+        router = restore_snapshot(store, at_or_before=start) if start else Router()
+    except ReplayDivergence as e:
+        return VerifyResult(False, chain.count, "", e.seq, "snapshot_mismatch")
+    except (msgspec.DecodeError, ValueError):
+        found = store.snapshot_at_or_before(start)
         return VerifyResult(
-            True, chain.count, router.state_hash(), None, "", len(snapshots), len(checks)
+            False, chain.count, "", found[0] if found else 0, "snapshot_undecodable"
         )
+    try:
+        snapshots = _snapshot_hashes(store, after=router.applied)
+    except _BadSnapshot as e:
+        return VerifyResult(False, chain.count, "", e.seq, e.reason)
+    bad_snapshot: list[int] = []
+
+    def check(body: EntryBody, cmd: AnyCommand, events: list[Event]) -> None:
+        expected = snapshots.get(body.seq)
+        if expected is not None and router.state_hash() != expected:
+            bad_snapshot.append(body.seq)
+        if progress is not None:
+            progress(body.seq)
+
+    try:
+        replay(router, store, from_seq=router.applied + 1, on_entry=check)
+    except ReplayDivergence as e:
+        return VerifyResult(False, chain.count, "", e.seq, e.why)
+    if bad_snapshot:
+        return VerifyResult(False, chain.count, "", bad_snapshot[0], "snapshot_mismatch")
+    checks = verify_checkpoints(store, key, after=start) if key is not None else []
+    for c in checks:
+        if not c.ok:
+            return VerifyResult(False, chain.count, "", c.seq, f"checkpoint_{c.reason}")
+    return VerifyResult(
+        True, chain.count, router.state_hash(), None, "", len(snapshots), len(checks)
+    )
 
 
 def _verify_export(reader: ExportReader, progress: Progress | None) -> VerifyResult:
@@ -140,15 +163,33 @@ def _verify_export(reader: ExportReader, progress: Progress | None) -> VerifyRes
     )
 
 
-def _snapshots(store: LedgerStore) -> list[tuple[int, bytes]]:
-    found: list[tuple[int, bytes]] = []
+class _BadSnapshot(Exception):
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(seq, reason)
+        self.seq = seq
+        self.reason = reason
+
+
+def _snapshot_hashes(store: LedgerStore, after: int) -> dict[int, str]:
+    """seq -> stored state hash of every snapshot with seq > ``after``;
+    ``_BadSnapshot`` names one that is not a snapshot record, or whose state
+    does not hash to the hash stored with it (recovery would refuse it)."""
+    found: dict[int, str] = {}
     seq = store.last_seq()
-    while True:
+    while seq > after:
         snap = store.snapshot_at_or_before(seq)
-        if snap is None:
-            return found
-        found.append(snap)
+        if snap is None or snap[0] <= after:
+            break
+        try:
+            rec = decode_snapshot(snap[1])
+        except (msgspec.DecodeError, ValueError) as e:
+            raise _BadSnapshot(snap[0], "snapshot_undecodable") from e
+        if hash_encoded(rec.state) != rec.state_hash:  # the state a recovery would load
+            raise _BadSnapshot(snap[0], "snapshot_damaged")
+        if rec.version == STATE_VERSION:  # another layout hashes another state: not comparable
+            found[snap[0]] = rec.state_hash
         seq = snap[0] - 1
+    return found
 
 
 class TimelineLine(msgspec.Struct):

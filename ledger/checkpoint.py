@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
+from hashlib import blake2b
 from pathlib import Path
 
 import msgspec
@@ -26,6 +27,7 @@ RECEIPT_TAG = b"pubex-receipt-v1"
 SIG_SIZE = 64
 KEY_FILE = "server.key"
 PUB_FILE = "server.pub"
+SIMULATE_KEY_TAG = b"pubex-simulate-key-v1"
 
 
 class BadCheckpoint(ValueError):
@@ -101,6 +103,17 @@ def load_or_create_signing_key(data_dir: str | Path) -> SigningKey:
         _write_new(pub_path, pub_hex.encode(), 0o644)
     _fsync_dir(d)
     return key
+
+
+def simulation_signing_key(seed: int) -> SigningKey:
+    """The simulator's server key, derived from its seed: Ed25519 seed =
+    BLAKE2b-256(``pubex-simulate-key-v1`` || the seed in decimal ASCII).
+
+    Deterministic, so the same seed still gives a byte-identical ledger,
+    checkpoints included -- and public by construction (anyone who knows the
+    seed can sign as it): a simulated ledger's checkpoints prove it was not
+    altered since it was simulated, never who produced it."""
+    return SigningKey(blake2b(SIMULATE_KEY_TAG + str(seed).encode(), digest_size=32).digest())
 
 
 def load_verify_key(data_dir: str | Path) -> VerifyKey:

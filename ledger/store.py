@@ -197,6 +197,8 @@ class LedgerStore:
                 if until_seq is not None and seq > until_seq:
                     return
                 yield seq, v[:HASH_SIZE], v[HASH_SIZE:HEADER_SIZE], v[HEADER_SIZE:]
+                if seq == until_seq:  # not one entry further: past it may be damage
+                    return
 
     def iter_raw(self, from_seq: int = 1) -> Generator[tuple[bytes, bytes], None, None]:
         """Stream raw (key, value) pairs of the entries db from ``from_seq`` on

@@ -8,7 +8,7 @@ behind the last checkpoint, and signed receipts held by bidders close the tail.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,7 +16,15 @@ import msgspec
 from nacl.signing import VerifyKey
 
 from ledger.checkpoint import BadCheckpoint, verify_checkpoint
-from ledger.record import GENESIS, HEADER_SIZE, EntryBody, chain_hash, decode_body, key_seq
+from ledger.record import (
+    GENESIS,
+    HEADER_SIZE,
+    EntryBody,
+    chain_hash,
+    decode_body,
+    key_seq,
+    seq_key,
+)
 from ledger.store import LedgerStore
 
 
@@ -28,7 +36,9 @@ class ChainReport(msgspec.Struct, frozen=True):
     last_hash: bytes
     ok: bool
     first_bad_seq: int | None
-    reason: str  # "" | gap | prev_mismatch | hash_mismatch | seq_mismatch | undecodable
+    # "" | gap | prev_mismatch | hash_mismatch | seq_mismatch | undecodable
+    # | point_missing | point_mismatch (``since``: the verified point is gone or changed)
+    reason: str
 
 
 class CheckpointCheck(msgspec.Struct, frozen=True):
@@ -69,15 +79,46 @@ def check_entry(expected: int, prev_h: bytes, k: bytes, v: bytes) -> tuple[str, 
     return ("", decoded) if decoded.seq == expected else ("seq_mismatch", None)
 
 
-def verify_chain(store_or_path: LedgerStore | str | Path) -> ChainReport:
-    """Walk the whole ledger once (streaming) and report the first break."""
+def verify_chain(
+    store_or_path: LedgerStore | str | Path,
+    *,
+    since: tuple[int, bytes] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ChainReport:
+    """Walk the ledger once (streaming) and report the first break.
+
+    ``since`` = (seq, entry hash) of a point verified before (start-up keeps
+    one in the ledger's meta): the walk starts there, after checking that the
+    entry at that seq is still whole and still has that hash.  ``progress`` is
+    called with each entry's seq once it checked out."""
     count, last_seq, last_h = 0, 0, GENESIS
     with _as_store(store_or_path) as store:
-        for k, v in store.iter_raw():
-            reason, _ = check_entry(last_seq + 1, last_h, k, v)
-            if reason:
-                return ChainReport(count, last_seq, last_h, False, last_seq + 1, reason)
-            count, last_seq, last_h = count + 1, last_seq + 1, v[32:HEADER_SIZE]
+        if since is not None and since[0] > 0:
+            seq, recorded = since
+            try:
+                found = store.get(seq)
+            except ValueError:  # shorter than an entry header
+                return ChainReport(0, 0, GENESIS, False, seq, "undecodable")
+            if found is None:
+                return ChainReport(0, 0, GENESIS, False, seq, "point_missing")
+            prev, h, body = found
+            reason, _ = check_entry(seq, prev, seq_key(seq), prev + h + body)
+            if reason:  # (its prev link was checked by the walk that recorded the point)
+                return ChainReport(0, 0, GENESIS, False, seq, reason)
+            if h != recorded:
+                return ChainReport(0, 0, GENESIS, False, seq, "point_mismatch")
+            last_seq, last_h = seq, h
+        raw = store.iter_raw(last_seq + 1)
+        try:
+            for k, v in raw:
+                reason, _ = check_entry(last_seq + 1, last_h, k, v)
+                if reason:
+                    return ChainReport(count, last_seq, last_h, False, last_seq + 1, reason)
+                count, last_seq, last_h = count + 1, last_seq + 1, v[32:HEADER_SIZE]
+                if progress is not None:
+                    progress(last_seq)
+        finally:
+            raw.close()
     return ChainReport(count, last_seq, last_h, True, None, "")
 
 
@@ -97,9 +138,10 @@ def _check_checkpoint(store: LedgerStore, key: VerifyKey, seq: int, blob: bytes)
 
 
 def verify_checkpoints(
-    store_or_path: LedgerStore | str | Path, public_key: VerifyKey | bytes
+    store_or_path: LedgerStore | str | Path, public_key: VerifyKey | bytes, *, after: int = 0
 ) -> list[CheckpointCheck]:
-    """Check every stored checkpoint's signature and that it matches the entry hash.
+    """Check every stored checkpoint (with seq > ``after``): its signature, and
+    that it matches the entry hash.
 
     Note: this only proves consistency with checkpoints stored in the ledger
     itself; an insider can delete those, so the strong check compares against
@@ -107,4 +149,4 @@ def verify_checkpoints(
     """
     key = public_key if isinstance(public_key, VerifyKey) else VerifyKey(public_key)
     with _as_store(store_or_path) as store:
-        return [_check_checkpoint(store, key, s, b) for s, b in store.checkpoints()]
+        return [_check_checkpoint(store, key, s, b) for s, b in store.checkpoints_after(after)]

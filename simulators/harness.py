@@ -9,7 +9,12 @@ action's command is stamped with a strictly increasing sequencer time.
 Batches are committed every ``batch_entries`` entries.
 
 Everything is derived from the seed (one ``random.Random``) and a fixed epoch,
-so the same seed gives the same ledger, byte for byte.
+so the same seed gives the same ledger, byte for byte.  That includes its
+signed checkpoints (every ``checkpoint_every`` entries and one of the head at
+:meth:`Harness.close`): the server key is derived from the seed
+(:func:`ledger.checkpoint.simulation_signing_key`, Ed25519 signatures are
+deterministic) and its public half is written beside the ledger as
+``server.pub``, where ``pubex ledger verify`` finds it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from engine.codes import Reject
 from engine.messages import Command, CommandRejected, Event, Tick
 from engine.router import Router
+from ledger.checkpoint import PUB_FILE, simulation_signing_key
 from ledger.journal import Journal
 from ledger.store import LedgerStore
 
@@ -36,12 +42,26 @@ Action = Callable[[int], None]
 
 
 class Harness:
-    def __init__(self, ledger_dir: str | Path, seed: int, *, batch_entries: int = 512) -> None:
+    def __init__(
+        self,
+        ledger_dir: str | Path,
+        seed: int,
+        *,
+        batch_entries: int = 512,
+        checkpoint_every: int = 100,
+    ) -> None:
         self.store = LedgerStore.open(ledger_dir)
         if self.store.last_seq():
             raise ValueError(f"{ledger_dir} already holds a ledger; simulate into a new one")
+        key = simulation_signing_key(seed)
+        (Path(ledger_dir) / PUB_FILE).write_text(bytes(key.verify_key).hex() + "\n")
         self.journal = Journal(
-            self.store, Router(), batch_max_entries=batch_entries, snapshot_every_entries=10_000
+            self.store,
+            Router(),
+            signing_key=key,
+            batch_max_entries=batch_entries,
+            snapshot_every_entries=10_000,
+            checkpoint_every_entries=checkpoint_every,
         )
         self.router = self.journal.router
         self.rng = random.Random(seed)
@@ -98,5 +118,10 @@ class Harness:
         return events
 
     def close(self) -> None:
-        self.journal.commit()
+        """Commit what is left with a signed checkpoint of the head (unless the
+        head already has one), and close the ledger."""
+        journal, seq = self.journal, self.router.applied
+        if seq and seq % journal.checkpoint_every:
+            journal.add_checkpoint(seq, journal.prev_hash, self.now_ns)
+        journal.commit()
         self.store.close()

@@ -3,7 +3,7 @@
 A hot-land ledger is simulated once; ``ledger verify`` accepts it (exit 0,
 entry count and state hash).  Copies tampered with through raw LMDB -- a byte
 flipped in entry 50's body, entry 50 deleted, entries 50 and 51 swapped --
-are each refused (non-zero exit) with "first bad seq 50".  ``replay`` lists
+are each refused (exit 1) with one sentence naming seq 50.  ``replay`` lists
 lots and prints a lot's timeline; unknown lots are usage errors (exit 2).
 """
 
@@ -101,8 +101,9 @@ def test_tampered_copy_is_refused(hot_land: tuple[Path, dict], tmp_path: Path, k
     finally:
         env.close()
     proc = pubex("ledger", "verify", str(copy))
-    assert proc.returncode != 0, proc.stdout
-    assert "first bad seq 50" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stdout.startswith("FAIL: the ledger's chain breaks at seq 50: "), proc.stdout
+    assert len(proc.stdout.splitlines()) == 1 and not proc.stderr, proc.stdout + proc.stderr
     print(f"\nT7 {kind}: detected ({proc.stdout.strip()})")
 
 
@@ -149,7 +150,8 @@ def test_replay_unknown_lot_is_usage_error(hot_land: tuple[Path, dict]) -> None:
 
 def test_verify_missing_ledger_fails(tmp_path: Path) -> None:
     proc = pubex("ledger", "verify", str(tmp_path / "nothing"))
-    assert proc.returncode != 0
+    assert proc.returncode == 2
+    assert proc.stdout.strip() == f"FAIL: there is nothing at {tmp_path / 'nothing'}"
 
 
 # ---------------------------------------------- a runtime ledger, with checkpoints
@@ -214,6 +216,9 @@ def test_truncated_tail_caught_by_a_stored_checkpoint(runtime_ledger: Path, tmp_
     finally:
         env.close()
     proc = pubex("ledger", "verify", str(copy))
-    assert proc.returncode != 0, proc.stdout
-    assert "first bad seq 80" in proc.stdout and "beyond_tail" in proc.stdout, proc.stdout
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stdout.strip() == (
+        "FAIL: the ledger ends at seq 74, before its signed checkpoint at seq 80: "
+        "entries were cut off"
+    ), proc.stdout
     print(f"\nT7 truncate: detected ({proc.stdout.strip()})")

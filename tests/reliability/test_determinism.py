@@ -3,7 +3,7 @@
 * The same ledger full-replayed in separate processes with different
   ``PYTHONHASHSEED`` values gives one distinct state hash, the simulator's.
 * The same scenario + seed simulated twice (once in another process with
-  another hash seed) gives byte-identical ledgers.
+  another hash seed) gives byte-identical ledgers, signed checkpoints included.
 * Snapshot + tail == full replay, from every stored snapshot and from
   arbitrary points (``restore_snapshot(at_or_before=...)``).
 """
@@ -120,6 +120,8 @@ def test_same_seed_gives_byte_identical_ledger(
         assert len(raw_a) == summary["entries"]
         assert raw_a == raw_b
         assert all_snapshots(a) == all_snapshots(b)
+        # signed with the key derived from the seed: the same checkpoints, byte for byte
+        assert a.checkpoints() and a.checkpoints() == b.checkpoints()
         print(f"\nT3 {scenario}: {len(raw_a)} entries byte-identical across two runs")
 
 
