@@ -41,7 +41,7 @@ from bench.gateway import (
     ws_frame,
 )
 from config.settings import LimitSettings
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from ledger.store import LedgerStore
 
 LIMITS = LimitSettings()
@@ -60,7 +60,7 @@ def rss_bytes(pid: int) -> int:
 
 
 def start_server(tmp: Path) -> Server:
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(tmp / "data")]
+    argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--data", str(tmp / "data")]
     return Server([*argv, "--ws-port", "0", "--http-port", "0", "--sandbox"], "pubex serve")
 
 

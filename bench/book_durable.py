@@ -11,7 +11,7 @@ in-memory pass, and skipped when the bench's in-memory adapter skips them.
 
 * ``router_ops_per_s``: the commands through ``Router.apply`` on a fresh
   router (events built, retry memory kept, no ledger), best of ``repeat``.
-* ``durable_ops_per_s``: the same commands through ``gateway.runtime.Runtime``
+* ``durable_ops_per_s``: the same commands through ``gateway.sequencer.runtime.Runtime``
   (the production sequencer: ledger ``Journal``, group commit with batches
   closing at ``batch_max_entries`` / bytes or when the previous fsync returns,
   fsync'd LMDB commits in a worker thread) into a temp dir.  One producer keeps
@@ -38,8 +38,9 @@ from engine.messages import (
     Tick,
 )
 from engine.router import Router
-from gateway.runtime import Runtime
-from ledger.journal import Outcome
+from gateway.entry.tuning import tune_for_sequencer
+from gateway.sequencer.journal import Outcome
+from gateway.sequencer.runtime import Runtime
 
 ITEM = "BENCH"
 STAFF = "staff:bench"
@@ -119,6 +120,7 @@ async def _durable(data_dir: str, ops: list[Any], window: int) -> dict[str, Any]
         },
     )
     async with trio.open_nursery() as nursery:
+        tune_for_sequencer()  # after recovery: what it loaded is long-lived
         await nursery.start(rt.run)
         await rt.call(CreateItem(STAFF, 1, ITEM, "bench item", 0, 0, 0, "open"))
         base = rt.router.applied

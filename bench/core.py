@@ -9,7 +9,7 @@ Figures, each next to its limit or target from the same run (PERFORMANCE.md):
   pre-generated valid rising ``PlaceBid`` commands spread over the lots, only
   the apply loop timed (strictly increasing ``now_ns``), best of 3.  Also CPU
   microseconds per bid.
-* ``durable_bids_per_s`` -- the same bids through ``gateway.runtime.Runtime``
+* ``durable_bids_per_s`` -- the same bids through ``gateway.sequencer.runtime.Runtime``
   with the real fsync'd ``LedgerStore`` in a temp dir: K concurrent trio tasks
   (one per simulated connection), each submitting a window of W bids with
   ``rt.submit`` and waiting until the window is acknowledged (durable).
@@ -55,7 +55,8 @@ from engine.messages import (
     RegisterBidder,
 )
 from engine.router import Router
-from gateway.runtime import SWITCH_INTERVAL_S, Outcome, Runtime
+from gateway.entry.tuning import SWITCH_INTERVAL_S, tune_for_sequencer
+from gateway.sequencer.runtime import Outcome, Runtime
 from ledger.record import key_seq
 from persistence.env import open_env
 
@@ -363,6 +364,7 @@ async def durable_and_open_loop(
     out: dict[str, Any] = {}
     try:
         async with trio.open_nursery() as nursery:
+            tune_for_sequencer()  # after recovery: what it loaded is long-lived
             await nursery.start(rt.run)
             wall = time.time_ns()
             setup = setup_commands(wall - 1_000_000_000, wall + DAY_NS)

@@ -12,7 +12,7 @@ the reply of each before the next -- window W=1 -- "as fast as acks return"):
   frame and its payload and verifies the Ed25519 signature before echoing
   (``echo --verify``): the irreducible work per bid, the limit to measure
   the gateway against.  ``raw_verify_to_raw_ratio`` = verify / raw.
-* ``acks_per_s`` -- ``pubex serve`` (``python -m gateway.cli serve``, temp data
+* ``acks_per_s`` -- ``pubex serve`` (``python -m gateway.entry.cli serve``, temp data
   dir, fsync'd ledger): each bid is a valid rising bid on the connection's own
   lot, answered by a durable ``ack``.  ``acks_to_raw_verify_ratio`` =
   acks / raw_echo_verify (target >= 0.85).
@@ -74,7 +74,7 @@ from nacl.signing import SigningKey
 
 from bench.stats import machine as stats_machine
 from bench.stats import pct, ratio, render, us
-from gateway import protocol as p
+from gateway.wire import protocol as p
 
 perf_ns = time.perf_counter_ns
 wall_ns = time.time_ns
@@ -720,7 +720,7 @@ def pubex_setup(url: str, k: int, phases: Sequence[str] = ("warm", "closed", "op
     the hot lot; registrations and deposits; all pipelined on one connection."""
     import trio
 
-    from gateway.tclient import Client
+    from gateway.clients.tclient import Client
 
     async def go() -> None:
         async with trio.open_nursery() as nursery:
@@ -884,7 +884,7 @@ def run(
             "refusals_per_minute = 1000000000\nmax_connections_per_address = 1000000\n"
             "staff_commands_per_s = 1000000\nstaff_burst = 1000000\n"
         )
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)]
+        argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--config", str(cfg)]
         argv += ["--data", str(Path(tmp) / "data"), "--ws-port", "0", "--http-port", "0"]
         srv = Server([*argv, "--sandbox"], "pubex serve")
         try:

@@ -8,7 +8,7 @@ Issue 6's targets, each measured against its limit in the same run:
   is built once per run in a temp dir: one judicial day (``simulators`` harness,
   ``JudicialDay``, seed 1: 1,000 lots, ~52k entries) is simulated, then its
   commands are replayed day after day through the real engine and
-  ``ledger.journal.Journal`` (fsync'd group commits) with every lot, bidder and
+  ``gateway.sequencer.journal.Journal`` (fsync'd group commits) with every lot, bidder and
   staff origin renamed per day and every time shifted by whole days, until the
   ledger holds exactly N entries.  Bidder and staff commands carry a gateway
   envelope (IP, device fingerprint, a frame-sized payload and signature), as
@@ -147,7 +147,7 @@ def build_ledger(ledger_dir: Path, entries: int, lots: int, seed: int = 1) -> di
     the engine and the Journal until ``ledger_dir`` holds exactly ``entries``."""
     from engine.messages import decode_command
     from engine.router import Router
-    from ledger.journal import Journal
+    from gateway.sequencer.journal import Journal
     from ledger.record import decode_body
     from ledger.store import LedgerStore
     from simulators.harness import EPOCH_NS, Harness
@@ -478,7 +478,7 @@ def live_lag(
         "# bench services: lift only the per-bidder rate limit (as bench gateway)\n"
         "[limits]\nbids_per_s = 100000000\nbid_burst = 100000000\n"
     )
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)]
+    argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--config", str(cfg)]
     argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0", "--sandbox"]
     r: dict[str, Any] = {}
     srv = Server(argv, "pubex serve")

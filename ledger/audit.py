@@ -25,9 +25,9 @@ from engine.messages import (
 from engine.router import Router
 from engine.state import STATE_VERSION, hash_encoded
 from ledger.export import ExportError, ExportReader, is_export
-from ledger.journal import decode_snapshot
 from ledger.record import EntryBody
 from ledger.replay import ReplayDivergence, replay, restore_snapshot
+from ledger.snapshot import decode_snapshot
 from ledger.soundness import resolve_ledger_dir
 from ledger.store import LedgerStore
 from ledger.verify import verify_chain, verify_checkpoints

@@ -19,8 +19,8 @@ import msgspec
 from engine.messages import AnyCommand, Event, decode_command, encode_events
 from engine.router import Router
 from engine.state import STATE_VERSION
-from ledger.journal import decode_snapshot
 from ledger.record import HEADER_SIZE, EntryBody, decode_body
+from ledger.snapshot import decode_snapshot
 from ledger.store import LedgerStore
 
 OnEntry = Callable[[EntryBody, AnyCommand, list[Event]], None]

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import trio
 
 from config.settings import ConfigError, load_settings
-from gateway.access import Access, access_from_settings, console_origins, dev_token_refusal
+from gateway.wire.access import Access, access_from_settings, console_origins, dev_token_refusal
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 

@@ -142,7 +142,7 @@ def agent_key(seed: int, key_id: str) -> SigningKey:
 
 
 def fingerprint(device: str, user_agent: str = SIM_USER_AGENT) -> str:
-    """The gateway's device fingerprint (gateway.auth): BLAKE2b-64 of UA|device."""
+    """The gateway's device fingerprint (gateway.edge.auth): BLAKE2b-64 of UA|device."""
     return hashlib.blake2b(f"{user_agent}|{device}".encode(), digest_size=8).hexdigest()
 
 

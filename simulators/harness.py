@@ -28,8 +28,8 @@ from pathlib import Path
 from engine.codes import Reject
 from engine.messages import Command, CommandRejected, Event, Tick
 from engine.router import Router
+from gateway.sequencer.journal import Journal
 from ledger.checkpoint import PUB_FILE, simulation_signing_key
-from ledger.journal import Journal
 from ledger.store import LedgerStore
 
 NS_PER_S = 1_000_000_000

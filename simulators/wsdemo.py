@@ -21,9 +21,9 @@ from nacl.signing import SigningKey
 from config.settings import Settings
 from engine.rules import JUDICIAL, QINZHOU, RuleSet
 from engine.state import FINAL
-from gateway import protocol as p
-from gateway.serve import Listening
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.edge.server import Listening
+from gateway.wire import protocol as p
 
 NS = 1_000_000_000
 LOTS_PER_ROUND = 8

@@ -2,7 +2,7 @@
 
 The protocol document is the contract client authors write against (issue 13.7), so it
 must name everything the wire can carry.  Names come from the code, never from a list
-kept here: client and server frames (``gateway/protocol.py``), signed payloads, engine
+kept here: client and server frames (``gateway/wire/protocol.py``), signed payloads, engine
 events (``engine/messages.py``), refusal codes (``engine/codes.py``, ``GatewayError``),
 ``RuleSet`` fields and lot phases.  Each frame or event must have a table row in its
 section whose first cell names it in backticks; each of its fields (and the fields of
@@ -28,7 +28,7 @@ from engine import messages as m
 from engine import state
 from engine.codes import Reject
 from engine.rules import PRESETS, RuleSet
-from gateway import protocol as p
+from gateway.wire import protocol as p
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "protocol.md").read_text()
@@ -288,7 +288,7 @@ def _options(parser: Any) -> set[str]:
 
 
 def test_readme_commands_and_options_exist() -> None:
-    from gateway.cli import build_parser
+    from gateway.entry.cli import build_parser
 
     commands = _subparsers(build_parser())
     seen = set()

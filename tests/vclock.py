@@ -15,7 +15,7 @@ import time
 
 import trio
 
-from gateway.runtime import Runtime
+from gateway.sequencer.runtime import Runtime
 
 POLL_S = 0.005
 

@@ -2,7 +2,7 @@
 
 Load: 200 traders (``USERS``) on 100 catalogue items, opened at creation
 (continuous trading), each item with a seeded reference price, a tick of 1/400
-of it and a 10 % price band (``bench.locust.provision.emall_market``, the
+of it and a 10 % price band (``simulators.provision.emall_market``, the
 market of ``simulators.emall_day`` sized for a live run).  Traders are 40 %
 suppliers (sell only), 40 % purchasers (buy only) and 20 % traders of trading
 rights (both sides), each on 5 items, and act at a constant 2 actions/s each
@@ -36,7 +36,7 @@ import gevent
 from locust import constant_throughput, events, task
 
 from bench.locust.users import PubexUser, check_bounds, next_bidder, plan
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from simulators.agents import agent_key
 
 SPEC = {

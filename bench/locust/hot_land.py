@@ -21,10 +21,10 @@ import gevent
 from gevent.event import Event as GEvent
 from locust import constant, events, task
 
-from bench.locust.provision import load_definition
 from bench.locust.users import PubexUser, check_bounds, plan
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from simulators.agents import Agent, View, agent_key, make_agents
+from simulators.provision import load_definition
 
 SPEC = {
     "name": "hot-land",

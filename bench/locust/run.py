@@ -8,7 +8,7 @@ real ``pubex serve`` on loopback.
    127.0.0.1 (ports 0) in a temp data dir, with the scenario's config
    overrides (``SPEC["server"]``).
 2. Provision the scenario's lots, keys, registrations and deposits over one
-   staff WebSocket (``bench.locust.provision``) and write the plan.
+   staff WebSocket (``simulators.provision``) and write the plan.
 3. Scrape ``/metrics`` (the server's µs histograms and counters) before and
    after a headless Locust run (CSV, HTML and JSON reports); the server's
    ack latency percentiles, ack rate and outcome counts over the run go into
@@ -52,7 +52,7 @@ from typing import Any
 
 import msgspec
 
-from bench.locust.provision import provision
+from simulators.provision import provision
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -98,7 +98,7 @@ def toml_tables(tables: dict[str, dict[str, Any]]) -> str:
 
 class Server:
     def __init__(self, data: Path, config: Path) -> None:
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+        argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--config", str(config)]
         argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0", "--sandbox"]
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
@@ -415,7 +415,7 @@ def profile_summary(raw: Path, top: int = 12) -> dict[str, Any]:
 
     return {
         "samples": total,
-        "parts_pct": pct(parts) if "gateway/cli" in raw.read_text()[:4000] else [],
+        "parts_pct": pct(parts) if "gateway/entry/cli" in raw.read_text()[:4000] else [],
         "own_pct": pct(own),
         "inclusive_pct": pct(incl),
     }

@@ -23,7 +23,7 @@ import websocket
 from locust import constant, events, task
 
 from bench.locust.users import BidderUser, check_bounds, plan
-from gateway import protocol as p
+from gateway.wire import protocol as p
 
 SPEC = {
     "name": "storm",

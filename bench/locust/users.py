@@ -2,7 +2,7 @@
 
 Locust has no raw WebSocket user, and its gevent-patched processes cannot load
 trio, so this module uses ``websocket-client`` (blocking sockets, cooperative
-under gevent) and the trio-free ``gateway.protocol`` codecs (msgspec).
+under gevent) and the trio-free ``gateway.wire.protocol`` codecs (msgspec).
 
 * ``PubexUser`` -- one connection: the signed handshake (bidders: Ed25519 over
   ``pubex-auth-v1|key|ts|nonce``; staff: token; watchers: none), a reader
@@ -52,7 +52,7 @@ from gevent.lock import BoundedSemaphore
 from locust import User
 from locust.env import Environment
 
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from simulators.agents import agent_key
 
 perf = time.perf_counter

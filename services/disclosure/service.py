@@ -30,8 +30,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from gateway.access import METRICS_READERS, PUBLIC, Access, Rule, TokenBook
-from gateway.params import guard, path_id, query_id, query_int
+from gateway.wire.access import METRICS_READERS, PUBLIC, Access, Rule, TokenBook
+from gateway.wire.params import guard, path_id, query_id, query_int
 from services.disclosure.checkpoints import CheckpointPublisher
 from services.disclosure.pages import index_page, lot_page
 from services.disclosure.projection import (
@@ -151,7 +151,7 @@ async def disclose(
     access: Access | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    from gateway.http import serve_http
+    from gateway.wire.http import serve_http
 
     ledger, store = await open_stores(data_dir, NAME)
     try:

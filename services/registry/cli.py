@@ -1,9 +1,8 @@
-"""Arguments and entry points of ``pubex registry`` (registered in gateway/cli.py)."""
+"""Arguments and entry points of ``pubex registry`` (registered in gateway/entry/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -41,8 +40,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run_registry(args: argparse.Namespace) -> int:
-    if args.registry_command == "provision":
-        return run_provision(args)
+    """The registry service (``pubex registry``; its ``provision`` subcommand is an
+    entry point of its own: gateway/entry/provision.py)."""
     import trio
 
     from persistence.lock import DirectoryInUse
@@ -78,37 +77,3 @@ def run_registry(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def run_provision(args: argparse.Namespace) -> int:
-    from services.registry.provision import provision
-
-    token = read_token(getattr(args, "token_file", None), TOKEN_ENV)
-    staff_token = read_token(args.staff_token_file, STAFF_ENV)
-    if not args.ws or not token or not staff_token or args.bidders <= 0 or args.lots <= 0:
-        print(
-            f"pubex registry provision: --ws, a service token (${TOKEN_ENV} or --token-file), "
-            f"a staff token (${STAFF_ENV} or --staff-token-file), --bidders > 0, --lots > 0",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        report = provision(
-            Path(args.data),
-            args.ws,
-            bidders=args.bidders,
-            lots=args.lots,
-            token=token,
-            staff_token=staff_token,
-            seed=args.seed,
-            prefix=args.prefix,
-            duration_s=args.duration_s,
-            open_in_s=args.open_in_s,
-            keys_out=Path(args.keys_out) if args.keys_out else None,
-            origin=args.origin,
-        )
-    except Exception as e:
-        print(f"pubex registry provision: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(report))
-    return 1 if report["refused"] else 0

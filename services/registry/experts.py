@@ -44,7 +44,7 @@ import lmdb
 import msgspec
 
 from engine.draw import draw_key, seed_hash
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from persistence.keys import key_part
 from persistence.service import ServiceStore
 from services.registry.model import (

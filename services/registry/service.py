@@ -46,8 +46,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from config.settings import LimitSettings
-from gateway import protocol as p
-from gateway.access import (
+from gateway.wire import protocol as p
+from gateway.wire.access import (
     METRICS_READERS,
     PUBLIC,
     REGISTRY_READERS,
@@ -60,7 +60,7 @@ from gateway.access import (
     caller_of,
     read_body,
 )
-from gateway.params import (
+from gateway.wire.params import (
     ParamError,
     bad_request,
     guard,
@@ -525,7 +525,7 @@ async def serve_registry(
     access: Access | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    from gateway.http import serve_http
+    from gateway.wire.http import serve_http
 
     ledger, store = await open_stores(data_dir, NAME)
     try:

@@ -49,8 +49,8 @@ import msgspec
 import trio
 
 from engine.codes import Reject
-from gateway import protocol as p
-from gateway import ws
+from gateway.wire import protocol as p
+from gateway.wire import ws
 from persistence.service import ServiceStore
 from services.registry.model import Intent, OwnOutcome
 from services.registry.projection import DUE, OWN, SESSION, RegistryReader, pair, u64

@@ -1,4 +1,4 @@
-"""Arguments and entry point of ``pubex supervise`` (registered in gateway/cli.py)."""
+"""Arguments and entry point of ``pubex supervise`` (registered in gateway/entry/cli.py)."""
 
 from __future__ import annotations
 

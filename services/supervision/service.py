@@ -24,7 +24,7 @@ Every route but /healthz needs a staff or supervisor token (``Authorization:
 Bearer``, or the console's ``pubex_token`` cookie -- cookies are per host, not
 per port, so the console's login reaches this port too), and the WebSocket an
 allowed ``Origin`` when a browser sends one; /metrics is for loopback clients
-or the metrics token (``gateway.access``).
+or the metrics token (``gateway.wire.access``).
 
 Prints ``listening http=URL`` once the first catch-up is done and the port is
 bound.  SIGTERM / SIGINT stop it; SIGKILL is safe too (the follower's position
@@ -45,8 +45,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway.access import METRICS_READERS, OFFICIALS, PUBLIC, Access, Rule, TokenBook
-from gateway.params import ParamError, guard, path_id, path_int, query_id, query_int
+from gateway.wire.access import METRICS_READERS, OFFICIALS, PUBLIC, Access, Rule, TokenBook
+from gateway.wire.params import ParamError, guard, path_id, path_int, query_id, query_int
 from services.follower import Follower, FollowerMetrics
 from services.lifecycle import on_signals, open_stores
 from services.supervision.model import SupervisionConfig
@@ -222,7 +222,7 @@ async def supervise(
     access: Access | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    from gateway.http import serve_http
+    from gateway.wire.http import serve_http
 
     ledger, store = await open_stores(data_dir, NAME)
     try:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def pubex(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "gateway.entry.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -165,7 +165,7 @@ def runtime_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import trio
 
     from engine.messages import ConfirmDeposit, CreateLot, PlaceBid, PublishLot, RegisterBidder
-    from gateway.runtime import Runtime
+    from gateway.sequencer.runtime import Runtime
 
     data = tmp_path_factory.mktemp("cli") / "runtime"
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "gateway.entry.cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

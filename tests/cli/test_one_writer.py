@@ -32,7 +32,7 @@ def env() -> dict[str, str]:
 
 
 def serve(data: Path, config: Path, **kw: object) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data)]
+    argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--data", str(data)]
     argv += ["--config", str(config), "--ws-port", "0", "--http-port", "0"]
     return subprocess.Popen(argv, cwd=ROOT, env=env(), text=True, **kw)  # type: ignore[call-overload]
 
@@ -74,7 +74,7 @@ def test_second_serve_on_one_data_dir_is_refused_having_written_nothing(tmp_path
         assert second.returncode == 2, (out, err)
         assert out == ""  # never listening
         [message] = err.strip().splitlines()
-        assert f"pid {first.pid} " in message and "gateway.cli serve" in message, message
+        assert f"pid {first.pid} " in message and "gateway.entry.cli serve" in message, message
         assert ledger_state(data) == before  # no runtime_started, nothing at all
         assert (data / "ledger" / LOCK_NAME).read_text() == lock_before
         with urllib.request.urlopen(http + "healthz", timeout=10) as r:
@@ -107,7 +107,7 @@ def test_second_companion_on_one_store_is_refused(tmp_path: Path) -> None:
             procs.append(second)
             assert second.wait(60) == 2
             [message] = (tmp_path / f"{cmd}-2.log").read_text().strip().splitlines()
-            assert f"pid {first.pid} " in message and f"gateway.cli {cmd}" in message, message
+            assert f"pid {first.pid} " in message and f"gateway.entry.cli {cmd}" in message, message
             assert str(data / store) in message
             assert sorted((p.name, p.stat().st_size) for p in (data / store).iterdir()) == files
             assert first.poll() is None

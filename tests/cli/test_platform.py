@@ -71,7 +71,7 @@ def test_platform_starts_every_service_and_stops_them_all(tmp_path: Path) -> Non
         "[services]\nsupervision_http_port = 0\ndisclosure_http_port = 0\n"
         "registry_http_port = 0\nplatform_http_port = 0\n"
     )
-    argv = [sys.executable, "-m", "gateway.cli", "platform", "--config", str(cfg)]
+    argv = [sys.executable, "-m", "gateway.entry.cli", "platform", "--config", str(cfg)]
     argv += ["--data", str(tmp_path / "var"), "--demo", "--no-sim"]
     proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()

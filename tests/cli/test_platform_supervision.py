@@ -27,8 +27,8 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from gateway import protocol as p
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.wire import protocol as p
 from persistence.lock import WriterLock
 from tests import tokens
 from tests.bench.suite import REPO_ROOT
@@ -69,7 +69,7 @@ class Live:
             "registry_http_port = 0\nplatform_http_port = 0\n" + services_toml,
         )
         self.data = tmp / "var"
-        argv = [sys.executable, "-m", "gateway.cli", "platform", "--config", str(cfg)]
+        argv = [sys.executable, "-m", "gateway.entry.cli", "platform", "--config", str(cfg)]
         argv += ["--data", str(self.data), "--no-sim"]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         self.proc = subprocess.Popen(

@@ -14,7 +14,7 @@ from engine.messages import RuntimeStartedEvent, decode_events
 from ledger.record import decode_body
 from ledger.store import LedgerStore
 
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "gateway.entry.cli"]
 
 
 def _serve(data, *extra: str) -> subprocess.Popen[str]:

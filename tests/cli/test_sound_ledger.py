@@ -34,7 +34,7 @@ from ledger.store import LedgerStore
 from tests import tokens
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "gateway.entry.cli"]
 PORTS = ("--ws-port", "0", "--http-port", "0")
 
 pytestmark = pytest.mark.timeout(180)
@@ -371,7 +371,7 @@ def test_simulated_ledgers_carry_signed_checkpoints_that_verify(sim: Path, tmp_p
 
 
 def test_progress_bar_ends_at_100_percent() -> None:
-    from gateway.cli import _Progress
+    from gateway.entry.cli import _Progress
 
     out = io.StringIO()
     bar = _Progress("verify", file=out, disable=False)

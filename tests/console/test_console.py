@@ -39,7 +39,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from engine.rules import RuleSet
-from gateway import protocol as p
+from gateway.wire import protocol as p
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
 
@@ -87,7 +87,7 @@ class Server:
     proc: subprocess.Popen[str]
 
 
-SUPERVISE = [sys.executable, "-m", "gateway.cli", "supervise"]
+SUPERVISE = [sys.executable, "-m", "gateway.entry.cli", "supervise"]
 
 
 def free_port() -> int:
@@ -103,7 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     sv_port = free_port()
     config = data.parent / "console.toml"
     config.write_text(f"[services]\nsupervision_http_port = {sv_port}\n")
-    cmd = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data)]
+    cmd = [sys.executable, "-m", "gateway.entry.cli", "serve", "--data", str(data)]
     cmd += ["--ws-port", "0", "--http-port", "0", "--config", str(config), "--sandbox"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(

@@ -12,7 +12,7 @@ from nacl.signing import SigningKey
 
 from engine.rules import TENDER_LOWEST
 from engine.sealed import seal_commitment
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from tests.console.test_console import (  # the same browser and server set-up
     TIMEOUT,
     Bidder,

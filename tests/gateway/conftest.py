@@ -17,10 +17,10 @@ import trio
 from nacl.signing import SigningKey
 
 from config.settings import load_settings
-from gateway import protocol as p
-from gateway.serve import Listening, serve
-from gateway.server import Gateway
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.edge.server import Gateway, Listening
+from gateway.entry.serve import serve
+from gateway.wire import protocol as p
 
 STAFF_TOKEN = "dev-staff-token"
 SUPERVISOR_TOKEN = "dev-supervisor-token"

@@ -1,4 +1,4 @@
-"""Small synchronisation helpers over ``gateway.tclient.Client``, and raw
+"""Small synchronisation helpers over ``gateway.clients.tclient.Client``, and raw
 byte-level WebSocket clients."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import struct
 
 import trio
 
-from gateway import protocol as p
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.wire import protocol as p
 
 _ping_t = itertools.count(1_000_000)
 

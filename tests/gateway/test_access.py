@@ -1,4 +1,4 @@
-"""gateway.access (issue 12): failed authentications slowed per address, tokens
+"""gateway.wire.access (issue 12): failed authentications slowed per address, tokens
 compared whole, writes never cross-site, /metrics loopback or token, login a
 POST, and servers that refuse the well-known development tokens.
 
@@ -22,7 +22,7 @@ import trio_websocket
 from prometheus_client import CollectorRegistry
 
 from config.settings import load_settings
-from gateway.access import (
+from gateway.wire.access import (
     AUTH_FAILED,
     Access,
     FailureGate,
@@ -137,7 +137,7 @@ def test_weak_and_development_tokens_are_named_never_shown() -> None:
 
 
 def test_serve_and_companions_refuse_development_tokens_outside_demo(tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "gateway.cli"]
+    cli = [sys.executable, "-m", "gateway.entry.cli"]
     runs = {
         "serve": [*cli, "serve", "--data", str(tmp_path / "d1"), "--ws-port", "0"],
         "disclose": [*cli, "disclose", "--data", str(tmp_path / "d2"), "--http-port", "0"],

@@ -12,11 +12,11 @@ from nacl.signing import SigningKey
 from config.settings import load_settings
 from engine.messages import CommandRetried, CreateItem
 from engine.rules import RuleSet
-from gateway import protocol as p
-from gateway.runtime import RECEIPT_GROUP
-from gateway.serve import serve
-from gateway.tclient import Client
-from ledger.journal import Outcome
+from gateway.clients.tclient import Client
+from gateway.entry.serve import serve
+from gateway.sequencer.journal import Outcome
+from gateway.sequencer.runtime import RECEIPT_GROUP
+from gateway.wire import protocol as p
 
 NS = 1_000_000_000
 

@@ -11,10 +11,10 @@ import trio
 import trio_websocket
 from nacl.signing import SigningKey
 
-from gateway import protocol as p
-from gateway import ws
-from gateway.protocol import GatewayError as G
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.wire import protocol as p
+from gateway.wire import ws
+from gateway.wire.protocol import GatewayError as G
 from tests.gateway.conftest import (
     SECOND,
     STAFF_TOKEN,

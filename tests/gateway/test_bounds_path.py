@@ -3,8 +3,8 @@
     frame text -> ``Reader.frame`` / ``Reader.payload`` (size, nesting depth,
     typed decode, duplicate keys, domain, the deployment's limits, fields the
     signed action does not use) -> the gateway's own mapping to an engine
-    command (``gateway.server._STAFF_COMMANDS``, ``gateway.procurement.
-    signed_command``, ``gateway.emall.order_command``; AcceptPrice / PlaceBid
+    command (``gateway.edge.server._STAFF_COMMANDS``, ``gateway.edge.procurement.
+    signed_command``, ``gateway.edge.emall.order_command``; AcceptPrice / PlaceBid
     built exactly as ``Gateway._bid`` builds them) -> ``Journal.append`` on a
     real LMDB ledger (``Router.apply``, command / event / snapshot encoding,
     chaining) -> ``journal.commit()`` -> a replay of the store, which must reach
@@ -64,12 +64,12 @@ from engine.messages import (
 from engine.router import Router
 from engine.rules import HOUR_NS, JUDICIAL, MAX_DURATION_NS, MAX_UNITS, NS_PER_S, RuleSet
 from engine.sealed import seal_commitment
-from gateway import protocol as p
-from gateway.emall import order_command
-from gateway.procurement import signed_command
-from gateway.runtime import Runtime
-from gateway.server import _STAFF_COMMANDS
-from ledger.journal import Journal, Outcome
+from gateway.edge.emall import order_command
+from gateway.edge.procurement import signed_command
+from gateway.edge.server import _STAFF_COMMANDS
+from gateway.sequencer.journal import Journal, Outcome
+from gateway.sequencer.runtime import Runtime
+from gateway.wire import protocol as p
 from ledger.record import Envelope, encode_envelope
 from ledger.replay import full_replay, rebuild, recover, replay
 from ledger.store import LedgerStore

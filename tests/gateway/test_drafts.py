@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import trio
 
-from gateway import protocol as p
-from gateway.protocol import GatewayError as G
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.wire import protocol as p
+from gateway.wire.protocol import GatewayError as G
 from tests.gateway.conftest import (
     Server,
     connect_bidder,

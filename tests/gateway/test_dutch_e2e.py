@@ -9,9 +9,9 @@ from nacl.signing import SigningKey
 
 from config.settings import load_settings
 from engine.rules import RuleSet
-from gateway import protocol as p
-from gateway.serve import serve
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.entry.serve import serve
+from gateway.wire import protocol as p
 
 NS = 1_000_000_000
 

@@ -10,9 +10,9 @@ import trio
 from nacl.signing import SigningKey
 
 from config.settings import load_settings
-from gateway import protocol as p
-from gateway.serve import serve
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.entry.serve import serve
+from gateway.wire import protocol as p
 
 
 def order(key: SigningKey, name: str, seq: int, action: str, **kw: object) -> str:

@@ -19,8 +19,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import protocol as p
-from gateway import ws
+from gateway.wire import protocol as p
+from gateway.wire import ws
 from tests.gateway.conftest import Bidder, connect_staff, lot_with_bidders, signed_query
 
 pytestmark = pytest.mark.timeout(150)

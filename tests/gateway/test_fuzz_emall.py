@@ -14,8 +14,8 @@ import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from gateway import protocol as p
-from gateway import ws
+from gateway.wire import protocol as p
+from gateway.wire import ws
 from tests.gateway.conftest import (
     Bidder,
     connect_staff,

@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from engine.messages import FreezeLot
-from gateway import protocol as p
-from gateway.protocol import GatewayError as G
+from gateway.wire import protocol as p
+from gateway.wire.protocol import GatewayError as G
 from ledger.replay import full_replay
 from tests.gateway.conftest import (
     connect_bidder,

@@ -25,9 +25,9 @@ import trio
 from prometheus_client import CollectorRegistry
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from gateway.access import Access, FailureGate, TokenBook
-from gateway.http import build_app as gateway_app
-from gateway.http import serve_http
+from gateway.edge.http import build_app as gateway_app
+from gateway.wire.access import Access, FailureGate, TokenBook
+from gateway.wire.http import serve_http
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 from services.disclosure.checkpoints import CheckpointPublisher
@@ -197,7 +197,7 @@ async def request(
     host, port = base.split("//", 1)[1].rstrip("/").rsplit(":", 1)
     head = [f"{method} ".encode() + target + b" HTTP/1.1", f"Host: {host}:{port}".encode()]
     base_headers = {"Connection": "close", "Content-Length": "0"}
-    if method == "POST":  # every write is JSON (gateway.access); the body here is empty
+    if method == "POST":  # every write is JSON (gateway.wire.access); the body here is empty
         base_headers["Content-Type"] = "application/json"
     for k, v in {**base_headers, **(headers or {})}.items():
         head.append(f"{k}: {v}".encode())

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 import trio
 
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from tests.gateway.conftest import (
     SECOND,
     connect_staff,

@@ -14,9 +14,9 @@ from engine.draw import seed_hash
 from engine.messages import RegionDemand
 from engine.rules import TENDER_SCORING, VBP_R10
 from engine.sealed import seal_commitment
-from gateway import protocol as p
-from gateway.serve import serve
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.entry.serve import serve
+from gateway.wire import protocol as p
 
 NS = 1_000_000_000
 SEED = "ab" * 16
@@ -194,7 +194,7 @@ def msgspec_replace(rules, **kw):  # type: ignore[no-untyped-def]
 # ------------------------------------------------------------ view folds (no sockets)
 def _views_with(lot: str, mechanism: str):  # type: ignore[no-untyped-def]
     from engine.messages import LotCreated
-    from gateway.views import Views
+    from gateway.edge.views import Views
 
     views = Views()
     views.apply(1, 0, [LotCreated(lot, mechanism, "t", 1_000, 1, 0, 0, 10, 0, VBP_R10, 0)])

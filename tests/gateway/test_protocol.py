@@ -8,8 +8,8 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from gateway import protocol as p
-from gateway.protocol import GatewayError as G
+from gateway.wire import protocol as p
+from gateway.wire.protocol import GatewayError as G
 from ledger.checkpoint import load_verify_key, verify_receipt
 from ledger.record import fold_body_hashes
 from tests.gateway.conftest import (

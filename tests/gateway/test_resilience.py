@@ -12,9 +12,9 @@ import pytest
 import trio
 
 from engine.messages import BidAccepted, decode_events
-from gateway import protocol as p
-from gateway.protocol import GatewayError as G
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.wire import protocol as p
+from gateway.wire.protocol import GatewayError as G
 from ledger.record import decode_body
 from tests.gateway.conftest import (
     STAFF_TOKEN,

@@ -20,8 +20,8 @@ from engine.messages import (
     RegisterBidder,
 )
 from engine.rules import MINUTE_NS, RuleSet
-from gateway.clock import TrioClock
-from gateway.runtime import Overloaded, Runtime
+from gateway.sequencer.clock import TrioClock
+from gateway.sequencer.runtime import Overloaded, Runtime
 from ledger.replay import full_replay
 from ledger.store import Batch, LedgerCorrupt
 from ledger.verify import verify_chain

@@ -18,12 +18,12 @@ import trio_websocket
 from engine.codes import Reject
 from engine.messages import CreateLot, decode_command
 from engine.state import STATE_VERSION, hash_encoded
-from gateway import protocol as p
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.wire import protocol as p
 from ledger.audit import verify_ledger
-from ledger.journal import SnapshotRecord, decode_snapshot
 from ledger.record import decode_body
 from ledger.replay import full_replay, recover
+from ledger.snapshot import SnapshotRecord, decode_snapshot
 from ledger.store import Batch, LedgerStore
 from tests.gateway.conftest import (
     SECOND,

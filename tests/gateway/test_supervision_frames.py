@@ -5,7 +5,7 @@ frames; everyone else is refused (issue 6, RULES.md §6.6, §7)."""
 from __future__ import annotations
 
 from engine.messages import decode_command
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from ledger.record import decode_body
 from tests.gateway.conftest import (
     connect_bidder,

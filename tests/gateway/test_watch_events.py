@@ -12,8 +12,8 @@ import trio
 
 from engine import messages as m
 from engine.rules import RuleSet
-from gateway import protocol as p
-from gateway.server import PRIVATE_EVENTS, PUBLIC_EVENTS
+from gateway.edge.server import PRIVATE_EVENTS, PUBLIC_EVENTS
+from gateway.wire import protocol as p
 from tests.gateway.conftest import (
     SECOND,
     connect_bidder,

@@ -1,4 +1,4 @@
-"""The gateway's own server-to-client frames (gateway/ws.py ``frame_text``) and the
+"""The gateway's own server-to-client frames (gateway/wire/ws.py ``frame_text``) and the
 direct-write path: what a standard WebSocket client parses from them, at every
 length-encoding boundary of RFC 6455 5.2, and in order over a real connection."""
 
@@ -11,7 +11,7 @@ import trio
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
-from gateway import ws
+from gateway.wire import ws
 
 
 def _client_parse(data: bytes) -> list[str]:

@@ -51,7 +51,7 @@ def signed_ledger(data: Path, bids: int = 80, checkpoint_every: int = 10) -> Pat
     import trio
 
     from engine.messages import ConfirmDeposit, CreateLot, PlaceBid, PublishLot, RegisterBidder
-    from gateway.runtime import Runtime
+    from gateway.sequencer.runtime import Runtime
 
     async def main() -> None:
         rt = Runtime.open(

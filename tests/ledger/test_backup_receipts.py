@@ -10,8 +10,8 @@ import trio
 
 from engine.messages import ConfirmDeposit, CreateLot, PlaceBid, PublishLot, RegisterBidder
 from engine.rules import MINUTE_NS
-from gateway.clock import TrioClock
-from gateway.runtime import Runtime
+from gateway.sequencer.clock import TrioClock
+from gateway.sequencer.runtime import Runtime
 from ledger.audit import verify_receipts
 from ledger.store import LedgerStore
 
@@ -96,7 +96,8 @@ async def test_backup_of_a_live_ledger_is_a_verified_prefix(tmp_path):
     rt.store.close()
     assert (
         subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "ledger", "verify", str(out)], capture_output=True
+            [sys.executable, "-m", "gateway.entry.cli", "ledger", "verify", str(out)],
+            capture_output=True,
         ).returncode
         == 0
     )

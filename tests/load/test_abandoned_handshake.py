@@ -4,10 +4,10 @@ left crashes ``pubex serve``.
 Under load, bidders whose handshake waited longer than their 30 s timeout closed
 their sockets; the server then refused the stale request (401) and
 ``request.reject`` raised ``trio_websocket.ConnectionClosed`` out of
-``Gateway.handle`` (gateway/server.py, both ``reject`` calls), through
+``Gateway.handle`` (gateway/edge/server.py, both ``reject`` calls), through
 trio-websocket's handler nursery, and ended the whole server.  Any client
 can do it without credentials: send an upgrade that will be refused and
-close.  Fixed in gateway/ws.py: ``Request.reject`` suppresses the closed
+close.  Fixed in gateway/wire/ws.py: ``Request.reject`` suppresses the closed
 connection, as ``accept``'s caller already did.
 """
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def test_server_survives_clients_that_leave_before_their_refusal(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(tmp_path / "data")]
+    argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--data", str(tmp_path / "data")]
     argv += ["--ws-port", "0", "--http-port", "0", "--sandbox"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -1,6 +1,6 @@
 """Frames for the frame fuzzer (``test_fuzz_frames``): generation and the oracle.
 
-Trio-free and I/O-free, like ``gateway.protocol``.  ``Gen`` makes one
+Trio-free and I/O-free, like ``gateway.wire.protocol``.  ``Gen`` makes one
 connection's frames from a seeded ``random.Random``:
 
 * **authentic** frames: a valid base frame of the connection's role (a bid,
@@ -41,8 +41,8 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from engine.sealed import seal_commitment
-from gateway import protocol as p
-from gateway.strict import TooDeep, check_depth
+from gateway.wire import protocol as p
+from gateway.wire.strict import TooDeep, check_depth
 
 NS = 1_000_000_000
 INT63_MAX = 2**63 - 1

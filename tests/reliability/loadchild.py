@@ -31,7 +31,7 @@ import trio
 
 from engine.messages import ConfirmDeposit, CreateLot, PlaceBid, PublishLot, RegisterBidder
 from engine.rules import JUDICIAL
-from gateway.runtime import Runtime
+from gateway.sequencer.runtime import Runtime
 
 NS = 1_000_000_000
 DAY_NS = 24 * 3600 * NS

@@ -42,9 +42,9 @@ from engine.messages import (
     decode_events,
 )
 from engine.rules import JUDICIAL
-from gateway.clock import SequencerClock
-from gateway.runtime import Runtime
-from ledger.journal import Outcome
+from gateway.sequencer.clock import SequencerClock
+from gateway.sequencer.journal import Outcome
+from gateway.sequencer.runtime import Runtime
 from ledger.record import decode_body
 from simulators.harness import EPOCH_NS
 from tests.vclock import CommitAwareClock

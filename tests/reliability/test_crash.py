@@ -35,7 +35,7 @@ import pytest
 import trio
 
 from engine.messages import CommandRetried, PlaceBid, decode_command
-from gateway.runtime import Runtime
+from gateway.sequencer.runtime import Runtime
 from ledger.audit import verify_ledger
 from ledger.record import decode_body
 from ledger.replay import full_replay, recover

@@ -93,7 +93,7 @@ def test_same_seed_gives_byte_identical_ledger(
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.entry.cli",
             "simulate",
             "--scenario",
             scenario,

@@ -68,7 +68,7 @@ from engine.messages import (
 )
 from engine.router import Router
 from engine.rules import DUTCH, ONE_TIME_QUOTE, REVERSE, VBP_R10, RuleSet
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from ledger.record import decode_body, decode_envelope
 from ledger.store import LedgerStore
 from tests.reliability import fuzzgen as fz
@@ -157,7 +157,7 @@ class Server:
     """``pubex serve`` as a child process on 127.0.0.1 (ports picked by the OS)."""
 
     def __init__(self, config: Path, data: Path, log: Path, memory_cap: int = 0) -> None:
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+        argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--config", str(config)]
         # a sandbox: the fuzzer's short and well-known tokens are refused elsewhere
         argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0", "--sandbox"]
         self.log_path = log
@@ -982,7 +982,7 @@ def test_no_frame_stops_the_server(tmp_path: Path) -> None:
     assert code == 0, f"pubex serve exited {code} on SIGTERM:\n{server.log_tail()}"
     check_good_acks_in_ledger(data, good)
     verify = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "ledger", "verify", str(data)],
+        [sys.executable, "-m", "gateway.entry.cli", "ledger", "verify", str(data)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -38,7 +38,7 @@ import pytest
 from tests import tokens
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "gateway.entry.cli"]
 FLIPS = 64
 SEED = int(os.environ.get("PUBEX_FLIP_SEED", "13"))
 SERVE_ALL = os.environ.get("PUBEX_FLIP_SERVE_ALL") == "1"
@@ -63,7 +63,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import trio
 
     from engine.messages import ConfirmDeposit, CreateLot, PlaceBid, PublishLot, RegisterBidder
-    from gateway.runtime import Runtime
+    from gateway.sequencer.runtime import Runtime
 
     data = tmp_path_factory.mktemp("flips") / "data"
     now = time.time_ns()  # lot times only (the runtime's clock follows the wall clock)

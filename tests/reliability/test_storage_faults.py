@@ -33,7 +33,7 @@ from engine.messages import (
     decode_command,
 )
 from engine.router import Router
-from gateway.runtime import Outcome, Runtime
+from gateway.sequencer.runtime import Outcome, Runtime
 from ledger.audit import verify_ledger
 from ledger.record import decode_body
 from ledger.store import LedgerStore

@@ -24,7 +24,16 @@ def start(command: str, data: Path, log: Path) -> subprocess.Popen[bytes]:
     read it with ``Authorization: Bearer``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     config = tokens.platform_config(data.parent / f"{command}-platform.toml")
-    cmd = [sys.executable, "-m", "gateway.cli", command, "--data", str(data), "--http-port", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gateway.entry.cli",
+        command,
+        "--data",
+        str(data),
+        "--http-port",
+        "0",
+    ]
     cmd += ["--platform-config", str(config)]
     with log.open("wb") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -20,7 +20,7 @@ from engine.messages import (
 )
 from engine.router import Router
 from engine.rules import RuleSet
-from ledger.journal import Journal
+from gateway.sequencer.journal import Journal
 from ledger.record import Envelope, encode_envelope
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from config.settings import LimitSettings
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from tests import tokens
 
 pytestmark = pytest.mark.timeout(120)
@@ -131,8 +131,8 @@ def live_routes() -> set[tuple[str, str, str]]:
     """(process, method, path) of every route the five apps serve, from the
     very functions the processes build their apps with."""
     from config.settings import load_settings
-    from gateway.http import build_app as gateway_app
-    from gateway.platform import build_app as platform_app
+    from gateway.edge.http import build_app as gateway_app
+    from gateway.entry.platform import build_app as platform_app
     from persistence.service import ServiceStore
     from services.disclosure.service import build_app as disclosure_app
     from services.registry.service import Registry
@@ -195,7 +195,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         "[services]\nsupervision_http_port = 0\ndisclosure_http_port = 0\n"
         "registry_http_port = 0\nplatform_http_port = 0\n",
     )
-    argv = [sys.executable, "-m", "gateway.cli", "platform", "--config", str(cfg)]
+    argv = [sys.executable, "-m", "gateway.entry.cli", "platform", "--config", str(cfg)]
     argv += ["--data", str(tmp / "var")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env)

@@ -31,7 +31,7 @@ def start(data: Path) -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "gateway.entry.cli",
             "disclose",
             "--data",
             str(data),
@@ -90,7 +90,7 @@ def test_http_feeds_and_verify_against_the_live_feed(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "gateway.cli",
+                "gateway.entry.cli",
                 "ledger",
                 "verify",
                 str(data),

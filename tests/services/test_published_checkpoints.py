@@ -94,7 +94,10 @@ TAMPER: dict[str, tuple[Callable[[Path, Path], Path], int, str]] = {
 
 def pubex(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "gateway.entry.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

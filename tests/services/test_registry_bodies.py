@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.access import Access, TokenBook
+from gateway.wire.access import Access, TokenBook
 from persistence.service import ServiceStore
 from services.registry.service import Registry, build_app
 from tests import tokens

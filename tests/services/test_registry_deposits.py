@@ -36,9 +36,9 @@ from engine.messages import (
     decode_events,
 )
 from engine.rules import JUDICIAL_SETTLED, RuleSet
-from gateway import protocol as p
-from gateway.procurement import STAFF_COMMANDS
-from ledger.journal import Journal
+from gateway.edge.procurement import STAFF_COMMANDS
+from gateway.sequencer.journal import Journal
+from gateway.wire import protocol as p
 from ledger.record import Envelope, decode_body, encode_envelope
 from ledger.replay import recover
 from ledger.store import LedgerStore

@@ -184,7 +184,15 @@ def test_registry_killed_at_random_points_equals_uninterrupted(tmp_path: Path) -
 def test_provision_keys_registrations_and_deposits_in_one_go(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     data, log = tmp_path / "data", tmp_path / "serve.log"
-    serve_cmd = [sys.executable, "-m", "gateway.cli", "serve", "--data", str(data), "--sandbox"]
+    serve_cmd = [
+        sys.executable,
+        "-m",
+        "gateway.entry.cli",
+        "serve",
+        "--data",
+        str(data),
+        "--sandbox",
+    ]
     with log.open("wb") as out:
         serve = subprocess.Popen(
             [*serve_cmd, "--ws-port", "0", "--http-port", "0"],
@@ -200,7 +208,7 @@ def test_provision_keys_registrations_and_deposits_in_one_go(tmp_path: Path) -> 
             time.sleep(0.05)
         ws_url = log.read_text().split("listening ws=", 1)[1].split()[0]
         keys = tmp_path / "keys.jsonl"
-        cmd = [sys.executable, "-m", "gateway.cli", "registry", "--data", str(data)]
+        cmd = [sys.executable, "-m", "gateway.entry.cli", "registry", "--data", str(data)]
         cmd += ["provision", "--bidders", "24", "--lots", "4", "--ws", ws_url]
         cmd += ["--keys-out", str(keys)]
         env = {**env, "PUBEX_SERVICE_TOKEN": "dev-registry-token"}  # never on the command line

@@ -16,8 +16,8 @@ import trio
 from nacl.signing import SigningKey
 
 from engine.messages import ConfirmDeposit, DepositConfirmed
-from gateway import protocol as p
-from gateway.tclient import Client
+from gateway.clients.tclient import Client
+from gateway.wire import protocol as p
 from ledger.store import LedgerStore
 from persistence.service import ServiceStore
 from services.registry.projection import SESSION

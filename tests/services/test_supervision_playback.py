@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def pubex(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "gateway.entry.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -264,7 +264,7 @@ def test_epoch_is_inside_the_calendar() -> None:
 
 
 def test_alert_keys_are_identifiers_whatever_the_subject():
-    from gateway.protocol import Reader
+    from gateway.wire.protocol import Reader
     from services.supervision.model import ALERT_KEY_MAX, alert_key, legacy_alert_key
 
     short = alert_key(7, "W-D1", "L1", "10.0.0.1")

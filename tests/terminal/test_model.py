@@ -10,8 +10,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from engine.codes import Reject
-from gateway import protocol as p
-from gateway.terminal import (
+from gateway.clients.terminal import (
     LEADING,
     NOT_BIDDING,
     OUTBID,
@@ -28,6 +27,7 @@ from gateway.terminal import (
     parse_amount,
     write_keypair,
 )
+from gateway.wire import protocol as p
 
 NOW = 1_800_000_000 * 10**9
 START, INC = 100_000_000, 1_000_000  # ¥1,000,000 and ¥10,000

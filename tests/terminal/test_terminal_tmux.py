@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -27,20 +28,22 @@ from urllib.parse import urlencode
 
 import pytest
 
-from gateway import protocol as p
-from gateway.terminal import SeqStore, default_paths, load_key
+from gateway.clients.terminal import SeqStore, default_paths, load_key
+from gateway.wire import protocol as p
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (the Makefile's SYSDEPS has it)"
 )
 
-PUBEX = str(Path(sys.executable).parent / "pubex")
+# The command line from this checkout (not whatever an installed `pubex` script points at).
+ROOT = Path(__file__).resolve().parents[2]
+PUBEX = [sys.executable, "-m", "gateway.entry.cli"]
 TOKEN = "dev-staff-token"
 LOT = "T1"
 START, INC = 100_000_000, 1_000_000  # ¥1,000,000.00 and ¥10,000.00
 # ncurses prefers $COLUMNS / $LINES over the pane's size, and pytest workers may set them.
 ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-ENV |= {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PUBEX_TOKEN": TOKEN}
+ENV |= {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PUBEX_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
 
 
 def free_port() -> int:
@@ -72,9 +75,10 @@ class Server:
         ports = ["--ws-port", str(self.ws_port), "--http-port", str(self.http_port)]
         with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [PUBEX, "serve", "--data", str(self.data), "--sandbox", *ports],
+                [*PUBEX, "serve", "--data", str(self.data), "--sandbox", *ports],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                env=ENV,
             )
         wait_for("the server", lambda: "listening" in self.log.read_text(), 30, self.log.read_text)
 
@@ -124,7 +128,7 @@ class Tmux:
 
 
 def pubex(*args: str) -> str:
-    done = subprocess.run([PUBEX, *args], capture_output=True, text=True, env=ENV, timeout=60)
+    done = subprocess.run([*PUBEX, *args], capture_output=True, text=True, env=ENV, timeout=60)
     assert done.returncode == 0, f"pubex {args[0]} failed: {done.stdout}{done.stderr}"
     return done.stdout
 
@@ -194,7 +198,7 @@ def test_terminal_in_tmux(tmp_path: Path) -> None:
 
         # The terminal resends the pending bid with its client_seq: the original ack.
         err = tmp_path / "terminal.err"
-        tmux.start(f"{PUBEX} terminal --key {key} --url {srv.ws} --lot {LOT} 2>{err}")
+        tmux.start(f"{shlex.join(PUBEX)} terminal --key {key} --url {srv.ws} --lot {LOT} 2>{err}")
         tmux.wait("the retried bid's ack", lambda s: "answer to a retry" in s)
         screen = tmux.wait("LEADING after the retry", lambda s: "LEADING" in s)
         assert "pending: none" in screen

@@ -1,10 +1,10 @@
 """``pubex registry provision``: keys, registrations and confirmed deposits in
 one go, for load tests.
 
-The scenario is ``bench.locust.provision.english_lots`` (``--lots`` English
+The scenario is ``simulators.provision.english_lots`` (``--lots`` English
 lots, ``--bidders`` bidders round robin over them, keys derived from
 ``--seed``).  The lots are created and published over a staff socket (lots
-are staff business: ``bench.locust.provision.send_ops``); the keys,
+are staff business: ``simulators.provision.send_ops``); the keys,
 registrations and deposits are registry writes -- stored in the registry's
 outbox with their client_seqs first, then sent pipelined as
 ``service:<id>`` (:class:`services.registry.writer.Submitter`), so a run
@@ -15,19 +15,23 @@ only what the engine has not applied.  The bidders' private keys go to
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from bench.locust.provision import english_lots, send_ops, staff_connect
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from persistence.service import ServiceStore
+from services.lifecycle import read_token
+from services.registry.cli import STAFF_ENV, TOKEN_ENV
 from services.registry.service import NAME, Registry
 from services.registry.writer import Result, frame_dict
 from simulators import agents as ag
+from simulators.provision import english_lots, send_ops, staff_connect
 
 NS = 1_000_000_000
 REGISTRY_OPS = {
@@ -116,3 +120,35 @@ def provision(
         "retried": sum(1 for r in results if r.retried),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def run_provision(args: argparse.Namespace) -> int:
+    token = read_token(getattr(args, "token_file", None), TOKEN_ENV)
+    staff_token = read_token(args.staff_token_file, STAFF_ENV)
+    if not args.ws or not token or not staff_token or args.bidders <= 0 or args.lots <= 0:
+        print(
+            f"pubex registry provision: --ws, a service token (${TOKEN_ENV} or --token-file), "
+            f"a staff token (${STAFF_ENV} or --staff-token-file), --bidders > 0, --lots > 0",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        report = provision(
+            Path(args.data),
+            args.ws,
+            bidders=args.bidders,
+            lots=args.lots,
+            token=token,
+            staff_token=staff_token,
+            seed=args.seed,
+            prefix=args.prefix,
+            duration_s=args.duration_s,
+            open_in_s=args.open_in_s,
+            keys_out=Path(args.keys_out) if args.keys_out else None,
+            origin=args.origin,
+        )
+    except Exception as e:
+        print(f"pubex registry provision: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report))
+    return 1 if report["refused"] else 0

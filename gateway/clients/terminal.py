@@ -38,8 +38,8 @@ from urllib.parse import urlencode
 import trio
 from nacl.signing import SigningKey
 
-from gateway import protocol as p
-from gateway import ws
+from gateway.wire import protocol as p
+from gateway.wire import ws
 
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
 NS = 1_000_000_000

@@ -15,12 +15,12 @@ the upgrade request and a failure is an HTTP status:
 * Staff and supervisors: a token from the config, as ``Authorization: Bearer
   TOKEN`` (terminals, scripts) or the console's ``pubex_token`` cookie (set by
   ``POST /login``); never in the URL.  Compared in constant time
-  (``gateway.access.TokenBook``).
+  (``gateway.wire.access.TokenBook``).
 * Services (the registry): a token from ``service_tokens``; the connection's
   role is ``service`` and its commands' origin ``service:<id>``.
 * Every failure is the same 401 body (``authentication failed``: an unknown key
   and a bad signature look alike).  A wrong token slows its client address down
-  (``gateway.access.FailureGate``; 429 while the back-off lasts); a bidder's
+  (``gateway.wire.access.FailureGate``; 429 while the back-off lasts); a bidder's
   failures do not (an Ed25519 signature cannot be guessed, and one bidder with
   a skewed clock must not lock out the others behind its NAT).
 * No credentials: a public watcher (read-only), if watchers are allowed.
@@ -49,8 +49,8 @@ from nacl.signing import VerifyKey
 
 from engine.messages import SESSION_PATTERN
 from engine.state import EngineState
-from gateway.access import AUTH_FAILED, FailureGate, TokenBook
-from gateway.protocol import auth_message
+from gateway.wire.access import AUTH_FAILED, FailureGate, TokenBook
+from gateway.wire.protocol import auth_message
 
 BIDDER, STAFF, SUPERVISOR, WATCHER = "bidder", "staff", "supervisor", "watcher"
 SERVICE = "service"

@@ -4,7 +4,7 @@
   command (place / cancel / amend / direct purchase); ``STAFF_COMMANDS`` does
   the same for the staff and registry frames (create item, session, limit).
 * ``ItemViews`` is the public projection of every item, folded from durable
-  events only (like ``gateway.views`` for lots): per order its side, price and
+  events only (like ``gateway.edge.views`` for lots): per order its side, price and
   open quantity, so the aggregated depth per price level is exact after each
   committed entry; the last trade, volume, a bounded trade tape and a bounded
   price history (for the console's chart).  No owner is ever known here --
@@ -41,7 +41,7 @@ from engine.messages import (
     SetItemSession,
     SetPurchaseLimit,
 )
-from gateway import protocol as p
+from gateway.wire import protocol as p
 
 DEPTH = 10  # price levels a side in a book snapshot
 TAPE = 30  # trades in a book snapshot

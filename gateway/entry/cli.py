@@ -375,7 +375,7 @@ def _replay_html(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from config.settings import ConfigError, load_settings
-    from gateway.startup import ServeError, check_ports_free, startup_check
+    from gateway.entry.startup import ServeError, check_ports_free, startup_check
     from persistence.lock import DirectoryInUse
 
     try:
@@ -401,7 +401,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import trio
 
-    from gateway.serve import serve
+    from gateway.entry.serve import serve
 
     on_ready = None
     if args.demo:
@@ -436,7 +436,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from gateway.protocol import json_schema
+    from gateway.wire.protocol import json_schema
 
     print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
     return 0
@@ -445,7 +445,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.terminal import KeyFileError, write_keypair
+    from gateway.clients.terminal import KeyFileError, write_keypair
 
     try:
         key_id, public_hex = write_keypair(Path(args.out), args.key_id or "")
@@ -457,7 +457,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    from gateway.admin import run_admin
+    from gateway.clients.admin import run_admin
 
     return run_admin(args)
 
@@ -469,6 +469,10 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
+    if args.registry_command == "provision":
+        from gateway.entry.provision import run_provision
+
+        return run_provision(args)
     from services.registry.cli import run_registry
 
     return run_registry(args)
@@ -481,7 +485,7 @@ def cmd_disclose(args: argparse.Namespace) -> int:
 
 
 def cmd_platform(args: argparse.Namespace) -> int:
-    from gateway.platform import run_platform
+    from gateway.entry.platform import run_platform
 
     return run_platform(args)
 
@@ -489,7 +493,7 @@ def cmd_platform(args: argparse.Namespace) -> int:
 def cmd_terminal(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.terminal import KeyFileError, run_terminal
+    from gateway.clients.terminal import KeyFileError, run_terminal
 
     try:
         receipts = Path(args.receipts) if args.receipts else None
@@ -594,7 +598,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     ad = sub.add_parser("admin", help="one staff / registry command over a staff WebSocket")
     if configured("admin"):
-        from gateway.admin import configure as configure_admin
+        from gateway.clients.admin import configure as configure_admin
 
         configure_admin(ad)
     ad.set_defaults(func=cmd_admin)

@@ -1,6 +1,6 @@
 """A trio client for pubex (the terminal, simulated bidders, tests).
 
-The frame building and signing live in ``gateway.protocol`` (trio-free, shared
+The frame building and signing live in ``gateway.wire.protocol`` (trio-free, shared
 with Locust users); this adds the connection: the signed handshake, a reader
 that sorts replies by ``client_seq`` and everything else into ``events``.
 """
@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 import trio
 from nacl.signing import SigningKey
 
-from gateway import protocol as p
-from gateway import ws
+from gateway.wire import protocol as p
+from gateway.wire import ws
 
 
 class Client:

@@ -1,7 +1,7 @@
 """The HTTP side (hypercorn + Starlette, in the same trio.run): the console
 page and its static files, /metrics, /healthz, /time and the lots API.
 
-Everything here reads the durable views (``gateway.views``): bidder codes only,
+Everything here reads the durable views (``gateway.edge.views``): bidder codes only,
 and whether a reserve exists, never its amount before the close.
 """
 
@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from gateway.access import (
+from gateway.edge.server import Gateway
+from gateway.wire.access import (
     AUTH_FAILED,
     COOKIE,
     METRICS_READERS,
@@ -35,12 +33,10 @@ from gateway.access import (
     json_response,
     read_body,
 )
-from gateway.params import guard, id_matcher, path_id
-from gateway.server import Gateway
+from gateway.wire.params import guard, id_matcher, path_id
 
-CONSOLE_DIR = Path(__file__).parent / "console"
+CONSOLE_DIR = Path(__file__).parent.parent / "console"  # the browser console's static files
 _TOKEN = re.compile(r"[!#-+\--:<-~]{1,256}")  # printable ASCII but space, '"', ',' and ';'
-VENDOR_DIR = CONSOLE_DIR / "vendor"  # installed from npm by the Makefile, never committed
 
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -192,29 +188,3 @@ def build_app(
         Mount("/static", StaticFiles(directory=CONSOLE_DIR, check_dir=False), name="static"),
     ]
     return Starlette(routes=routes)
-
-
-async def serve_http(
-    app: Starlette,
-    host: str,
-    port: int,
-    shutdown: trio.Event,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
-) -> None:
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 2
-
-    async def started_port(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(
-            app,
-            config,
-            shutdown_trigger=shutdown.wait,  # type: ignore[arg-type]
-            task_status=task_status,
-        )
-
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(started_port)
-        task_status.started(int(str(binds[0]).rsplit(":", 1)[1]))

@@ -90,7 +90,7 @@ def serve_argv(
     args: argparse.Namespace, data: str, ports: tuple[int, int] | None = None
 ) -> list[str]:
     """``ports`` (ws, http): those a first run bound, for a restart to keep its URLs."""
-    argv = [sys.executable, "-m", "gateway.cli", "serve", "--data", data]
+    argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--data", data]
     if args.config:
         argv += ["--config", args.config]
     ws_port, http_port = ports if ports is not None else (args.ws_port, args.http_port)
@@ -120,7 +120,7 @@ def service_argv(
     its first run bound (a restart keeps it), else the config's."""
     if port is None:
         port = getattr(settings.services, f"{name}_http_port")
-    argv = [sys.executable, "-m", "gateway.cli", _CLI[name], "--data", data]
+    argv = [sys.executable, "-m", "gateway.entry.cli", _CLI[name], "--data", data]
     argv += ["--http-port", str(port), "--host", settings.net.host]
     argv += ["--platform-config", config] if config else []
     argv += ["--console-origin", console_url] if console_url else []
@@ -432,14 +432,14 @@ class Platform:
 
 def build_app(platform: Platform | None, settings: Settings, registry: Any) -> Any:
     """The platform's Starlette app: ``/healthz`` public, ``/metrics`` as everywhere
-    (loopback clients or the metrics token), both through :class:`gateway.access.Access`."""
+    (loopback clients or the metrics token), both through :class:`gateway.wire.access.Access`."""
     import msgspec
     from prometheus_client import generate_latest
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from gateway.access import METRICS_READERS, PUBLIC, Rule, access_from_settings
+    from gateway.wire.access import METRICS_READERS, PUBLIC, Rule, access_from_settings
 
     if platform is not None:
         registry.register(platform)
@@ -491,7 +491,7 @@ class PlatformHTTP:
         import trio
         from prometheus_client import CollectorRegistry
 
-        from gateway.http import serve_http
+        from gateway.wire.http import serve_http
 
         app = build_app(self.platform, self.settings, CollectorRegistry())
         self._token = trio.lowlevel.current_trio_token()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from engine.rules import PRESETS
 
 if TYPE_CHECKING:
-    from gateway import protocol as p
+    from gateway.wire import protocol as p
 
 NS = 1_000_000_000
 
@@ -90,7 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def build_frame(args: argparse.Namespace, server_ns: int) -> p.StaffFrame:
     """The frame for ``args.action``; times are relative to the server's clock."""
-    from gateway import protocol as p
+    from gateway.wire import protocol as p
 
     cs, act = _seq(), args.action
     if act == "register-key":
@@ -127,7 +127,7 @@ def build_frame(args: argparse.Namespace, server_ns: int) -> p.StaffFrame:
 
 
 def _key_args(args: argparse.Namespace) -> tuple[str, str]:
-    from gateway.terminal import KeyFileError, load_public
+    from gateway.clients.terminal import KeyFileError, load_public
 
     key_id, public = args.key_id, args.public_key
     if args.pub:
@@ -146,7 +146,7 @@ def _key_args(args: argparse.Namespace) -> tuple[str, str]:
 async def _send(args: argparse.Namespace) -> p.Ack | p.Error:
     import trio
 
-    from gateway.tclient import Client
+    from gateway.clients.tclient import Client
 
     async with trio.open_nursery() as nursery:
         client = await Client.connect(nursery, args.url, token=args.token, session=args.session)
@@ -160,8 +160,8 @@ async def _send(args: argparse.Namespace) -> p.Ack | p.Error:
 
 
 def report(action: str, reply: p.Ack | p.Error) -> int:
-    from gateway import protocol as p
-    from gateway.terminal import describe_error
+    from gateway.clients.terminal import describe_error
+    from gateway.wire import protocol as p
 
     if isinstance(reply, p.Ack):
         again = " (a retry: the original outcome)" if reply.retried else ""
@@ -175,7 +175,7 @@ def run_admin(args: argparse.Namespace) -> int:
     # Imported here: `pubex --help` and the other commands stay quick to start.
     import trio
 
-    from gateway.terminal import KeyFileError
+    from gateway.clients.terminal import KeyFileError
     from services.lifecycle import read_token
 
     try:

@@ -1,11 +1,13 @@
-"""Bulk provisioning before a load run, over ONE staff WebSocket.
+"""Provisioning shared by the load runs and ``pubex registry provision``: the
+demo and load lots, keys, registrations and confirmed deposits, in one place.
 
-A stop-gap until ``pubex registry provision`` exists: the scenario's
-definition (``simulators.agents.ScenarioDef``: lots, keys, registrations,
-confirmed deposits) is sent as ordinary ledgered staff commands, pipelined
-(up to ``window`` in flight, replies matched by ``client_seq``), and a plan
-JSON is written for the Locust users (``PUBEX_LOAD_PLAN``).  Every command
-must be acknowledged; a refusal stops the run.
+A scenario's definition (``simulators.agents.ScenarioDef``) is sent over ONE
+staff WebSocket as ordinary ledgered staff commands, pipelined (up to
+``window`` in flight, replies matched by ``client_seq``); for a Locust run a
+plan JSON is written for the users (``PUBEX_LOAD_PLAN``).  Every command must
+be acknowledged; a refusal stops the run.  ``pubex registry provision``
+(``gateway/entry/provision.py``) takes the lots from here and sends the keys,
+registrations and deposits as registry writes instead.
 
 Trio-free (websocket-client), so the runner and tests can call it anywhere.
 """
@@ -21,7 +23,7 @@ from typing import Any
 import msgspec
 import websocket
 
-from gateway import protocol as p
+from gateway.wire import protocol as p
 from simulators import agents as ag
 from simulators.agents import AgentSpec, LotSpec, ScenarioDef
 

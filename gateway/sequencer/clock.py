@@ -16,7 +16,7 @@ The engine never reads a clock; the sequencer stamps each command with
   never goes backwards, nor behind a time already stamped), so a countdown or a
   lot's ``end_ns`` computed from them is on the clock lots run on -- under
   ``accelerate`` too.  Only the bidder handshake's ``ts`` window stays on the
-  wall clock (gateway/auth.py): clients sign with their own clocks.
+  wall clock (gateway/edge/auth.py): clients sign with their own clocks.
 """
 
 from __future__ import annotations

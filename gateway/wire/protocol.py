@@ -38,7 +38,7 @@ from nacl.signing import SigningKey, VerifyKey
 from engine.codes import Reject
 from engine.messages import RegionDemand
 from engine.rules import MAX_TIME_NS, RuleSet
-from gateway.strict import DuplicateKey, TooDeep, check_depth, object_keys
+from gateway.wire.strict import DuplicateKey, TooDeep, check_depth, object_keys
 
 BID_DOMAIN = "pubex-bid-v1"
 SEALED_DOMAIN = "pubex-sealed-v1"

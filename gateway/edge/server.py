@@ -35,6 +35,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -87,9 +88,7 @@ from engine.messages import (
     TerminateLot,
     UnblacklistBidder,
 )
-from gateway import protocol as p
-from gateway import ws
-from gateway.auth import (
+from gateway.edge.auth import (
     BIDDER,
     SERVICE,
     STAFF,
@@ -99,16 +98,18 @@ from gateway.auth import (
     AuthError,
     Principal,
 )
-from gateway.emall import ITEM_EVENTS, order_command
-from gateway.emall import STAFF_COMMANDS as ITEM_STAFF_COMMANDS
-from gateway.metrics import Metrics
-from gateway.procurement import PUBLIC_EVENTS as PROCUREMENT_EVENTS
-from gateway.procurement import STAFF_COMMANDS as PROCUREMENT_STAFF_COMMANDS
-from gateway.procurement import signed_command
-from gateway.runtime import RECEIPT_GROUP, Overloaded, Runtime
-from gateway.views import Views
+from gateway.edge.emall import ITEM_EVENTS, order_command
+from gateway.edge.emall import STAFF_COMMANDS as ITEM_STAFF_COMMANDS
+from gateway.edge.metrics import Metrics
+from gateway.edge.procurement import PUBLIC_EVENTS as PROCUREMENT_EVENTS
+from gateway.edge.procurement import STAFF_COMMANDS as PROCUREMENT_STAFF_COMMANDS
+from gateway.edge.procurement import signed_command
+from gateway.edge.views import Views
+from gateway.sequencer.journal import Outcome
+from gateway.sequencer.runtime import RECEIPT_GROUP, Overloaded, Runtime
+from gateway.wire import protocol as p
+from gateway.wire import ws
 from ledger.checkpoint import Receipt, sign_receipt
-from ledger.journal import Outcome
 from ledger.record import Envelope, body_hash, decode_body, encode_envelope
 
 PUBLIC_EVENTS = (
@@ -1087,3 +1088,13 @@ _STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
     **ITEM_STAFF_COMMANDS,
     **PROCUREMENT_STAFF_COMMANDS,
 }
+
+
+@dataclass
+class Listening:
+    """Where a started gateway listens, and the gateway itself (for in-process
+    callers: the demo's simulated bidders, tests)."""
+
+    ws_url: str
+    http_url: str
+    gateway: Gateway

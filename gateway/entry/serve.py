@@ -22,7 +22,6 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,34 +29,29 @@ import trio
 
 from config.settings import Settings
 from engine.messages import ENGINE_VERSION, RuntimeStarted
-from gateway import ws
-from gateway.access import (
+from gateway.edge.auth import Authenticator
+from gateway.edge.http import build_app
+from gateway.edge.metrics import Metrics
+from gateway.edge.server import Gateway, Listening
+from gateway.entry.startup import LedgerUnsound, ServeError, check_ports_free, startup_check
+from gateway.entry.tuning import tune_for_sequencer
+from gateway.sequencer.clock import SequencerClock
+from gateway.sequencer.runtime import Runtime
+from gateway.wire import ws
+from gateway.wire.access import (
     Access,
     TokenBook,
     console_origins,
     dev_token_refusal,
     gate_from_settings,
 )
-from gateway.auth import Authenticator
-from gateway.clock import SequencerClock
-from gateway.http import build_app, serve_http
-from gateway.metrics import Metrics
-from gateway.runtime import Runtime
-from gateway.server import Gateway
-from gateway.startup import LedgerUnsound, ServeError, check_ports_free, startup_check
+from gateway.wire.http import serve_http
 from ledger.soundness import VERIFIED_KEY, encode_point
 from ledger.store import Batch
 
 __all__ = ["LedgerUnsound", "Listening", "ServeError", "open_runtime", "serve", "startup_check"]
 
 SANDBOX_KEY = b"sandbox"
-
-
-@dataclass
-class Listening:
-    ws_url: str
-    http_url: str
-    gateway: Gateway
 
 
 def open_runtime(
@@ -100,7 +94,7 @@ async def serve(
 ) -> None:
     """``allow_dev_tokens=False`` (``pubex serve`` without ``--demo``): the
     well-known development tokens are refused unless the data directory is a
-    sandbox (:func:`gateway.access.dev_token_refusal`)."""
+    sandbox (:func:`gateway.wire.access.dev_token_refusal`)."""
     check_ports_free(settings.net.host, [ws_port, http_port])
     data_dir.mkdir(parents=True, exist_ok=True)
     rt = open_runtime(settings, data_dir, sandbox, accelerate, verify_all)
@@ -113,6 +107,7 @@ async def serve(
     shutdown = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
+            tune_for_sequencer()  # after recovery: what it loaded is long-lived
             await nursery.start(rt.run)
             await rt.call(
                 RuntimeStarted(

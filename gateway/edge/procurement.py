@@ -60,7 +60,7 @@ from engine.messages import (
     VolumeAllocated,
     WithdrawSealed,
 )
-from gateway import protocol as p
+from gateway.wire import protocol as p
 
 # AlertHandled is not public: an alert key names what is under watch (an IP, a
 # device); supervisors read decisions from the ledger and the supervision feed.

@@ -33,9 +33,7 @@ ledgered (RULES.md R-1.8.1, system failure) -- staff resume those lots.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,20 +46,14 @@ from config.settings import Settings
 from engine.codes import Reject
 from engine.messages import Command, SuspendOverdue, Tick
 from engine.router import Router
-from gateway.clock import SequencerClock
+from gateway.sequencer.clock import SequencerClock
+from gateway.sequencer.journal import Journal, Outcome
 from ledger.checkpoint import Receipt, load_or_create_signing_key, sign_receipt
-from ledger.journal import Journal, Outcome
 from ledger.replay import rebuild, recover
 from ledger.store import Batch, LedgerStore, StorageUnavailable
 from ledger.writer import CommitWorker
 
 SYSTEM = "system"
-# A commit takes the GIL four or five times (begin, put, commit, notify), each
-# up to one switch interval behind a busy loop.  Beside a spinning loop a
-# 1-entry fsync'd commit measured p50 1,430 us at 0.5 ms, 400-570 us at 0.1 ms
-# and 320-380 us at 0.05 ms, with the loop's own throughput unchanged
-# (bench core, GIL probe).
-SWITCH_INTERVAL_S = 0.00005
 # A drain hands what it has to an idle writer every HANDOFF_EVERY commands, and
 # that many queued commands wake the sequencer even while a commit runs.
 HANDOFF_EVERY = 64
@@ -200,15 +192,8 @@ class Runtime:
 
     # --------------------------------------------------------------- run
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        # A worker-thread commit must not wait a whole 5 ms switch interval for
-        # the GIL under a busy loop (RELIABILITY.md, commit cost).
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        # Everything recovered so far is long-lived: keep it out of the young
-        # generations, and collect less often -- full collections over a big
-        # state paused the loop for 40-90 ms (bench core profile).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
+        # The process-wide tuning (switch interval, GC) is the entry point's:
+        # gateway/entry/tuning.py.
         worker = CommitWorker(self.store, trio.lowlevel.current_trio_token().run_sync_soon)
         # Every task step first lets a staging commit finish its puts (see
         # CommitWorker.step_aside): no task contends with it for the GIL.

@@ -45,8 +45,8 @@ from engine.messages import (
     VolumeAllocated,
     decode_events,
 )
-from gateway.emall import ItemViews
-from gateway.protocol import BookSnapshot, LotSnapshot, RankRow
+from gateway.edge.emall import ItemViews
+from gateway.wire.protocol import BookSnapshot, LotSnapshot, RankRow
 from ledger.record import decode_body
 from ledger.store import LedgerStore
 
@@ -117,7 +117,7 @@ class LotView(msgspec.Struct):
 class Views:
     def __init__(self) -> None:
         self.lots: dict[str, LotView] = {}
-        self.items = ItemViews()  # e-mall items (gateway.emall)
+        self.items = ItemViews()  # e-mall items (gateway.edge.emall)
 
     def load(self, store: LedgerStore) -> None:
         """Build the views from the committed ledger (start-up)."""

@@ -1,0 +1,37 @@
+"""Serving a Starlette app with hypercorn inside the caller's ``trio.run``: the
+gateway's HTTP side and every companion service's share this one helper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+from starlette.applications import Starlette
+
+
+async def serve_http(
+    app: Starlette,
+    host: str,
+    port: int,
+    shutdown: trio.Event,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 2
+
+    async def started_port(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await hypercorn_serve(
+            app,
+            config,
+            shutdown_trigger=shutdown.wait,  # type: ignore[arg-type]
+            task_status=task_status,
+        )
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(started_port)
+        task_status.started(int(str(binds[0]).rsplit(":", 1)[1]))
