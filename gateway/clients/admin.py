@@ -127,7 +127,7 @@ def build_frame(args: argparse.Namespace, server_ns: int) -> p.StaffFrame:
 
 
 def _key_args(args: argparse.Namespace) -> tuple[str, str]:
-    from gateway.clients.terminal import KeyFileError, load_public
+    from gateway.clients.terminal.keys import KeyFileError, load_public
 
     key_id, public = args.key_id, args.public_key
     if args.pub:
@@ -160,7 +160,7 @@ async def _send(args: argparse.Namespace) -> p.Ack | p.Error:
 
 
 def report(action: str, reply: p.Ack | p.Error) -> int:
-    from gateway.clients.terminal import describe_error
+    from gateway.clients.terminal.model import describe_error
     from gateway.wire import protocol as p
 
     if isinstance(reply, p.Ack):
@@ -175,7 +175,7 @@ def run_admin(args: argparse.Namespace) -> int:
     # Imported here: `pubex --help` and the other commands stay quick to start.
     import trio
 
-    from gateway.clients.terminal import KeyFileError
+    from gateway.clients.terminal.keys import KeyFileError
     from services.lifecycle import read_token
 
     try:

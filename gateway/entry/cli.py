@@ -445,7 +445,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.clients.terminal import KeyFileError, write_keypair
+    from gateway.clients.terminal.keys import KeyFileError, write_keypair
 
     try:
         key_id, public_hex = write_keypair(Path(args.out), args.key_id or "")
@@ -493,7 +493,8 @@ def cmd_platform(args: argparse.Namespace) -> int:
 def cmd_terminal(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.clients.terminal import KeyFileError, run_terminal
+    from gateway.clients.terminal.keys import KeyFileError
+    from gateway.clients.terminal.screen import run_terminal
 
     try:
         receipts = Path(args.receipts) if args.receipts else None

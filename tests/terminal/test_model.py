@@ -10,22 +10,24 @@ import pytest
 from nacl.signing import SigningKey
 
 from engine.codes import Reject
-from gateway.clients.terminal import (
+from gateway.clients.terminal.keys import (
+    KeyFileError,
+    ReceiptLog,
+    SeqStore,
+    load_key,
+    load_public,
+    write_keypair,
+)
+from gateway.clients.terminal.model import (
     LEADING,
     NOT_BIDDING,
     OUTBID,
     WORDING,
-    KeyFileError,
-    ReceiptLog,
-    SeqStore,
     TerminalModel,
     describe_error,
     fmt_countdown,
     fmt_yuan,
-    load_key,
-    load_public,
     parse_amount,
-    write_keypair,
 )
 from gateway.wire import protocol as p
 

@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from gateway.clients.terminal import SeqStore, default_paths, load_key
+from gateway.clients.terminal.keys import SeqStore, default_paths, load_key
 from gateway.wire import protocol as p
 
 pytestmark = pytest.mark.skipif(
