@@ -955,9 +955,3 @@ def encode_events(events: list[Event]) -> bytes:
 def decode_events(data: bytes) -> list[AnyEvent]:
     events: list[AnyEvent] = _events_decoder.decode(data)
     return events
-
-
-def origin_kind(origin: str) -> str:
-    """``"bidder:42"`` -> ``"bidder"``; "" when malformed."""
-    kind, sep, ident = origin.partition(":")
-    return kind if sep and ident else ""

@@ -236,9 +236,9 @@ class Reverse(Ascending):
         if offers:
             self._offer_shares(lot, offers, at_ns, out)
         else:
-            self._finish_shares(lot, lot.shares_unplaced, at_ns, out)
+            self._finish_shares(lot, at_ns, out)
 
-    def _finish_shares(self, lot: Lot, unplaced: int, at_ns: int, out: list[Event]) -> None:
+    def _finish_shares(self, lot: Lot, at_ns: int, out: list[Event]) -> None:
         lot.deadline_ns = -1
         confirmed = lot.shares_confirmed
         if not confirmed:

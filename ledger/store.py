@@ -1,7 +1,9 @@
-"""LedgerStore: the ledger's LMDB environment (entries, snapshots, checkpoints, meta).
+"""LedgerStore: the ledger's LMDB environment (entries, snapshots, checkpoints, meta,
+batches).
 
-One environment under a directory, four named databases keyed by big-endian
-u64 seq (meta by arbitrary bytes).  The writer hands a whole :class:`Batch` to
+One environment under a directory, five named databases keyed by big-endian
+u64 seq (meta by arbitrary bytes; batches, absent from ledgers written before
+it, by the last seq of each committed batch).  The writer hands a whole :class:`Batch` to
 :meth:`LedgerStore.commit_batch`, which puts everything in ONE write
 transaction: one fsync covers all the commands that queued while the last
 fsync ran, and a crash leaves either the whole batch or none of it.

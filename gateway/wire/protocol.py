@@ -452,22 +452,6 @@ ClientFrame = (
     | RevealExpertDrawFrame
 )
 
-LOT_ACTIONS = (
-    CreateLotFrame,
-    PublishLotFrame,
-    SetReserveFrame,
-    ChangeIncrementFrame,
-    FreezeLotFrame,
-    ResumeLotFrame,
-    TerminateLotFrame,
-    CreateItemFrame,
-    SetItemSessionFrame,
-    CommitDrawSeedFrame,
-    RevealDrawSeedFrame,
-    FinalizeEvaluationFrame,
-    QualifyWinnerFrame,
-    CreateReauctionFrame,
-)
 SUPERVISION_ACTIONS = (HandleAlertFrame, AnswerComplaintFrame)  # staff or supervisor
 REGISTRY_ACTIONS = (
     RefundDepositFrame,
