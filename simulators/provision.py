@@ -6,10 +6,12 @@ staff WebSocket as ordinary ledgered staff commands, pipelined (up to
 ``window`` in flight, replies matched by ``client_seq``); for a Locust run a
 plan JSON is written for the users (``PUBEX_LOAD_PLAN``).  Every command must
 be acknowledged; a refusal stops the run.  ``pubex registry provision``
-(``gateway/entry/provision.py``) takes the lots from here and sends the keys,
-registrations and deposits as registry writes instead.
+(``gateway/entry/provision.py``) takes the definitions and ``STAFF_FRAMES`` from
+here, sends the lots over the trio client and the keys, registrations and
+deposits as registry writes.
 
-Trio-free (websocket-client), so the runner and tests can call it anywhere.
+The load runs' sender is trio-free (websocket-client, the ``load`` extra, imported
+only when a socket is opened), so the runner and tests can call it anywhere.
 """
 
 from __future__ import annotations
@@ -18,19 +20,21 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import websocket
 
 from gateway.wire import protocol as p
 from simulators import agents as ag
 from simulators.agents import AgentSpec, LotSpec, ScenarioDef
 
+if TYPE_CHECKING:  # websocket-client: the load extra's, imported only where it is used
+    import websocket
+
 NS = 1_000_000_000
 YUAN = 100
 
-_FRAMES: dict[str, type[p.StaffFrame]] = {
+STAFF_FRAMES: dict[str, type[p.StaffFrame]] = {
     "create_lot": p.CreateLotFrame,
     "publish_lot": p.PublishLotFrame,
     "set_reserve": p.SetReserveFrame,
@@ -162,6 +166,8 @@ def definition_for(kind: str, users: int, seed: int, params: dict[str, Any]) -> 
 
 
 def staff_connect(ws_url: str, token: str) -> tuple[websocket.WebSocket, p.Hello]:
+    import websocket
+
     ws = websocket.create_connection(
         ws_url, header=[f"Authorization: Bearer {token}"], timeout=60, suppress_origin=True
     )
@@ -179,7 +185,7 @@ def send_ops(
     while i < len(ops) or inflight:
         while i < len(ops) and len(inflight) < window:
             op = ops[i]
-            ws.send(p.encode_text(_FRAMES[op.op](seq, **op.args)))
+            ws.send(p.encode_text(STAFF_FRAMES[op.op](seq, **op.args)))
             inflight[seq] = op
             seq, i = seq + 1, i + 1
         frame = p.decode_server(ws.recv())

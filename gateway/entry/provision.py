@@ -4,7 +4,7 @@ one go, for load tests.
 The scenario is ``simulators.provision.english_lots`` (``--lots`` English
 lots, ``--bidders`` bidders round robin over them, keys derived from
 ``--seed``).  The lots are created and published over a staff socket (lots
-are staff business: ``simulators.provision.send_ops``); the keys,
+are staff business; the trio client, like ``pubex admin``); the keys,
 registrations and deposits are registry writes -- stored in the registry's
 outbox with their client_seqs first, then sent pipelined as
 ``service:<id>`` (:class:`services.registry.writer.Submitter`), so a run
@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from gateway.clients.tclient import Client
 from gateway.wire import protocol as p
 from persistence.service import ServiceStore
 from services.lifecycle import read_token
@@ -31,7 +32,7 @@ from services.registry.cli import STAFF_ENV, TOKEN_ENV
 from services.registry.service import NAME, Registry
 from services.registry.writer import Result, frame_dict
 from simulators import agents as ag
-from simulators.provision import english_lots, send_ops, staff_connect
+from simulators.provision import STAFF_FRAMES, ProvisionError, english_lots
 
 NS = 1_000_000_000
 REGISTRY_OPS = {
@@ -39,6 +40,50 @@ REGISTRY_OPS = {
     "register_bidder": p.RegisterBidderFrame,
     "confirm_deposit": p.ConfirmDepositFrame,
 }
+WINDOW = 256  # staff commands in flight at once
+
+
+async def _send_lots(
+    ws_url: str, staff_token: str, definition: ag.ScenarioDef, open_in_s: float
+) -> tuple[int, list[ag.StaffOp]]:
+    """Create and publish the lots over one staff socket, in order and pipelined
+    (up to ``WINDOW`` unanswered, replies matched by client_seq); the first
+    refusal stops the run.  Returns the lots' opening time and every op of the
+    definition (the registry's are sent by the caller)."""
+    async with trio.open_nursery() as nursery:
+        client = await Client.connect(nursery, ws_url, token=staff_token)
+        if client.hello.role != "staff":
+            raise ProvisionError(f"the token did not give a staff connection: {client.hello!r}")
+        t0 = client.hello.server_time_ns + int(open_in_s * NS)
+        ops = list(ag.provisioning(definition, t0))
+        pending: dict[int, ag.StaffOp] = {}
+
+        def settle() -> None:
+            for seq in [s for s in pending if s in client.replies]:
+                op, reply = pending.pop(seq), client.replies.pop(seq)
+                if isinstance(reply, p.Error):
+                    raise ProvisionError(f"{op.op} {op.args}: {reply.name}")
+
+        async def next_reply() -> None:
+            if client.closed:
+                raise ConnectionError("the staff connection closed")
+            await client.changed.wait()
+            settle()
+
+        seq = time.time_ns() // 1000  # like `pubex admin`
+        for op in ops:
+            if op.op in REGISTRY_OPS:
+                continue
+            while len(pending) >= WINDOW:
+                await next_reply()
+            pending[seq] = op
+            await client.send(STAFF_FRAMES[op.op](seq, **op.args))
+            seq += 1
+        with trio.fail_after(120):
+            while pending:
+                await next_reply()
+        nursery.cancel_scope.cancel()
+    return t0, ops
 
 
 async def _send_registry(reg: Registry, ws_url: str, token: str, frames: list[Any]) -> list[Result]:
@@ -79,14 +124,8 @@ def provision(
         duration_ns=int(duration_s * NS),
         window_ns=int(window_s * NS),
     )
-    sock, hello = staff_connect(ws_url, staff_token)
-    try:
-        t0 = hello.server_time_ns + int(open_in_s * NS)
-        ops = list(ag.provisioning(definition, t0))
-        lot_ops = [o for o in ops if o.op not in REGISTRY_OPS]
-        send_ops(sock, lot_ops, first_seq=time.time_ns() // 1000)  # like `pubex admin`
-    finally:
-        sock.close()
+    t0, ops = trio.run(_send_lots, ws_url, staff_token, definition, open_in_s)
+    lot_ops = [o for o in ops if o.op not in REGISTRY_OPS]
     frames = [
         (frame_dict(REGISTRY_OPS[o.op](0, **o.args)), f"provision {o.op}")
         for o in ops
