@@ -9,7 +9,8 @@
 * ``writer``     -- exactly-once writes through the gateway as ``service:<id>``:
   intents stored with their client_seq before they are sent
 * ``service``    -- ``pubex registry``: follower + writer + staff HTTP API + /metrics
-* ``provision``  -- ``pubex registry provision``: bulk keys, registrations, deposits
+* ``cli``        -- the arguments of ``pubex registry`` (its ``provision`` subcommand,
+  bulk keys, registrations and deposits, runs from gateway/entry/provision.py)
 
 Engine commands it uses (besides keys, registrations, deposits, blacklist,
 payments and defaults):
