@@ -64,7 +64,7 @@ class Reject(IntEnum):
     quote_not_below_best = 415
     not_awarded = 416
     tick_price_mismatch = 417  # a Dutch acceptance signed for another price than its tick's
-    # 43x: draws, evaluation, procurement, settlement (issue 4)
+    # 43x: draws, evaluation, procurement, settlement
     not_committee_for_lot = 430
     invalid_scores = 431
     scores_incomplete = 432
@@ -83,7 +83,7 @@ class Reject(IntEnum):
     terminate_too_close_to_end = 507
     invalid_increment = 508
     key_exists = 509
-    # 53x: draws and after the hammer (issue 4)
+    # 53x: draws and after the hammer
     seed_already_committed = 530
     no_seed_committed = 531
     seed_mismatch = 532

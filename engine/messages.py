@@ -218,7 +218,7 @@ class TerminateLot(Command, frozen=True, tag="terminate_lot"):
     reason: str
 
 
-# -- draws, evaluation, procurement, after the hammer (issue 4)
+# -- draws, evaluation, procurement, after the hammer
 
 
 class CommitDrawSeed(Command, frozen=True, tag="commit_draw_seed"):
@@ -296,7 +296,7 @@ class CreateReauction(Command, frozen=True, tag="create_reauction"):
     deposit_fen: int = -1  # -1 = the parent's
 
 
-# -- e-mall order book (issue 5; engine.emall)
+# -- e-mall order book (engine.emall)
 
 OrderSide = Literal["buy", "sell"]
 
@@ -360,7 +360,7 @@ class DirectPurchase(Command, frozen=True, tag="direct_purchase"):
     max_price_fen: int = 0
 
 
-# -- supervision records (issue 6)
+# -- supervision records
 
 
 class HandleAlert(Command, frozen=True, tag="handle_alert"):
@@ -653,7 +653,7 @@ class LotUnsold(Event, frozen=True, tag="lot_unsold"):
     reserve_fen: int
 
 
-# -- draws, evaluation, procurement, after the hammer (issue 4)
+# -- draws, evaluation, procurement, after the hammer
 
 
 class DrawSeedCommitted(Event, frozen=True, tag="draw_seed_committed"):

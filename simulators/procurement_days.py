@@ -1,4 +1,4 @@
-"""Seeded procurement scenarios for ``pubex simulate`` (issue 4):
+"""Seeded procurement scenarios for ``pubex simulate``:
 
 * ``vbp``: 40 drugs of a volume-based procurement round (RULES.md §4): each
   product with its ceiling, supply regions and 3-12 firms quoting sealed unit

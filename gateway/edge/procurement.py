@@ -1,4 +1,4 @@
-"""Theory of operation: issue 4's actions on the wire.
+"""Theory of operation: the procurement actions on the wire.
 
 * ``signed_command`` turns a verified ``sealed`` frame's payload into the
   engine command -- sealed tender submit / withdraw / reveal, reverse awards,

@@ -1,4 +1,4 @@
-"""Query and path parameters of every HTTP app, read one way (issue 12).
+"""Query and path parameters of every HTTP app, read one way.
 
 An outside probe found HTTP 500s for odd parameters: ``?since=2**64`` (an
 LMDB key of 9 bytes), an empty ``?lot=`` or a 600-character id (LMDB refuses
