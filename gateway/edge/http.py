@@ -91,17 +91,10 @@ def build_app(
             return json_response({"error": f"body: {e}"}, 400)
         if not _TOKEN.fullmatch(token):  # a cookie value: printable ASCII only
             return json_response(AUTH_FAILED, 401)
-        gate, address = access.gate, request.client.host if request.client else ""
-        wait = gate.wait_s(address)
-        if wait > 0:
-            gate.refused(address)
-            return json_response({"error": "too many failed authentications"}, 429)
-        found = access.book.lookup(token)
-        if found is None or found[0] not in (STAFF, SUPERVISOR):
-            gate.failed(address)
-            return json_response(AUTH_FAILED, 401)
-        gate.succeeded(address)
-        response = json_response({"role": found[0], "identity": found[1]}, 200)
+        who = access.check_token(request, token, roles=(STAFF, SUPERVISOR))
+        if isinstance(who, Response):
+            return who
+        response = json_response({"role": who.role, "identity": who.identity}, 200)
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
         return response
 

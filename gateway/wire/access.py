@@ -288,13 +288,25 @@ class Access:
         token, via_cookie = self.credential(conn)
         if not token:
             return ANON
+        return self.check_token(conn, token, via_cookie)
+
+    def check_token(
+        self,
+        conn: HTTPConnection,
+        token: str,
+        via_cookie: bool = False,
+        roles: Iterable[str] | None = None,
+    ) -> Caller | Response:
+        """The caller ``token`` names (one of ``roles``, when given), or the refusal:
+        429 while the address's back-off lasts (the token unread), 401 -- counted
+        as a failure -- for a token that names nobody (or no one of ``roles``)."""
         address = _address(conn)
         wait = self.gate.wait_s(address)
         if wait > 0:
             self.gate.refused(address)
             return _throttled(wait)
         found = self.book.lookup(token)
-        if found is None:
+        if found is None or (roles is not None and found[0] not in roles):
             self.gate.failed(address)
             return json_response(AUTH_FAILED, 401)
         self.gate.succeeded(address)
