@@ -143,7 +143,11 @@ async def test_subscribe_snapshot_events_unsubscribe_and_ping(nursery, server):
     await sync(watcher)
     ack = await bidder.bid(b.key, b.key_id, "L1", 10_100, b.next_seq(), timeout=10)
     assert isinstance(ack, p.Ack)
-    await trio.sleep(0.3)  # > a snapshot interval
+    # the public watcher, still subscribed, sees the next snapshot: a snapshot tick has
+    # passed, and the unsubscribed watcher was not sent it
+    with trio.fail_after(5):
+        while public.snapshots["L1"].price_fen != 10_100:
+            await public.changed.wait()
     await sync(watcher)
     assert [e["amount_fen"] for e in events_of(watcher, "bid_accepted")] == [10_000]
     assert watcher.snapshots["L1"].price_fen == 10_000
