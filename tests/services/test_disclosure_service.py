@@ -146,7 +146,7 @@ def test_sigkill_while_the_ledger_grows_equals_an_uninterrupted_run(
             n = rng.choice([1, 5, 20, 50])
             ledger.commit_batch(Batch(entries=values[fed : fed + n]))
             fed = min(fed + n, len(values))
-            time.sleep(rng.uniform(0, 0.02))
+            time.sleep(rng.uniform(0, 0.02))  # a random gap: the ledger grows under it
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
