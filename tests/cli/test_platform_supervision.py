@@ -154,7 +154,7 @@ class Load:
                         else:
                             self.errors.append(reply.name)
                             amount += 1_000
-                        await trio.sleep(0.01)
+                        await trio.sleep(0.01)  # pacing: a steady load, not a flood
                     nursery.cancel_scope.cancel()
             except Exception as e:  # dropped (a group from the nursery), refused, timed out
                 self.errors.append(repr(e)[:80])
