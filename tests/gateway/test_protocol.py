@@ -22,6 +22,7 @@ from tests.gateway.conftest import (
     next_staff_seq,
     register_bidder_key,
     staff_ok,
+    wait_for,
 )
 from tests.gateway.helpers import events_of, send_and_error, sync
 
@@ -284,9 +285,7 @@ async def test_oversize_frame_refused_then_far_oversize_closes(bidder_conn):
         while not conn.closed:
             await conn.changed.wait()
     assert conn.sock._raw.closed.code == 1009  # message too big
-    with trio.fail_after(5):
-        while len(server.gateway.connections) != 1:  # the staff connection only
-            await trio.sleep(0.01)
+    await wait_for(lambda: len(server.gateway.connections) == 1, timeout=5)  # the staff's only
 
 
 async def test_oversize_in_bytes_with_multibyte_text(bidder_conn):
