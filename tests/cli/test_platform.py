@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench.suite import REPO_ROOT
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,20 +29,6 @@ def get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as r:
         body: bytes = r.read()
         return body
-
-
-def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            got = check()
-            if got:
-                return got
-        except OSError as e:
-            last = e
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} ({last!r})")
 
 
 def children_of(pid: int) -> list[int]:

@@ -32,6 +32,7 @@ from gateway.wire import protocol as p
 from persistence.lock import WriterLock
 from tests import tokens
 from tests.bench.suite import REPO_ROOT
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -42,19 +43,6 @@ HOUR_NS = 3600 * 10**9
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
-
-
-def wait_for(check, what: str, timeout: float = 60):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got = check()
-        except OSError:
-            got = None
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Live:
@@ -166,7 +154,7 @@ class Load:
                         else:
                             self.errors.append(reply.name)
                             amount += 1_000
-                        await trio.sleep(0.01)
+                        await trio.sleep(0.01)  # pacing: a steady load, not a flood
                     nursery.cancel_scope.cancel()
             except Exception as e:  # dropped (a group from the nursery), refused, timed out
                 self.errors.append(repr(e)[:80])
@@ -204,13 +192,14 @@ def test_killed_children_come_back_and_trading_goes_on(live: Live) -> None:
     load = Load(live.urls["ws"])
     try:
         assert load.ready.wait(60), load.errors
-        wait_for(lambda: len(load.acks) >= 5, "the first acks")
+        wait_for(lambda: len(load.acks) >= 5, 60, "the first acks")
         for name in SERVICES:
             pid = live.child(name)["pid"]
             killed_at = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             back = wait_for(
                 lambda n=name: (c := live.child(n))["state"] == "running" and c["restarts"] == 1,
+                60,
                 f"{name} back",
             )
             assert back
@@ -226,15 +215,15 @@ def test_killed_children_come_back_and_trading_goes_on(live: Live) -> None:
             # it catches up: its follower reaches the ledger's durable seq
             durable = get_json(live.urls["serve"] + "healthz")["durable_seq"]
             url = live.urls[name]
-            wait_for(lambda u=url, d=durable: follower_position(u) >= d, f"{name} caught up")
+            wait_for(lambda u=url, d=durable: follower_position(u) >= d, 60, f"{name} caught up")
         # serve itself
         serve_pid = live.child("serve")["pid"]
         acks_before = len(load.acks)
         killed_at = time.monotonic()
         os.kill(serve_pid, signal.SIGKILL)
-        wait_for(lambda: live.child("serve")["restarts"] == 1, "serve restarted")
-        wait_for(lambda: live.child("serve")["state"] == "running", "serve running")
-        wait_for(lambda: len(load.acks) > acks_before + 5, "bids acked by the new serve")
+        wait_for(lambda: live.child("serve")["restarts"] == 1, 60, "serve restarted")
+        wait_for(lambda: live.child("serve")["state"] == "running", 60, "serve running")
+        wait_for(lambda: len(load.acks) > acks_before + 5, 60, "bids acked by the new serve")
         back_at = load.acks[acks_before]
         print(f"serve: first ack {back_at - killed_at:.2f} s after its SIGKILL (same URL)")
         health = live.health()
@@ -254,7 +243,7 @@ def test_a_child_that_keeps_failing_is_held_and_trading_goes_on(tmp_path: Path) 
     lv = Live(tmp_path, "restart_backoff_ms = 50\nrestart_max_tries = 3\n")
     try:
         lv.wait_urls({"platform", "serve", "ws", "supervision", "registry"})
-        wait_for(lambda: lv.child("disclosure")["state"] == "held", "disclosure held")
+        wait_for(lambda: lv.child("disclosure")["state"] == "held", 60, "disclosure held")
         c = lv.child("disclosure")
         assert c["restarts"] == 2 and c["last_exit"] == 2 and c["pid"] is None
         held = [line for _, line in lv.err if "disclosure held" in line]
@@ -267,7 +256,7 @@ def test_a_child_that_keeps_failing_is_held_and_trading_goes_on(tmp_path: Path) 
         assert b'pubex_platform_child_state{child="disclosure",state="held"} 1.0' in metrics
         load = Load(lv.urls["ws"])
         try:
-            wait_for(lambda: len(load.acks) >= 10, "bids acked with disclosure held")
+            wait_for(lambda: len(load.acks) >= 10, 60, "bids acked with disclosure held")
         finally:
             load.close()
         assert lv.child("disclosure")["state"] == "held"  # never restarted again

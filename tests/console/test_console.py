@@ -410,7 +410,7 @@ def test_console_live(server: Server, market: Market, page: Any) -> None:
     # A little history on the first lot for its chart.
     for k in range(6):
         market.bid(FIRST_LOT, k)
-        time.sleep(0.25)
+        time.sleep(0.25)  # a time gap: the chart's points at distinct times (nothing timed)
 
     # Staff freeze from the page (the reason prompt answered): the row shows frozen.
     pg.on("dialog", lambda d: d.accept("现场核查 on-site check"))

@@ -17,6 +17,7 @@ from gateway.entry.serve import serve
 from gateway.sequencer.journal import Outcome
 from gateway.sequencer.runtime import RECEIPT_GROUP
 from gateway.wire import protocol as p
+from tests.gateway.conftest import wait_for
 
 NS = 1_000_000_000
 
@@ -84,9 +85,7 @@ async def test_a_long_batch_has_one_receipt_per_group_and_retries_find_it(tmp_pa
         n = 40
         for i in range(n):  # no await between: one drain, one batch
             gw.rt.submit(CreateItem("staff:s1", i + 1, f"I{i}", "t"), outcomes.append)
-        with trio.fail_after(10):
-            while len(outcomes) < n:
-                await trio.sleep(0.01)
+        await wait_for(lambda: len(outcomes) >= n)
         first, last = gw.rt.store.batch_bounds(outcomes[0].seq)
         assert last - first + 1 == n
         assert len({o.receipt for o in outcomes}) == -(-n // RECEIPT_GROUP)

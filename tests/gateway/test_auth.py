@@ -30,6 +30,7 @@ from tests.gateway.conftest import (
     register_bidder_key,
     signed_query,
     staff_ok,
+    wait_for,
 )
 from tests.gateway.helpers import sync
 
@@ -247,7 +248,6 @@ async def test_authorisation_matrix(nursery, server):
         lot = lots["closed", cmd] = f"closed-{cmd}"
         await create_lot(staff, lot, duration_ns=2 * SECOND)
         await fund(staff, lot, owner.bidder_id)
-    closes_at = time.monotonic() + 2.5
     for state in ("open", "frozen"):
         for cmd in COMMANDS:
             lot = lots[state, cmd] = f"{state}-{cmd}"
@@ -255,13 +255,14 @@ async def test_authorisation_matrix(nursery, server):
             await fund(staff, lot, owner.bidder_id)
             if state == "frozen":
                 await staff_ok(staff, p.FreezeLotFrame(next_staff_seq(), lot, "matrix"))
-    await trio.sleep(max(0, closes_at - time.monotonic()))
-    with trio.fail_after(10):
-        while any(
-            server.gateway.views.lots[lots["closed", c]].status not in ("unsold", "sold")
+    # the closed lots' timers fire while the others are created: wait for their closes
+    await wait_for(
+        lambda: all(
+            server.gateway.views.lots[lots["closed", c]].status in ("unsold", "sold")
             for c in COMMANDS
-        ):
-            await trio.sleep(0.05)
+        ),
+        timeout=12,
+    )
 
     clients = {
         "bidder": await connect_bidder(nursery, server, owner),
@@ -379,7 +380,13 @@ async def test_no_identity_or_reserve_leaks(nursery, server):
     await staff_ok(staff, p.ChangeIncrementFrame(next_staff_seq(), "LEAK", 200))
     await staff_ok(staff, p.FreezeLotFrame(next_staff_seq(), "LEAK", "check"))
     await staff_ok(staff, p.ResumeLotFrame(next_staff_seq(), "LEAK", "ok"))
-    await trio.sleep(0.3)
+    # every watching connection holds a snapshot of the final price: the frames it was
+    # sent (events and a conflated snapshot) are all in its capture
+    last = amount - 100
+    with trio.fail_after(10):
+        for c in [watcher, *(c for _, c, _ in conns)]:
+            while (s := c.snapshots.get("LEAK")) is None or s.price_fen != last:
+                await c.changed.wait()
     for _, c, _ in conns:
         await sync(c)
     await sync(watcher)

@@ -125,11 +125,11 @@ def _valid_frames(b: Bidder) -> list[dict[str, Any]]:
         },
         {"type": "register_bidder", "client_seq": 9, "lot": "F1", "bidder": "b"},
         {"type": "confirm_deposit", "client_seq": 10, "lot": "F1", "bidder": "b", "amount_fen": 0},
-        *_issue4_frames(b),
+        *_procurement_frames(b),
     ]
 
 
-def _issue4_frames(b: Bidder) -> list[dict[str, Any]]:
+def _procurement_frames(b: Bidder) -> list[dict[str, Any]]:
     """Draws, evaluation, VBP and settlement: signed actions and staff frames."""
     signed = [
         json.loads(

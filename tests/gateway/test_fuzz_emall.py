@@ -23,6 +23,7 @@ from tests.gateway.conftest import (
     register_bidder_key,
     signed_query,
     staff_ok,
+    wait_for,
 )
 from tests.gateway.test_fuzz import Conn, _ping, frames_strategy, predict
 
@@ -147,9 +148,7 @@ async def test_fuzz_emall_trader(nursery, server):
     await trio.to_thread.run_sync(check)
     assert await _ping(conn)
     # everything durable is in the views: their depth equals the engine's book
-    with trio.fail_after(10):
-        while gw.rt.durable_seq < gw.rt.router.applied:
-            await trio.sleep(0.01)
+    await wait_for(lambda: gw.rt.durable_seq >= gw.rt.router.applied)
     book = gw.rt.router.state.items["E1"].book.depth(1000)
     bids, asks = gw.views.items.items["E1"].depth(1000)
     assert (bids, asks) == (book.bids, book.asks)

@@ -22,6 +22,7 @@ from tests.gateway.conftest import (
     next_staff_seq,
     register_bidder_key,
     staff_ok,
+    wait_for,
 )
 from tests.gateway.helpers import events_of, send_and_error, sync
 
@@ -143,7 +144,11 @@ async def test_subscribe_snapshot_events_unsubscribe_and_ping(nursery, server):
     await sync(watcher)
     ack = await bidder.bid(b.key, b.key_id, "L1", 10_100, b.next_seq(), timeout=10)
     assert isinstance(ack, p.Ack)
-    await trio.sleep(0.3)  # > a snapshot interval
+    # the public watcher, still subscribed, sees the next snapshot: a snapshot tick has
+    # passed, and the unsubscribed watcher was not sent it
+    with trio.fail_after(5):
+        while public.snapshots["L1"].price_fen != 10_100:
+            await public.changed.wait()
     await sync(watcher)
     assert [e["amount_fen"] for e in events_of(watcher, "bid_accepted")] == [10_000]
     assert watcher.snapshots["L1"].price_fen == 10_000
@@ -280,9 +285,7 @@ async def test_oversize_frame_refused_then_far_oversize_closes(bidder_conn):
         while not conn.closed:
             await conn.changed.wait()
     assert conn.sock._raw.closed.code == 1009  # message too big
-    with trio.fail_after(5):
-        while len(server.gateway.connections) != 1:  # the staff connection only
-            await trio.sleep(0.01)
+    await wait_for(lambda: len(server.gateway.connections) == 1, timeout=5)  # the staff's only
 
 
 async def test_oversize_in_bytes_with_multibyte_text(bidder_conn):

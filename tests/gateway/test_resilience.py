@@ -133,7 +133,8 @@ async def test_disconnect_storm(nursery, server_factory):
     steady_b = bidders[0]
     steady = await connect_bidder(nursery, srv, steady_b)
     await sync(steady)
-    await trio.sleep(0.1)
+    # the set-up connections are gone: the baseline is the staff's and steady's own
+    await wait_for(lambda: len(gw.connections) == 2)
     base_fds, base_tasks, base_conns = _fds(), _count_tasks(), set(gw.connections)
     port = port_of(srv.ws_url)
     acks: list[p.Ack | p.Error] = []
@@ -164,7 +165,7 @@ async def test_disconnect_storm(nursery, server_factory):
                             query = ""
                         storm.start_soon(_drop, port, query, mode)
                         dropped += 1
-            await trio.sleep(0.3)
+            await trio.sleep(0.3)  # a time gap: steady bids on after the storm (nothing timed)
             stop.set()
     assert dropped == 400
     await wait_for(lambda: set(gw.connections) == base_conns, timeout=20)
@@ -252,7 +253,7 @@ async def test_restart_keeps_acknowledged_bids_and_retries(nursery, server_facto
         cs, text = b.frame("RS", 10_000 + 100 * i)
         in_flight.append(cs)
         await bidder.send_text(text)
-    await trio.sleep(0.002)
+    await trio.sleep(0.002)  # a time gap: some of them in the ledger, some not, at the stop
     await srv.stop()
     acked = {cs: r for cs, r in bidder.replies.items() if isinstance(r, p.Ack)}
     assert len(acked) >= 20

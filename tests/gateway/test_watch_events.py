@@ -24,6 +24,7 @@ from tests.gateway.conftest import (
     next_staff_seq,
     register_bidder_key,
     staff_ok,
+    wait_for,
 )
 from tests.gateway.helpers import close_code, events_of, port_of, stalled, sync
 
@@ -242,9 +243,9 @@ async def test_slow_watcher_is_cut_off_1013_and_a_resubscriber_gets_a_snapshot(
     b = await register_bidder_key(staff, "s-bidder")
     await fund(staff, "S1", b.bidder_id)
     slow = await stalled(port_of(srv.ws_url), "", ["S1"])
-    with trio.fail_after(10):
-        while not any(c.who.role == "watcher" and c.lots == {"S1"} for c in gw.connections):
-            await trio.sleep(0.01)
+    await wait_for(
+        lambda: any(c.who.role == "watcher" and c.lots == {"S1"} for c in gw.connections)
+    )
     (conn,) = [c for c in gw.connections if c.who.role == "watcher"]
     bidder = await connect_bidder(nursery, srv, b)
     price = 10_000
@@ -262,9 +263,7 @@ async def test_slow_watcher_is_cut_off_1013_and_a_resubscriber_gets_a_snapshot(
             assert all(isinstance(bidder.replies[cs], p.Ack) for cs in seqs)
     assert conn.peak_bytes <= bound
     assert await close_code(slow) == 1013
-    with trio.fail_after(10):
-        while conn in gw.connections:
-            await trio.sleep(0.01)
+    await wait_for(lambda: conn not in gw.connections)
     await slow.aclose()
     last = price - 100
     again = await connect_watcher(nursery, srv)

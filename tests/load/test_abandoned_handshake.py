@@ -17,11 +17,12 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,15 @@ def test_server_survives_clients_that_leave_before_their_refusal(tmp_path: Path)
         for _ in range(50):  # each is refused 401 after its client has gone
             with socket.create_connection((host, port)) as s:
                 s.sendall(request)
-        time.sleep(2)
+
+        def refused() -> float:
+            assert proc.poll() is None, "pubex serve exited"
+            with urllib.request.urlopen(http + "metrics", timeout=10) as r:
+                text = r.read().decode()
+            m = re.search(r'^pubex_frames_refused_total\{code="handshake"\} (\S+)$', text, re.M)
+            return float(m.group(1)) if m else 0.0
+
+        wait_for(lambda: refused() >= 50, 30, "all 50 upgrades refused")
         assert proc.poll() is None, "pubex serve exited"
         with urllib.request.urlopen(http + "healthz", timeout=10) as r:
             assert r.status == 200

@@ -755,7 +755,7 @@ class GoodBidder:
                 else:
                     self.refused.append(reply)
                 amount += GOOD_INC
-                time.sleep(0.01)
+                time.sleep(0.01)  # pacing: a steady bidder among the fuzzers, not a flood
         except Exception:
             self.shared.fail(f"the well-behaved bidder:\n{traceback.format_exc()}")
         finally:
@@ -1104,6 +1104,8 @@ def test_dutch_clock_past_64_bits_does_not_wedge_the_engine(tmp_path: Path) -> N
             reply = request(link, text, 30)
             if not answered(reply):
                 problems.append(f"{text}\n  -> {reply!r}")
+        # a time gap in the real server: the wall clock passes DUTCH-LATER's start (what
+        # follows asserts the server still acks, nothing timed)
         time.sleep(max(0.0, (now + 3 * NS - time.time_ns()) / NS))
         later = [create_lot(6, "ORDINARY", "english", 10_000, 100, now), publish_lot(7, "ORDINARY")]
         for text in later:

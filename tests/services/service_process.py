@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests import tokens
+from tests.polling import wait_for
 from tests.services.supervision_market import Market
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,14 +41,14 @@ def start(command: str, data: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_listening(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 30) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def listening() -> str | None:
         for line in log.read_text().splitlines():
             if line.startswith("listening http="):
                 return line.split("=", 1)[1]
         assert proc.poll() is None, log.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"no listening line: {log.read_text()}")
+        return None
+
+    return wait_for(listening, timeout_s, "a listening line", poll_s=0.02, why=log.read_text)
 
 
 def kill_while_growing(
@@ -68,6 +69,6 @@ def kill_while_growing(
         for _ in range(5):
             next(lots)
             market.journal.commit()
-            time.sleep(rng.uniform(0, 0.05))
+            time.sleep(rng.uniform(0, 0.05))  # a random gap: killed anywhere in its catch-up
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL, log.read_text()

@@ -21,6 +21,7 @@ from services.disclosure.projection import DisclosureProjection
 from services.follower import Follower
 from tests import tokens
 from tests.ledger.conftest import signed_ledger
+from tests.polling import wait_for
 from tests.services.test_disclosure import dump
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,13 +57,12 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 def wait_caught_up(url: str, seq: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        health = json.loads(get(url + "healthz")[1])
-        if health["position"] == seq:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not caught up to {seq}: {health}")
+    wait_for(
+        lambda: json.loads(get(url + "healthz")[1])["position"] == seq,
+        30,
+        f"the follower at {seq}",
+        why=lambda: get(url + "healthz")[1].decode(),
+    )
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -81,8 +81,13 @@ def test_http_feeds_and_verify_against_the_live_feed(tmp_path: Path) -> None:
         feed = json.loads(get(url + "api/notices?since=0&limit=1")[1])
         assert [n["kind"] for n in feed["notices"]] == ["announcement"] and feed["next"] == 1
         assert json.loads(get(url + "api/notices?since=1")[1])["notices"] == []
-        time.sleep(0.5)  # the checkpoint publisher runs every 0.2 s
-        cps = json.loads(get(url + "checkpoints.json?since=0")[1])
+
+        # the checkpoint publisher runs every 0.2 s: wait for its last checkpoint
+        def checkpoints() -> list[dict[str, int]]:
+            return json.loads(get(url + "checkpoints.json?since=0")[1])["checkpoints"]
+
+        wait_for(lambda: (cs := checkpoints()) and cs[-1]["seq"] == 80, 30, "checkpoint 80")
+        cps = {"checkpoints": checkpoints()}
         assert [c["seq"] for c in cps["checkpoints"]] == list(range(10, 81, 10))
         assert json.loads(get(url + "checkpoints.json?since=80")[1])["checkpoints"] == []
         assert b"pubex_follower_position" in get(url + "metrics")[1]
@@ -141,7 +146,7 @@ def test_sigkill_while_the_ledger_grows_equals_an_uninterrupted_run(
             n = rng.choice([1, 5, 20, 50])
             ledger.commit_batch(Batch(entries=values[fed : fed + n]))
             fed = min(fed + n, len(values))
-            time.sleep(rng.uniform(0, 0.02))
+            time.sleep(rng.uniform(0, 0.02))  # a random gap: the ledger grows under it
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import lmdb
 import pytest
 import trio
+import trio.testing
 
 from ledger.record import HASH_SIZE, chain_hash
 from ledger.store import LedgerStore
@@ -173,8 +174,12 @@ def test_refuses_a_position_beyond_the_tail(tmp_path: Path) -> None:
         follow(tmp_path / "short", tmp_path / "svc", RawSeen)
 
 
-async def test_run_follows_the_live_tail(tmp_path: Path) -> None:
-    """Entries committed while running show up; wake() cuts the poll short."""
+async def test_run_follows_the_live_tail(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Entries committed while running show up; wake() cuts the poll short.
+    (No commit worker runs here: trio's autojump ``MockClock`` makes the polls,
+    and the fail_after, virtual time.)"""
     ledger = LedgerStore.open(tmp_path / "ledger")
     write_chain(ledger, 10)
     ss = ServiceStore.open(tmp_path / "svc")
@@ -245,7 +250,7 @@ def test_sigkill_at_random_points_while_the_ledger_grows(tmp_path: Path) -> None
         assert child.stdout is not None and child.stdout.readline() == b"ready\n"
         target += 150
         write_chain(ledger, target, per_batch=rng.choice([1, 10, 50]))
-        time.sleep(rng.uniform(0.0, 0.05))
+        time.sleep(rng.uniform(0.0, 0.05))  # a random gap: killed anywhere in its catch-up
         child.send_signal(signal.SIGKILL)
         child.wait()
         assert child.returncode == -signal.SIGKILL, round_

@@ -13,7 +13,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from persistence.service import ServiceStore
 from services.follower import Follower
 from services.registry.projection import RegistryProjection, RegistryReader
 from tests import tokens
+from tests.polling import wait_for
 from tests.services.service_process import kill_while_growing, start, wait_listening
 from tests.services.supervision_market import HOUR_NS, MINUTE_NS, NS_PER_S, Market
 
@@ -114,10 +114,12 @@ def test_registry_killed_at_random_points_equals_uninterrupted(tmp_path: Path) -
     proc = start("registry", data, log)
     try:
         url = wait_listening(proc, log)
-        deadline = time.monotonic() + 30
-        while (health := get(url + "healthz"))["position"] != last:  # type: ignore[index]
-            assert time.monotonic() < deadline, health
-            time.sleep(0.05)
+        wait_for(
+            lambda: get(url + "healthz")["position"] == last,  # type: ignore[index]
+            30,
+            f"the registry at {last}",
+            why=lambda: str(get(url + "healthz")),
+        )
         # the deposit journal, paged by `since`: every step once, in order
         steps: list[dict[str, object]] = []
         since = 0
@@ -202,10 +204,12 @@ def test_provision_keys_registrations_and_deposits_in_one_go(tmp_path: Path) -> 
             cwd=ROOT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while "listening ws=" not in log.read_text():
-            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+
+        def listening() -> bool:
+            assert serve.poll() is None, log.read_text()
+            return "listening ws=" in log.read_text()
+
+        wait_for(listening, 30, "pubex serve listening", why=log.read_text)
         ws_url = log.read_text().split("listening ws=", 1)[1].split()[0]
         keys = tmp_path / "keys.jsonl"
         cmd = [sys.executable, "-m", "gateway.entry.cli", "registry", "--data", str(data)]

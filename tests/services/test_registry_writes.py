@@ -109,6 +109,15 @@ async def run_writer(nursery: trio.Nursery, reg: Registry, srv: Server) -> Write
     return w
 
 
+async def pump_parked(reg: Registry) -> None:
+    """Until the submitter's pump waits for a wake with nothing in flight: it has
+    read the outbox and sent all it was going to (an event, where a sleep of a
+    few pump periods only hoped to be long enough)."""
+    sub = reg.submitter
+    assert sub is not None
+    await wait_for(lambda: not sub._inflight and sub._wake.statistics().tasks_waiting == 1)
+
+
 async def test_a_write_resent_after_a_restart_applies_once(nursery, tmp_path: Path) -> None:
     srv = await start_server(nursery, tmp_path / "data")
     staff = await connect_staff(nursery, srv)
@@ -167,7 +176,7 @@ async def test_a_write_resent_after_a_restart_applies_once(nursery, tmp_path: Pa
     reg.follower.catch_up()
     assert reg.outbox.pending() == []
     writer = await run_writer(nursery, reg, srv)
-    await trio.sleep(0.3)
+    await pump_parked(reg)
     assert reg.submitter is not None and reg.submitter.sent == 0
     assert reg.outbox.result(cs).state == "accepted"
     own = reg.reader.own(cs)
@@ -314,7 +323,7 @@ async def test_refunds_due_are_sent_once_across_restarts(nursery, tmp_path: Path
     reg.follower.catch_up()
     writer = await run_writer(nursery, reg, srv)
     assert reg.queue_refunds() == []
-    await trio.sleep(0.3)
+    await pump_parked(reg)
     assert reg.submitter is not None and reg.submitter.sent == 0
     assert len(refunds_of(srv, "R1")) == 2
     await writer.cancel()

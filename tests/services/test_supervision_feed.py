@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import websocket
 
 from engine.messages import AnswerComplaint, FileComplaint, HandleAlert, PlaceBid
 from tests import tokens
+from tests.polling import wait_for
 from tests.services.service_process import start, wait_listening
 from tests.services.supervision_market import HOUR_NS, MINUTE_NS, Market
 from tests.services.test_supervision_service import get
@@ -105,13 +105,13 @@ def test_complaints_api(served: tuple[Market, str]) -> None:
     market.send(AnswerComplaint(origin, market.next_seq(origin), "c-9", "accept", ""), t + 1)
     market.send(AnswerComplaint(origin, market.next_seq(origin), "c-9", "answer", "已退"), t + 2)
     market.journal.commit()
-    page: Any = {}
-    for _ in range(200):
+
+    def answered() -> Any:
         page = get(url + "api/complaints")
         assert isinstance(page, dict)
-        if page["complaints"] and page["complaints"][0]["answered_seq"]:
-            break
-        time.sleep(0.05)
+        return page if page["complaints"] and page["complaints"][0]["answered_seq"] else None
+
+    page = wait_for(answered, 10, "the complaint answered")
     [c] = page["complaints"]
     assert (c["complaint_id"], c["filed_seq"], c["text"], c["answer"]) == (
         "c-9",

@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from persistence.service import ServiceStore
 from services.follower import Follower
 from services.supervision.projection import SupervisionProjection, SupervisionReader
 from tests import tokens
+from tests.polling import wait_for
 from tests.services.service_process import kill_while_growing, start, wait_listening
 from tests.services.supervision_market import HOUR_NS, MINUTE_NS, NS_PER_S, Market
 
@@ -82,10 +82,12 @@ def test_supervise_killed_at_random_points_equals_uninterrupted(tmp_path: Path) 
     proc = start("supervise", data, log)
     try:
         url = wait_listening(proc, log)
-        deadline = time.monotonic() + 30
-        while (health := get(url + "healthz"))["position"] != last:  # type: ignore[index]
-            assert time.monotonic() < deadline, health
-            time.sleep(0.05)
+        wait_for(
+            lambda: get(url + "healthz")["position"] == last,  # type: ignore[index]
+            30,
+            f"supervision at {last}",
+            why=lambda: str(get(url + "healthz")),
+        )
         # The feed, paged by `since`, holds every alert once, in order.
         fed: list[dict[str, object]] = []
         since = 0

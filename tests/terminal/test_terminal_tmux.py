@@ -30,6 +30,7 @@ import pytest
 
 from gateway.clients.terminal.keys import SeqStore, default_paths, load_key
 from gateway.wire import protocol as p
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (the Makefile's SYSDEPS has it)"
@@ -53,16 +54,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float, why: Callable[[], str]):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}:\n{why()}")
-
-
 class Server:
     def __init__(self, data: Path, ws_port: int, http_port: int, log: Path) -> None:
         self.data, self.ws_port, self.http_port, self.log = data, ws_port, http_port, log
@@ -80,7 +71,9 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env=ENV,
             )
-        wait_for("the server", lambda: "listening" in self.log.read_text(), 30, self.log.read_text)
+        wait_for(
+            lambda: "listening" in self.log.read_text(), 30, "the server", why=self.log.read_text
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -121,7 +114,7 @@ class Tmux:
             screen = self.screen()
             return screen if check(screen) else ""
 
-        return str(wait_for(what, ready, timeout, self.screen))
+        return str(wait_for(ready, timeout, what, poll_s=0.2, why=self.screen))
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)

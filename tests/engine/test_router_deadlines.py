@@ -1,7 +1,8 @@
-"""Random command streams over issue 4's lots: a VBP lot (revival, regions,
-post-qualification, payment), a multi-winner reverse competition (share
-rounds, SME deduction, payment) and a scored tender (committee, committed
-draw), with freezes, resumes, outages (SuspendOverdue) and retries mixed in.
+"""The router's deadlines under random command streams over procurement lots:
+a VBP lot (revival, regions, post-qualification, payment), a multi-winner
+reverse competition (share rounds, SME deduction, payment) and a scored
+tender (committee, committed draw), with freezes, resumes, outages
+(SuspendOverdue) and retries mixed in.
 
 Properties, after every command:
 * every lot with a deadline has it in the router's deadline heap (a path that
@@ -275,7 +276,7 @@ class Driver:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(st.data())
-def test_issue4_streams_replay_and_never_stick_a_deadline(data: st.DataObject) -> None:
+def test_procurement_streams_replay_and_never_stick_a_deadline(data: st.DataObject) -> None:
     drv = Driver(data)
     drv.setup()
     drv.apply(Tick(SYSTEM, 0), START)
