@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import orjson
 
 
 def pct(sorted_samples: Sequence[int], q: float) -> int:
@@ -39,7 +40,7 @@ Row = tuple[str, str, str, str]  # figure, value, limit or peer, ratio
 def emit(result: dict[str, Any], as_json: bool, table: Callable[[dict[str, Any]], str]) -> None:
     """A suite's output: one JSON object (``--json``), or its table and elapsed time."""
     if as_json:
-        print(json.dumps(result))
+        print(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode())
     else:
         print(table(result))
         print(f"elapsed {result['elapsed_s']} s")

@@ -36,7 +36,6 @@ import argparse
 import ast
 import collections
 import itertools
-import json
 import os
 import re
 import resource
@@ -50,7 +49,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import msgspec
+import orjson
 
 from simulators.provision import provision
 
@@ -84,12 +83,17 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def _text(value: Any) -> str:
+    """One JSON value as text (TOML values, report lines)."""
+    return orjson.dumps(value).decode()
+
+
 def toml_tables(tables: dict[str, dict[str, Any]]) -> str:
     """Config overrides as TOML (one level of tables, scalar values)."""
     lines = []
     for table, values in tables.items():
         lines.append(f"[{table}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        lines += [f"{k} = {_text(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -427,7 +431,7 @@ def profile_summary(raw: Path, top: int = 12) -> dict[str, Any]:
 def locust_summary(json_file: Path, wall_s: float) -> list[dict[str, Any]]:
     """Per request name: count, failures, rate and percentiles from Locust's JSON."""
     rows = []
-    for e in json.loads(json_file.read_text()):
+    for e in orjson.loads(json_file.read_bytes()):
         times = sorted((float(k), v) for k, v in e.get("response_times", {}).items())
         n = e["num_requests"]
 
@@ -488,7 +492,7 @@ def markdown(
         "",
         f"{args.users} users (spawn {args.spawn_rate}/s), {args.duration} s, seed {args.seed}; "
         f"provisioned {plan['commands']} staff commands in {plan['provision_s']} s. "
-        f"Bounds: `{json.dumps(spec['bounds'])}`.",
+        f"Bounds: `{_text(spec['bounds'])}`.",
         "",
         "## Locust (client side, whole milliseconds)",
         "",
@@ -515,8 +519,8 @@ def markdown(
         + " ms, p99 "
         + " / ".join(f"{server['fsync_probe'][k]['p99_ms']}" for k in ("before", "after"))
         + " ms",
-        f"- commands: {json.dumps(server['commands'])}",
-        f"- gateway refusals: {json.dumps(server['frames_refused'])}",
+        f"- commands: {_text(server['commands'])}",
+        f"- gateway refusals: {_text(server['frames_refused'])}",
     ]
     steady = server.get("steady", {})
     if steady.get("steady_s"):
@@ -532,7 +536,7 @@ def markdown(
             f"- load average {steady['load_avg_start']} at the start, 1 min max "
             f"{steady['load_avg_max_1m']} during the run, "
             f"{steady['load_avg_end']} at its end (2 cores, shared)",
-            "- replies/s per sample [t s, per s, load 1 min]: " + json.dumps(steady["rate_series"]),
+            "- replies/s per sample [t s, per s, load 1 min]: " + _text(steady["rate_series"]),
         ]
     for side, prof in server.get("profile", {}).items():
         lines += ["", f"## py-spy: {side} ({prof['samples']} samples)", ""]
@@ -679,10 +683,9 @@ def run(args: argparse.Namespace) -> int:
         if within < 0.99:
             broken.append(f"server ack p99 over {limit} µs ({within:.4f} within)")
     Path(f"{base}-server.json").write_bytes(
-        msgspec.json.format(
-            msgspec.json.encode(
-                {"scenario": args.scenario, "server": srv, "locust": rows, "broken": broken}
-            )
+        orjson.dumps(
+            {"scenario": args.scenario, "server": srv, "locust": rows, "broken": broken},
+            option=orjson.OPT_INDENT_2,
         )
     )
     md = markdown(args.scenario, spec, args, srv, rows, broken, plan)

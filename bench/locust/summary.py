@@ -19,11 +19,12 @@ load average; the bounds and whether they held.  No locust or gevent here.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "docs" / "load.json"
@@ -56,7 +57,7 @@ def _merged(entries: list[dict[str, Any]]) -> dict[str, Any]:
 def one(server_json: Path) -> dict[str, Any]:
     m = _STAMP.match(server_json.name)
     assert m is not None
-    data = json.loads(server_json.read_text(encoding="utf-8"))
+    data = orjson.loads(server_json.read_bytes())
     srv = data["server"]
     steady = srv.get("steady", {})
     base = server_json.with_name(server_json.name.removesuffix("-server.json"))
@@ -78,7 +79,7 @@ def one(server_json: Path) -> dict[str, Any]:
     }
     plan_file = Path(f"{base}-plan.json")
     if plan_file.exists():
-        plan = json.loads(plan_file.read_text(encoding="utf-8"))
+        plan = orjson.loads(plan_file.read_bytes())
         out["users"] = plan.get("users")
     rows = data.get("locust", [])
     out["connects"] = sum(r["requests"] for r in rows if r["name"].startswith("connect"))
@@ -86,7 +87,7 @@ def one(server_json: Path) -> dict[str, Any]:
     out["connect_failures"] = sum(r["failures"] for r in rows if r["name"].startswith("connect"))
     locust_json = Path(f"{base}.json")
     if locust_json.exists():
-        entries = json.loads(locust_json.read_text(encoding="utf-8"))
+        entries = orjson.loads(locust_json.read_bytes())
         out["requests"] = _merged(
             [e for e in entries if e["method"] == "WS" and not e["name"].startswith("connect")]
         )
@@ -149,7 +150,7 @@ def section(path: Path = DEFAULT_OUT) -> list[str]:
             *out,
             f"No load runs collected (`python -m bench.locust.summary` writes {path.name}).",
         ]
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = orjson.loads(path.read_bytes())
     runs = data.get("scenarios", {})
     out += [
         "`make load SCENARIO=… [USERS=…] [DURATION=…]` (`python -m bench.locust.run`): "
@@ -241,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     if not data["scenarios"]:
         print(f"no *-server.json under {args.reports}", file=sys.stderr)
         return 1
-    old = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
+    old = orjson.loads(args.out.read_bytes()) if args.out.exists() else {}
     data["notes"] = args.note or old.get("notes", [])
-    args.out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    args.out.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     print("\n".join(section(args.out)))
     return 0
 

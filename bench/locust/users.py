@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import resource
 import secrets
@@ -46,6 +45,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import gevent
+import orjson
 import websocket
 from gevent.event import AsyncResult
 from gevent.lock import BoundedSemaphore
@@ -74,8 +74,8 @@ def plan() -> dict[str, Any]:
     path = os.environ.get("PUBEX_LOAD_PLAN")
     if not path:
         raise RuntimeError("PUBEX_LOAD_PLAN is not set: run through `make load` / bench.locust.run")
-    with open(path, encoding="utf-8") as f:
-        data: dict[str, Any] = json.load(f)
+    with open(path, "rb") as f:
+        data: dict[str, Any] = orjson.loads(f.read())
     return data
 
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
+from operator import neg
 from typing import Any
 
 import msgspec
+from sortedcontainers import SortedDict
 
 from engine.messages import (
     AmendOrder,
@@ -100,13 +103,13 @@ class ItemView(msgspec.Struct):
     trades: int = 0
     seq: int = 0
     orders: dict[int, list[Any]] = msgspec.field(default_factory=dict)  # id -> [side, px, qty]
-    bids: dict[int, int] = msgspec.field(default_factory=dict)  # price -> open qty
-    asks: dict[int, int] = msgspec.field(default_factory=dict)
+    # price -> open qty, kept in book order (best first) for the depth a snapshot shows
+    bids: SortedDict = msgspec.field(default_factory=lambda: SortedDict(neg))
+    asks: SortedDict = msgspec.field(default_factory=SortedDict)
     history: deque[p.TapeRow] = msgspec.field(default_factory=lambda: deque(maxlen=MAX_TRADES_KEPT))
 
     def snapshot(self) -> p.BookSnapshot:
-        bids = sorted(self.bids.items(), reverse=True)[:DEPTH]
-        asks = sorted(self.asks.items())[:DEPTH]
+        bids, asks = self.depth()
         tape = list(self.history)[-TAPE:]
         return p.BookSnapshot(
             self.item,
@@ -124,7 +127,7 @@ class ItemView(msgspec.Struct):
         )
 
     def depth(self, n: int = DEPTH) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        return sorted(self.bids.items(), reverse=True)[:n], sorted(self.asks.items())[:n]
+        return list(islice(self.bids.items(), n)), list(islice(self.asks.items(), n))
 
     # ------------------------------------------------------------ folding
     def _level(self, side: str, price: int, delta: int) -> None:
