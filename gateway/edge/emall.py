@@ -1,8 +1,6 @@
-"""Theory of operation: the e-mall on the wire and in the public views.
+"""Theory of operation: the e-mall in the public views (its frames become
+commands in ``gateway.wire.translate``).
 
-* ``order_command`` turns a verified ``order`` frame's payload into the engine
-  command (place / cancel / amend / direct purchase); ``STAFF_COMMANDS`` does
-  the same for the staff and registry frames (create item, session, limit).
 * ``ItemViews`` is the public projection of every item, folded from durable
   events only (like ``gateway.edge.views`` for lots): per order its side, price and
   open quantity, so the aggregated depth per price level is exact after each
@@ -17,7 +15,6 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from itertools import islice
 from operator import neg
 from typing import Any
@@ -26,12 +23,7 @@ import msgspec
 from sortedcontainers import SortedDict
 
 from engine.messages import (
-    AmendOrder,
     AuctionUncrossed,
-    CancelOrder,
-    Command,
-    CreateItem,
-    DirectPurchase,
     Event,
     ItemCreated,
     ItemSessionChanged,
@@ -39,10 +31,7 @@ from engine.messages import (
     OrderCancelled,
     OrderFilled,
     OrderPlaced,
-    PlaceOrder,
     PurchaseLimitSet,
-    SetItemSession,
-    SetPurchaseLimit,
 )
 from gateway.wire import protocol as p
 
@@ -60,36 +49,6 @@ ITEM_EVENTS = (
     OrderAmended,
     AuctionUncrossed,
 )
-
-
-def order_command(origin: str, act: p.OrderPayload) -> Command:
-    if act.action == "place":
-        return PlaceOrder(
-            origin, act.client_seq, act.item, act.side, act.kind, act.price_fen, act.qty
-        )
-    if act.action == "cancel":
-        return CancelOrder(origin, act.client_seq, act.item, act.order_id)
-    if act.action == "amend":
-        return AmendOrder(origin, act.client_seq, act.item, act.order_id, act.price_fen, act.qty)
-    return DirectPurchase(origin, act.client_seq, act.item, act.qty, act.price_fen)
-
-
-STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
-    p.CreateItemFrame: lambda o, f: CreateItem(
-        o,
-        f.client_seq,
-        f.item,
-        f.title,
-        f.reference_fen,
-        f.band_fen,
-        f.purchase_limit_qty,
-        f.session,
-    ),
-    p.SetItemSessionFrame: lambda o, f: SetItemSession(o, f.client_seq, f.item, f.session),
-    p.SetPurchaseLimitFrame: lambda o, f: SetPurchaseLimit(
-        o, f.client_seq, f.item, f.bidder, f.qty
-    ),
-}
 
 
 class ItemView(msgspec.Struct):

@@ -43,23 +43,17 @@ import trio
 
 from engine.codes import Reject
 from engine.messages import (
-    AcceptPrice,
     AlertHandled,
     AwardLapsed,
     AwardOffered,
     BidAccepted,
     BidderRegistered,
-    BlacklistBidder,
     BlacklistChanged,
-    ChangeIncrement,
     Command,
     CommandRejected,
     CommandRetried,
-    ConfirmDeposit,
-    CreateLot,
     DepositConfirmed,
     Event,
-    FreezeLot,
     IncrementChanged,
     KeyRegistered,
     LotCreated,
@@ -73,20 +67,12 @@ from engine.messages import (
     LotUnsold,
     OpeningRecord,
     PhaseChanged,
-    PlaceBid,
     PriceTicked,
-    PublishLot,
-    RegisterBidder,
-    RegisterKey,
     ReserveEntered,
-    ResumeLot,
     RevealRecorded,
     RuntimeStartedEvent,
     SealedBidReceived,
     SealedBidWithdrawn,
-    SetReserve,
-    TerminateLot,
-    UnblacklistBidder,
 )
 from gateway.edge.auth import (
     BIDDER,
@@ -98,17 +84,15 @@ from gateway.edge.auth import (
     AuthError,
     Principal,
 )
-from gateway.edge.emall import ITEM_EVENTS, order_command
-from gateway.edge.emall import STAFF_COMMANDS as ITEM_STAFF_COMMANDS
+from gateway.edge.emall import ITEM_EVENTS
 from gateway.edge.metrics import Metrics
 from gateway.edge.procurement import PUBLIC_EVENTS as PROCUREMENT_EVENTS
-from gateway.edge.procurement import STAFF_COMMANDS as PROCUREMENT_STAFF_COMMANDS
-from gateway.edge.procurement import signed_command
 from gateway.edge.views import Views
 from gateway.sequencer.journal import Outcome
 from gateway.sequencer.runtime import RECEIPT_GROUP, Overloaded, Runtime
 from gateway.wire import protocol as p
 from gateway.wire import ws
+from gateway.wire.translate import bid_command, order_command, signed_command, staff_command
 from ledger.checkpoint import Receipt, sign_receipt
 from ledger.record import Envelope, body_hash, decode_body, encode_envelope
 
@@ -631,12 +615,7 @@ class Gateway:
         bid = self._signed(conn, frame)
         if bid is None:
             return
-        origin = self._origin(conn)
-        cmd: Command
-        if bid.tick >= 0:
-            cmd = AcceptPrice(origin, bid.client_seq, bid.lot, bid.tick, bid.amount_fen)
-        else:
-            cmd = PlaceBid(origin, bid.client_seq, bid.lot, bid.amount_fen)
+        cmd = bid_command(self._origin(conn), bid)
         self._submit_signed(conn, frame, cmd, bid.client_seq, received)
 
     def _sealed(self, conn: Connection, frame: p.SealedFrame) -> None:
@@ -819,7 +798,7 @@ class Gateway:
                 conn, client_seq, p.GatewayError.field_not_applicable, "actor: services only"
             )
             return
-        cmd = _STAFF_COMMANDS[type(frame)](origin, frame)
+        cmd = staff_command(origin, frame)
         meta = encode_envelope(
             Envelope(who.role, who.identity, who.ip, who.fingerprint, actor=actor)
         )
@@ -1047,47 +1026,6 @@ def _own_event(events: list[Event]) -> Event | None:
         if type(ev) in (CommandRejected, CommandRetried):
             return ev
     return events[-1] if events else None
-
-
-_STAFF_COMMANDS: dict[type, Callable[[str, Any], Command]] = {
-    p.CreateLotFrame: lambda o, f: CreateLot(
-        o,
-        f.client_seq,
-        f.lot,
-        f.mechanism,
-        f.title,
-        f.start_price_fen,
-        f.increment_fen,
-        f.start_ns,
-        f.end_ns,
-        rules=f.rules,
-        deposit_fen=f.deposit_fen,
-        timed_increment_fen=f.timed_increment_fen,
-        floor_fen=f.floor_fen,
-        regions=f.regions,
-    ),
-    p.PublishLotFrame: lambda o, f: PublishLot(o, f.client_seq, f.lot),
-    p.SetReserveFrame: lambda o, f: SetReserve(o, f.client_seq, f.lot, f.reserve_fen),
-    p.ChangeIncrementFrame: lambda o, f: ChangeIncrement(
-        o, f.client_seq, f.lot, f.increment_fen, f.phase
-    ),
-    p.FreezeLotFrame: lambda o, f: FreezeLot(o, f.client_seq, f.lot, f.reason),
-    p.ResumeLotFrame: lambda o, f: ResumeLot(o, f.client_seq, f.lot, f.reason),
-    p.TerminateLotFrame: lambda o, f: TerminateLot(o, f.client_seq, f.lot, f.reason),
-    p.RegisterKeyFrame: lambda o, f: RegisterKey(
-        o, f.client_seq, f.key, f.bidder, f.public_key_hex, f.role
-    ),
-    p.RegisterBidderFrame: lambda o, f: RegisterBidder(
-        o, f.client_seq, f.lot, f.bidder, f.priority_rank, f.sme
-    ),
-    p.ConfirmDepositFrame: lambda o, f: ConfirmDeposit(
-        o, f.client_seq, f.lot, f.bidder, f.amount_fen, f.payer_account
-    ),
-    p.BlacklistFrame: lambda o, f: BlacklistBidder(o, f.client_seq, f.bidder, f.reason),
-    p.UnblacklistFrame: lambda o, f: UnblacklistBidder(o, f.client_seq, f.bidder, f.reason),
-    **ITEM_STAFF_COMMANDS,
-    **PROCUREMENT_STAFF_COMMANDS,
-}
 
 
 @dataclass

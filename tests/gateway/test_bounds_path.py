@@ -3,9 +3,8 @@
     frame text -> ``Reader.frame`` / ``Reader.payload`` (size, nesting depth,
     typed decode, duplicate keys, domain, the deployment's limits, fields the
     signed action does not use) -> the gateway's own mapping to an engine
-    command (``gateway.edge.server._STAFF_COMMANDS``, ``gateway.edge.procurement.
-    signed_command``, ``gateway.edge.emall.order_command``; AcceptPrice / PlaceBid
-    built exactly as ``Gateway._bid`` builds them) -> ``Journal.append`` on a
+    command (``gateway.wire.translate``: ``staff_command``, ``bid_command``,
+    ``signed_command``, ``order_command``) -> ``Journal.append`` on a
     real LMDB ledger (``Router.apply``, command / event / snapshot encoding,
     chaining) -> ``journal.commit()`` -> a replay of the store, which must reach
     the live engine's state hash.
@@ -50,7 +49,6 @@ from nacl.signing import SigningKey, VerifyKey
 from engine.codes import Reject
 from engine.draw import seed_hash
 from engine.messages import (
-    AcceptPrice,
     Command,
     CommandRejected,
     CommandRetried,
@@ -58,18 +56,15 @@ from engine.messages import (
     FreezeLot,
     LotCreated,
     OrderPlaced,
-    PlaceBid,
     Tick,
 )
 from engine.router import Router
 from engine.rules import HOUR_NS, JUDICIAL, MAX_DURATION_NS, MAX_UNITS, NS_PER_S, RuleSet
 from engine.sealed import seal_commitment
-from gateway.edge.emall import order_command
-from gateway.edge.procurement import signed_command
-from gateway.edge.server import _STAFF_COMMANDS
 from gateway.sequencer.journal import Journal, Outcome
 from gateway.sequencer.runtime import Runtime
 from gateway.wire import protocol as p
+from gateway.wire.translate import bid_command, order_command, signed_command, staff_command
 from ledger.record import Envelope, encode_envelope
 from ledger.replay import full_replay, rebuild, recover, replay
 from ledger.store import LedgerStore
@@ -516,7 +511,7 @@ def to_command(
     if isinstance(frame, (p.Subscribe, p.Unsubscribe, p.Ping)):
         return None, b"", ""
     if payload is None:  # Gateway._staff
-        cmd = _STAFF_COMMANDS[type(frame)](origin, frame)
+        cmd = staff_command(origin, frame)
         kind, _, who = origin.partition(":")
         return cmd, encode_envelope(Envelope(kind, who, "127.0.0.1", "probe")), ""
     # Gateway._signed: the payload names the connection's key; its signature verifies
@@ -531,13 +526,8 @@ def to_command(
         return None, b"", G(e.code).name
     who = f"{record.role}:{record.bidder_id}"  # Gateway._origin
     cmd: Command
-    if type(frame) is p.PlaceBidFrame:  # exactly as Gateway._bid
-        if payload.tick >= 0:
-            cmd = AcceptPrice(
-                who, payload.client_seq, payload.lot, payload.tick, payload.amount_fen
-            )
-        else:
-            cmd = PlaceBid(who, payload.client_seq, payload.lot, payload.amount_fen)
+    if type(frame) is p.PlaceBidFrame:  # the same translation the gateway uses
+        cmd = bid_command(who, payload)
     elif type(frame) is p.SealedFrame:
         cmd = signed_command(who, payload)
     else:
