@@ -77,7 +77,7 @@ screenshots: venv sysdeps console-deps
 	PUBEX_SCREENSHOT_DIR=$(CURDIR)/docs PUBEX_REQUIRE_BROWSER=1 \
 	  $(VENV)/bin/pytest -q tests/console/test_console.py
 
-# The long fuzz sets, outside CI: issue 11's frame fuzzer (tests/reliability/test_fuzz_frames.py)
+# The long fuzz sets, outside CI: the frame fuzzer (tests/reliability/test_fuzz_frames.py)
 # with a million mutated frames against `pubex serve` instead of CI's 100,000; prints its
 # outcome table and seed (PUBEX_FUZZ_SEED=N makes a run's frames again).
 SOAK_FRAMES ?= 1000000

@@ -1,4 +1,4 @@
-"""Abuse benchmark: what one hostile client costs ``pubex serve`` (issue 11's figures).
+"""Abuse benchmark: what one hostile client costs ``pubex serve``.
 
 Each attack runs against a real ``pubex serve`` (default limits, its own data
 dir) from raw sockets in this process, and reports against the bound the
