@@ -36,9 +36,9 @@ from engine.messages import (
     decode_events,
 )
 from engine.rules import JUDICIAL_SETTLED, RuleSet
-from gateway.edge.procurement import STAFF_COMMANDS
 from gateway.sequencer.journal import Journal
 from gateway.wire import protocol as p
+from gateway.wire.translate import staff_command
 from ledger.record import Envelope, decode_body, encode_envelope
 from ledger.replay import recover
 from ledger.store import LedgerStore
@@ -92,7 +92,7 @@ def as_command(intent: Intent, client_seq: int | None = None) -> RefundDeposit:
     if client_seq is not None:
         fields["client_seq"] = client_seq
     frame = p.RefundDepositFrame(**fields)  # type: ignore[arg-type]
-    cmd = STAFF_COMMANDS[p.RefundDepositFrame](ORIGIN, frame)
+    cmd = staff_command(ORIGIN, frame)
     assert type(cmd) is RefundDeposit
     return cmd
 
