@@ -149,28 +149,17 @@ class Authenticator:
             # count twice.  A session a bidder's client names is ignored.
             return self._bidder(key_id, query, headers, state, ip, fingerprint)
         if token:
-            wait = self.gate.wait_s(ip)
-            if wait > 0:
-                self.gate.refused(ip)
-                raise AuthError(429, f"too many failed authentications: retry in {wait:.0f} s")
-            try:
-                who = self._token(token, ip, fingerprint, session)
-            except AuthError:
-                self.gate.failed(ip)
-                raise
-            self.gate.succeeded(ip)
-            return who
+            found = self.gate.attempt(ip, self.book, token, (STAFF, SUPERVISOR, SERVICE))
+            if found is None:
+                raise _failed("unknown token")
+            if isinstance(found, float):
+                raise AuthError(429, f"too many failed authentications: retry in {found:.0f} s")
+            return Principal(found[0], found[1], "", ip, fingerprint, session)
         if "token" in query:
             raise _failed("a token in the URL (send Authorization: Bearer or the cookie)")
         if not self.watchers_allowed:
             raise _failed("credentials required")
         return Principal(WATCHER, "", "", ip, fingerprint, session)
-
-    def _token(self, token: str, ip: str, fingerprint: str, session: str) -> Principal:
-        found = self.book.lookup(token)
-        if found is None or found[0] not in (STAFF, SUPERVISOR, SERVICE):
-            raise _failed("unknown token")
-        return Principal(found[0], found[1], "", ip, fingerprint, session)
 
     def _bidder(
         self,

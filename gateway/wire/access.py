@@ -213,6 +213,24 @@ class FailureGate:
     def succeeded(self, address: str) -> None:
         self._seen.pop(address, None)
 
+    def attempt(
+        self, address: str, book: TokenBook, token: str, roles: Iterable[str] | None = None
+    ) -> tuple[str, str] | float | None:
+        """One token attempt from ``address``, the back-off kept: (role, identity)
+        when ``token`` names one of ``roles`` (any, when None); None -- a failure,
+        counted -- when it does not; the seconds still to wait (> 0) when the
+        address is backing off (the token then is not looked at)."""
+        wait = self.wait_s(address)
+        if wait > 0:
+            self.refused(address)
+            return wait
+        found = book.lookup(token)
+        if found is None or (roles is not None and found[0] not in roles):
+            self.failed(address)
+            return None
+        self.succeeded(address)
+        return found
+
 
 def failure_counter(registry: CollectorRegistry | None) -> Counter:
     return Counter(
@@ -300,16 +318,11 @@ class Access:
         """The caller ``token`` names (one of ``roles``, when given), or the refusal:
         429 while the address's back-off lasts (the token unread), 401 -- counted
         as a failure -- for a token that names nobody (or no one of ``roles``)."""
-        address = _address(conn)
-        wait = self.gate.wait_s(address)
-        if wait > 0:
-            self.gate.refused(address)
-            return _throttled(wait)
-        found = self.book.lookup(token)
-        if found is None or (roles is not None and found[0] not in roles):
-            self.gate.failed(address)
+        found = self.gate.attempt(_address(conn), self.book, token, roles)
+        if found is None:
             return json_response(AUTH_FAILED, 401)
-        self.gate.succeeded(address)
+        if isinstance(found, float):
+            return _throttled(found)
         return Caller(found[0], found[1], via_cookie)
 
     def allowed(self, conn: HTTPConnection, roles: frozenset[str]) -> Caller | Response:
