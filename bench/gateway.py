@@ -144,13 +144,33 @@ def bid_text(key: SigningKey, i: int, phase: str, k: int) -> str:
 
 
 def proc_cpu_ns(pid: int) -> int:
-    """utime + stime of a process (all threads), from /proc; 0 when unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    """utime + stime of a process and its live descendants (all threads), from
+    /proc -- a split server is a tree (``pubex serve`` -> sequencer, edges); 0
+    when unavailable."""
+    if not pid:
         return 0
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    total = 0
+    for one in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc/PID/task/*/children."""
+    out, todo = [], [pid]
+    while todo:
+        one = todo.pop()
+        out.append(one)
+        for task in Path(f"/proc/{one}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return out
 
 
 # ------------------------------------------------------------------ a minimal client
@@ -781,9 +801,10 @@ def scrape(http_url: str) -> dict[str, float]:
     url = http_url.rstrip("/") + "/metrics"
     with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=10) as resp:
         for line in resp.read().decode().splitlines():
-            name, _, value = line.partition(" ")
+            series, _, value = line.partition(" ")
+            name = series.split("{", 1)[0]  # summed over a split server's processes
             if name in out:
-                out[name] = float(value)
+                out[name] += float(value)
     return out
 
 

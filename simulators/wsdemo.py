@@ -19,11 +19,13 @@ import trio
 from nacl.signing import SigningKey
 
 from config.settings import Settings
+from engine.router import Router
 from engine.rules import JUDICIAL, QINZHOU, RuleSet
 from engine.state import FINAL
 from gateway.clients.tclient import Client
 from gateway.edge.server import Listening
 from gateway.wire import protocol as p
+from gateway.wire import ws
 
 NS = 1_000_000_000
 LOTS_PER_ROUND = 8
@@ -38,12 +40,11 @@ def demo_key(seed: int, n: int) -> SigningKey:
 
 
 class WsDemo:
-    def __init__(self, listening: Listening, settings: Settings, seed: int) -> None:
-        self.listening = listening
+    def __init__(self, router: Router, settings: Settings, seed: int) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
         self.token, self.staff_id = next(iter(settings.auth.staff_tokens.items()))
-        self.router = listening.gateway.rt.router
+        self.router = router
         self.seqs: dict[str, int] = {}
 
     def next_seq(self, origin: str) -> int:
@@ -124,8 +125,8 @@ class WsDemo:
         rng = random.Random(f"{self.seed}-agent-{n}")
         appetite = rng.uniform(1.05, 1.6)
         async with trio.open_nursery() as nursery:
-            client = await Client.connect(
-                nursery, url, key=key, key_id=key_id, device=f"demo-device-{n}", session=SESSION
+            client = await _connect_retrying(
+                nursery, url, key=key, key_id=key_id, device=f"demo-device-{n}"
             )
             await client.subscribe(["*"])
             while not client.closed:
@@ -150,21 +151,49 @@ class WsDemo:
 async def run_ws_demo(
     listening: Listening, settings: Settings, *, seed: int, bidders: bool
 ) -> None:
-    demo = WsDemo(listening, settings, seed)
+    """The demo beside an in-process server (``pubex serve --edges 0``)."""
+    await run_demo(
+        listening.gateway.rt.router,
+        listening.ws_url,
+        listening.http_url,
+        settings,
+        seed=seed,
+        bidders=bidders,
+    )
+
+
+async def run_demo(
+    router: Router, ws_url: str, http_url: str, settings: Settings, *, seed: int, bidders: bool
+) -> None:
+    """The demo catalogue and simulated bidders, talking to ``ws_url`` as any
+    client would; ``router``: the engine they read what is open from (the
+    sequencer's, in its process)."""
+    demo = WsDemo(router, settings, seed)
     print(
-        f"console: {listening.http_url}  (demo staff token to log in with: {demo.token})",
+        f"console: {http_url}  (demo staff token to log in with: {demo.token})",
         flush=True,
     )
     async with trio.open_nursery() as nursery:
-        staff = await Client.connect(nursery, listening.ws_url, token=demo.token, session=SESSION)
+        staff = await _connect_retrying(nursery, ws_url, token=demo.token)
         await demo.setup_keys(staff)
         await demo.resume_suspended(staff)
         if bidders:
             for n in range(BIDDERS):
-                nursery.start_soon(demo.bidder, n, listening.ws_url)
+                nursery.start_soon(demo.bidder, n, ws_url)
         round_no = len(demo.router.state.lots)
         while True:
             if not demo.open_lots():
                 round_no += 1
                 await demo.catalogue(staff, round_no)
             await trio.sleep(5)
+
+
+async def _connect_retrying(nursery: trio.Nursery, ws_url: str, **how: Any) -> Client:
+    """A connection once the edges listen and know the demo's keys (they start
+    beside the demo, and learn a key when its entry is durable)."""
+    for _ in range(600):
+        try:
+            return await Client.connect(nursery, ws_url, session=SESSION, **how)
+        except (OSError, ws.ConnectionClosed, ws.HandshakeError):
+            await trio.sleep(0.1)
+    return await Client.connect(nursery, ws_url, session=SESSION, **how)

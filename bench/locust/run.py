@@ -152,12 +152,21 @@ class Server:
 _LINE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
+_PROCESS_LABELS = re.compile(r',?process(?:_role)?="[^"]*"')
+
+
 def parse_metrics(text: str) -> dict[tuple[str, str], float]:
+    """(name, labels) -> value, summed over the server's processes: a split
+    server's series carry ``process_role`` / ``process`` labels, dropped here
+    (a gauge summed over processes is the server's total, too)."""
     out: dict[tuple[str, str], float] = {}
     for line in text.splitlines():
         m = _LINE.match(line)
         if m:
-            out[(m.group(1), m.group(2) or "")] = float(m.group(3))
+            labels = _PROCESS_LABELS.sub("", m.group(2) or "").replace("{,", "{")
+            labels = "" if labels == "{}" else labels
+            key = (m.group(1), labels)
+            out[key] = out.get(key, 0.0) + float(m.group(3))
     return out
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import OrderedDict
+from collections.abc import Mapping
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -48,8 +48,8 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from engine.messages import SESSION_PATTERN
-from engine.state import EngineState
-from gateway.wire.access import AUTH_FAILED, FailureGate, TokenBook
+from engine.state import KeyRecord
+from gateway.wire.access import AUTH_FAILED, TokenBook
 from gateway.wire.protocol import auth_message
 
 BIDDER, STAFF, SUPERVISOR, WATCHER = "bidder", "staff", "supervisor", "watcher"
@@ -64,6 +64,15 @@ class Principal(msgspec.Struct, frozen=True):
     ip: str = ""
     fingerprint: str = ""
     session: str = ""  # the client's session id ("" = the default session)
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """What the edge could not decide alone, for the sequencer's admission
+    (``gateway.link.front.Front.admit``): a token handshake's lookup (None:
+    not a token handshake) and a bidder handshake's ``key|nonce``."""
+
+    token_ok: bool | None = None
+    nonce: str = ""
 
 
 class AuthError(Exception):
@@ -81,29 +90,6 @@ def _failed(detail: str) -> AuthError:
     return AuthError(401, AUTH_FAILED["error"], detail)
 
 
-class NonceCache:
-    """Nonces seen within their freshness window; bounded (oldest evicted first
-    -- an evicted nonce is older than the window, so it is stale anyway)."""
-
-    def __init__(self, ttl_s: float, max_entries: int = 200_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def add(self, key: str, now: float) -> bool:
-        """False when the nonce was seen within the window (a replay)."""
-        seen = self._seen
-        while seen:
-            oldest_t = next(iter(seen.values()))
-            if now - oldest_t <= self.ttl_s and len(seen) < self.max_entries:
-                break
-            seen.popitem(last=False)
-        if key in seen:
-            return False
-        seen[key] = now
-        return True
-
-
 class Authenticator:
     def __init__(
         self,
@@ -114,21 +100,22 @@ class Authenticator:
         window_s: float = 30.0,
         watchers_allowed: bool = True,
         service_tokens: dict[str, str] | None = None,
-        gate: FailureGate | None = None,
     ) -> None:
         self.book = TokenBook(
             staff=staff_tokens, supervisor=supervisor_tokens, service=service_tokens
         )
-        self.gate = gate or FailureGate(surface="ws")
         self.allowed_origins = allowed_origins
         self.window_s = window_s
         self.watchers_allowed = watchers_allowed
-        self.nonces = NonceCache(2 * window_s)
         self._verify_keys: dict[str, VerifyKey] = {}
 
     def authenticate(
-        self, path: str, headers: dict[str, str], ip: str, state: EngineState
-    ) -> Principal:
+        self, path: str, headers: dict[str, str], ip: str, keys: Mapping[str, KeyRecord]
+    ) -> tuple[Principal, Claim]:
+        """Everything the edge checks alone (Origin, form, a bidder's signature
+        over its handshake, a token's lookup); the ``Claim`` goes to the
+        sequencer, which keeps the nonce memory and the failed-token back-off
+        for every edge at once."""
         origin = headers.get("origin")
         if origin is not None and origin not in self.allowed_origins:
             raise AuthError(403, f"origin {origin} not allowed")
@@ -147,34 +134,32 @@ class Authenticator:
             # session either: a bidder's client_seq is inside its signed payload, one
             # numbering per key -- the same signed bid sent in two sessions must not
             # count twice.  A session a bidder's client names is ignored.
-            return self._bidder(key_id, query, headers, state, ip, fingerprint)
+            return self._bidder(key_id, query, headers, keys, ip, fingerprint)
         if token:
-            found = self.gate.attempt(ip, self.book, token, (STAFF, SUPERVISOR, SERVICE))
-            if found is None:
-                raise _failed("unknown token")
-            if isinstance(found, float):
-                raise AuthError(429, f"too many failed authentications: retry in {found:.0f} s")
-            return Principal(found[0], found[1], "", ip, fingerprint, session)
+            found = self.book.lookup(token)
+            if found is None or found[0] not in (STAFF, SUPERVISOR, SERVICE):
+                return Principal(WATCHER, "", "", ip, fingerprint, session), Claim(False)
+            return Principal(found[0], found[1], "", ip, fingerprint, session), Claim(True)
         if "token" in query:
             raise _failed("a token in the URL (send Authorization: Bearer or the cookie)")
         if not self.watchers_allowed:
             raise _failed("credentials required")
-        return Principal(WATCHER, "", "", ip, fingerprint, session)
+        return Principal(WATCHER, "", "", ip, fingerprint, session), Claim()
 
     def _bidder(
         self,
         key_id: str,
         query: dict[str, str],
         headers: dict[str, str],
-        state: EngineState,
+        keys: Mapping[str, KeyRecord],
         ip: str,
         fingerprint: str,
-    ) -> Principal:
+    ) -> tuple[Principal, Claim]:
         def field(name: str) -> str:
             return query.get(name) or headers.get(f"x-pubex-{name}", "")
 
         ts, nonce, sig = field("ts"), field("nonce"), field("sig")
-        record = state.keys.get(key_id)
+        record = keys.get(key_id)
         if record is None:
             raise _failed("unknown key")
         try:
@@ -193,9 +178,9 @@ class Authenticator:
             )
         except (BadSignatureError, ValueError):
             raise _failed("bad signature") from None
-        if not self.nonces.add(f"{key_id}|{nonce}", now):
-            raise _failed("nonce already used")
-        return Principal(BIDDER, key_id, record.bidder_id, ip, fingerprint)
+        return Principal(BIDDER, key_id, record.bidder_id, ip, fingerprint), Claim(
+            nonce=f"{key_id}|{nonce}"
+        )
 
     def _verify_key(self, key_id: str, public_key_hex: str) -> VerifyKey:
         vk = self._verify_keys.get(key_id)
@@ -203,8 +188,8 @@ class Authenticator:
             vk = self._verify_keys[key_id] = VerifyKey(bytes.fromhex(public_key_hex))
         return vk
 
-    def verify_key(self, key_id: str, state: EngineState) -> VerifyKey | None:
-        record = state.keys.get(key_id)
+    def verify_key(self, key_id: str, keys: Mapping[str, KeyRecord]) -> VerifyKey | None:
+        record = keys.get(key_id)
         return None if record is None else self._verify_key(key_id, record.public_key_hex)
 
 

@@ -1,7 +1,7 @@
 """The HTTP side (hypercorn + Starlette, in the same trio.run): the console
 page and its static files, /metrics, /healthz, /time and the lots API.
 
-Everything here reads the durable views (``gateway.edge.views``): bidder codes only,
+Everything here reads the durable views (``gateway.public.views``): bidder codes only,
 and whether a reserve exists, never its amount before the close.
 """
 
@@ -33,6 +33,7 @@ from gateway.wire.access import (
     json_response,
     read_body,
 )
+from gateway.wire.metrics import merge_texts
 from gateway.wire.params import guard, id_matcher, path_id
 
 CONSOLE_DIR = Path(__file__).parent.parent / "console"  # the browser console's static files
@@ -74,7 +75,7 @@ def build_app(
         return json(
             {
                 "ws_url": ws_url,
-                "server_time_ns": gw.rt.clock.read(),
+                "server_time_ns": gw.core.clock_ns(),
                 "supervision_url": supervision_url,
             }
         )
@@ -104,15 +105,24 @@ def build_app(
         return response
 
     async def metrics(request: Request) -> Response:
-        return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
+        """This process's series; on an edge of a split server, the whole
+        server's: the sequencer's and every edge's, each labelled with its
+        ``process_role`` (``sequencer`` / ``edge``) and ``process`` (its
+        name), whichever edge answers."""
+        own = gw.metrics.render()
+        parts = await gw.core.metrics_parts()
+        if parts:
+            parts[gw.core.name] = own
+            own = merge_texts([(_process_labels(name), text) for name, text in parts.items()])
+        return Response(own, media_type="text/plain; version=0.0.4")
 
     @guard
     async def healthz(request: Request) -> Response:
-        return json({"ok": True, "durable_seq": gw.rt.durable_seq, "queue": gw.rt.queue_depth})
+        return json(gw.core.health(), 200 if gw.core.linked else 503)
 
     @guard
     async def server_time(request: Request) -> Response:
-        return json({"server_time_ns": gw.rt.clock.read()})
+        return json({"server_time_ns": gw.core.clock_ns()})
 
     @guard
     async def lots(request: Request) -> Response:
@@ -181,3 +191,7 @@ def build_app(
         Mount("/static", StaticFiles(directory=CONSOLE_DIR, check_dir=False), name="static"),
     ]
     return Starlette(routes=routes)
+
+
+def _process_labels(name: str) -> dict[str, str]:
+    return {"process_role": "sequencer" if name == "sequencer" else "edge", "process": name}

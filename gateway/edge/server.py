@@ -41,39 +41,7 @@ from typing import Any
 import msgspec
 import trio
 
-from engine.codes import Reject
-from engine.messages import (
-    AlertHandled,
-    AwardLapsed,
-    AwardOffered,
-    BidAccepted,
-    BidderRegistered,
-    BlacklistChanged,
-    Command,
-    CommandRejected,
-    CommandRetried,
-    DepositConfirmed,
-    Event,
-    IncrementChanged,
-    KeyRegistered,
-    LotCreated,
-    LotExtended,
-    LotFrozen,
-    LotOpened,
-    LotPublished,
-    LotResumed,
-    LotSold,
-    LotTerminated,
-    LotUnsold,
-    OpeningRecord,
-    PhaseChanged,
-    PriceTicked,
-    ReserveEntered,
-    RevealRecorded,
-    RuntimeStartedEvent,
-    SealedBidReceived,
-    SealedBidWithdrawn,
-)
+from engine.messages import Command
 from gateway.edge.auth import (
     BIDDER,
     SERVICE,
@@ -84,90 +52,30 @@ from gateway.edge.auth import (
     AuthError,
     Principal,
 )
-from gateway.edge.emall import ITEM_EVENTS
-from gateway.edge.metrics import Metrics
-from gateway.edge.procurement import PUBLIC_EVENTS as PROCUREMENT_EVENTS
-from gateway.edge.views import Views
-from gateway.sequencer.journal import Outcome
-from gateway.sequencer.runtime import RECEIPT_GROUP, Overloaded, Runtime
+from gateway.link.front import (
+    FAILED,
+    REFUSED,
+    STORAGE,
+    Answer,
+    Budget,
+    PublicEntry,
+    TokenBucket,
+)
+from gateway.public.events import PRIVATE_EVENTS, PUBLIC_EVENTS
+from gateway.public.views import Views
 from gateway.wire import protocol as p
 from gateway.wire import ws
+from gateway.wire.metrics import Metrics
 from gateway.wire.translate import bid_command, order_command, signed_command, staff_command
-from ledger.checkpoint import Receipt, sign_receipt
-from ledger.record import Envelope, body_hash, decode_body, encode_envelope
+from ledger.record import Envelope, encode_envelope
 
-PUBLIC_EVENTS = (
-    LotCreated,
-    LotPublished,
-    LotOpened,
-    ReserveEntered,
-    IncrementChanged,
-    BidderRegistered,
-    DepositConfirmed,
-    BidAccepted,
-    LotExtended,
-    PhaseChanged,
-    LotFrozen,
-    LotResumed,
-    LotTerminated,
-    LotSold,
-    LotUnsold,
-    PriceTicked,
-    SealedBidReceived,
-    SealedBidWithdrawn,
-    RevealRecorded,
-    OpeningRecord,
-    AwardOffered,
-    AwardLapsed,
-    *ITEM_EVENTS,  # e-mall items: orders by id, traders by per-item code
-    *PROCUREMENT_EVENTS,  # draws, evaluation, VBP, shares, settlement: codes only
-)
-# Every other event type, and why no subscriber -- watcher, bidder or staff --
-# gets it as an ``event`` frame (tests/gateway/test_watch_events.py checks that
-# every event type is in exactly one of the two).
-PRIVATE_EVENTS: dict[type[Event], str] = {
-    CommandRejected: "a refused command: its sender's error, and the refused amount is not a bid",
-    CommandRetried: "a retry: its sender's ack",
-    RuntimeStartedEvent: "the server's own record (clock rate, version)",
-    KeyRegistered: "key ids are credentials' names, not public",
-    BlacklistChanged: "links one subject's bidder codes across lots: an identity",
-    AlertHandled: "an alert key names what is under watch (an IP, a device)",
-}
+__all__ = ["PRIVATE_EVENTS", "PUBLIC_EVENTS", "Gateway", "Listening", "TokenBucket"]
+
 ALL_LOTS = "*"
 # An overflowed connection gets this long to take what it is owed and its
 # 1013 close frame; then its TCP connection is dropped.
 OVERFLOW_GRACE_S = 5.0
 CLOSE_TIMEOUT_S = 1.0
-
-
-class TokenBucket:
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, time.monotonic()
-
-    def _refill(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        return self.tokens
-
-    def take(self) -> bool:
-        if self._refill() < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-    def level(self) -> float:
-        """Tokens there now (none is taken)."""
-        return self._refill()
-
-    def spend(self) -> None:
-        """Take a token even when none is left (a debt, down to -burst): what
-        already happened counts against the future, so the long-run rate holds
-        even when many were in flight at once."""
-        self._refill()
-        self.tokens = max(-self.burst, self.tokens - 1)
 
 
 class Connection:
@@ -302,17 +210,20 @@ class Connection:
 class Gateway:
     def __init__(
         self,
-        rt: Runtime,
+        core: Any,
         auth: Authenticator,
         metrics: Metrics,
         limits: Any,
     ) -> None:
-        self.rt = rt
+        """``core``: the sequencer as this edge reaches it -- in this process
+        (``gateway.link.core.LocalCore``) or over the link
+        (``gateway.link.client.LinkCore``)."""
+        self.core = core
         self.auth = auth
         self.metrics = metrics
         self.limits = limits
         self.views = Views()
-        self.views.load(rt.store)
+        core.load_views(self.views)
         # lot -> connections: every subscriber, public watchers included, gets
         # conflated snapshots and every public event in ledger order (bounded by
         # send_queue_bytes like everything a connection is owed).
@@ -321,19 +232,32 @@ class Gateway:
         self._flush_due = trio.Event()
         self.connections: set[Connection] = set()
         self.per_address: dict[str, int] = {}
+        # bidder -> this edge's own bid-rate bucket, taken before a signature is
+        # verified (a flood of bad signatures costs a token each, not a
+        # verification each); the sequencer's bucket is the one that holds
+        # across edges
         self.buckets: dict[str, TokenBucket] = {}
-        # identity -> its budget of ledgered refusals (refusals_per_minute)
-        self.refusals: dict[str, TokenBucket] = {}
-        self.in_flight: dict[str, int] = {}  # identity -> commands submitted, not answered
         self.reader = p.Reader.from_limits(limits)
         self.dirty: set[str] = set()
         self._snap_frames: dict[str, bytes] = {}  # lot -> its current snapshot frame
-        rt.subscribers.append(self._on_durable)
-        rt.sign_receipts = True
-        rt.on_commit = self._on_commit
-        rt.on_command_failed = metrics.commands_failed.inc
+        core.listeners.append(self._on_entries)
+        core.on_resync.append(self._resynced)
+        if hasattr(core, "report"):  # over a link: the sequencer gathers every edge's figures
+            core.report = metrics.render
+            core.on_link.append(lambda up: metrics.link_up.set(1 if up else 0))
+            metrics.link_up.set(1 if core.linked else 0)
+        rt = getattr(core, "rt", None)
+        if rt is not None:  # the runtime is in this process: its figures are ours
+            rt.on_commit = self._on_commit
+            rt.on_command_failed = metrics.commands_failed.inc
         self.accepting = True
+        self.stop_listening = trio.Event()  # drain: the listeners close first
         self._counters: dict[tuple[str, str], Any] = {}
+
+    @property
+    def rt(self) -> Any:
+        """The in-process runtime (tests, simulations); AttributeError over a link."""
+        return self.core.rt
 
     # ------------------------------------------------------------ serving
     async def handle(self, request: ws.Request) -> None:
@@ -347,10 +271,29 @@ class Gateway:
             await request.reject(refused[1], refused[2])
             return
         try:
-            who = self.auth.authenticate(request.path, request.headers, ip, self.rt.router.state)
+            who, claim = self.auth.authenticate(request.path, request.headers, ip, self.core.keys)
         except AuthError as e:
             self.metrics.frames_refused.labels("handshake").inc()
             await request.reject(e.status, e.reason)
+            return
+        if not self.core.linked:
+            self.metrics.connections_refused.labels("sequencer").inc()
+            await request.reject(503, "sequencer unavailable: try again shortly")
+            return
+        admitted = await self.core.admit(
+            ip,
+            origin=self._origin_of(who) if who.role != WATCHER else "",
+            session=who.session,
+            bidder_id=who.bidder_id if who.role == BIDDER else "",
+            nonce=claim.nonce,
+            token_ok=claim.token_ok,
+        )
+        if admitted.status:
+            if admitted.status == 429 and claim.token_ok is None:
+                self.metrics.connections_refused.labels("address").inc()
+            else:
+                self.metrics.frames_refused.labels("handshake").inc()
+            await request.reject(admitted.status, admitted.reason)
             return
         self.per_address[ip] = self.per_address.get(ip, 0) + 1
         try:
@@ -359,9 +302,12 @@ class Gateway:
             except ws.ConnectionClosed:
                 return
             await self._serve(
-                Connection(sock, who, self.limits.send_queue_bytes, self._ready, self._refill)
+                Connection(sock, who, self.limits.send_queue_bytes, self._ready, self._refill),
+                admitted.codes,
+                admitted.high_seq,
             )
         finally:
+            self.core.release(ip)
             left = self.per_address[ip] - 1
             if left:
                 self.per_address[ip] = left
@@ -377,11 +323,11 @@ class Gateway:
             return "address", 429, "too many connections from this address"
         return None
 
-    async def _serve(self, conn: Connection) -> None:
+    async def _serve(self, conn: Connection, codes: dict[str, str], high_seq: int) -> None:
         self.connections.add(conn)
         self.metrics.connections.labels(conn.who.role).inc()
         try:
-            conn.send(p.encode_text(self._hello(conn.who)))
+            conn.send(p.encode_text(self._hello(conn.who, codes, high_seq)))
             with trio.CancelScope() as conn.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._sender, conn, nursery.cancel_scope)
@@ -403,14 +349,12 @@ class Gateway:
         self._unsubscribe(conn, list(conn.lots))
         self.metrics.connections.labels(conn.who.role).dec()
 
-    def _hello(self, who: Principal) -> p.Hello:
-        router = self.rt.router
-        codes = router.codes_of(who.bidder_id) if who.role == BIDDER else {}
-        # where this session's numbering stands (0: new)
-        high_seq = router.high_seq(self._origin_of(who), who.session) if who.role != WATCHER else 0
+    def _hello(self, who: Principal, codes: dict[str, str], high_seq: int) -> p.Hello:
+        """``codes``: a bidder's code per lot; ``high_seq``: where this
+        session's numbering stands (0: new) -- both from the admission."""
         return p.Hello(
             who.role,
-            self.rt.clock.read(),
+            self.core.clock_ns(),
             who.identity,
             codes,
             self.limits.max_frame_bytes,
@@ -493,7 +437,7 @@ class Gateway:
         elif kind is p.Unsubscribe:
             self._unsubscribe(conn, frame.lots)  # type: ignore[union-attr]
         elif kind is p.Ping:
-            conn.send(p.encode_text(p.Pong(frame.t, self.rt.clock.read())))  # type: ignore[union-attr]
+            conn.send(p.encode_text(p.Pong(frame.t, self.core.clock_ns())))  # type: ignore[union-attr]
         else:
             self._staff(conn, frame)
 
@@ -506,10 +450,12 @@ class Gateway:
     ) -> Any:
         """What every signed action passes, bids and non-bid actions alike: the
         bidder role, its registered key, a payload that reads within bounds and
-        names that key, the bidder's rate limit and refusal budget -- all before
-        the Ed25519 signature is checked, so a flood of bad signatures costs one
-        token each, not a verification each -- then the signature over the
-        exact payload.  Returns the payload, or None after refusing."""
+        names that key, this edge's bid-rate bucket -- all before the Ed25519
+        signature is checked, so a flood of bad signatures costs one token
+        each, not a verification each -- then the signature over the exact
+        payload.  The limits that hold across edges (the bid rate, the
+        refusal budget) are the sequencer's (``gateway.link.front.Front``).
+        Returns the payload, or None after refusing."""
         who = conn.who
         if who.role != BIDDER:
             self._refuse(
@@ -519,7 +465,7 @@ class Gateway:
                 f"{who.role} cannot sign actions",
             )
             return None
-        vk = self.auth.verify_key(who.identity, self.rt.router.state)
+        vk = self.auth.verify_key(who.identity, self.core.keys)
         if vk is None:
             self._refuse(
                 conn, self.reader.payload_seq(frame), p.GatewayError.unknown_key, who.identity
@@ -544,8 +490,6 @@ class Gateway:
         if not bucket.take():
             self._refuse(conn, client_seq, p.GatewayError.rate_limited, "slow down")
             return None
-        if self._over_budget(conn, client_seq):
-            return None
         try:
             p.verify_bid(frame, vk)
         except p.FrameError as e:
@@ -553,38 +497,9 @@ class Gateway:
             return None
         return payload
 
-    def _over_budget(self, conn: Connection, client_seq: int) -> bool:
-        """Refuse at the edge, unledgered, while this identity's budget of
-        ledgered refusals is spent (refusals_per_minute)."""
-        identity = conn.who.identity
-        budget = self.refusals.get(identity)
-        if budget is None:
-            return False
-        # Once it has been refused lately, what it has in flight may all be
-        # refused too: count it against what is left, so pipelining cannot
-        # overshoot the budget by more than one commit's worth.
-        level = budget.level()
-        pending = self.in_flight.get(identity, 0) if level < budget.burst else 0
-        if level - pending >= 1:
-            return False
-        self._refuse(
-            conn,
-            client_seq,
-            p.GatewayError.too_many_refusals,
-            f"over {self.limits.refusals_per_minute} refused commands a minute: wait",
-        )
-        return True
-
-    def _spend_refusal(self, identity: str) -> None:
-        budget = self.refusals.get(identity)
-        if budget is None:
-            per_minute = self.limits.refusals_per_minute
-            budget = self.refusals[identity] = TokenBucket(per_minute / 60, per_minute)
-        budget.spend()
-
     def _origin(self, conn: Connection) -> str:
         """``<role>:<bidder id>``: the role the signing key was registered for."""
-        record = self.rt.router.state.keys.get(conn.who.identity)
+        record = self.core.keys.get(conn.who.identity)
         role = record.role if record is not None else "bidder"
         return f"{role}:{conn.who.bidder_id}"
 
@@ -592,7 +507,7 @@ class Gateway:
         """The origin of the principal's commands (a key's: its registered role)."""
         if who.role != BIDDER:
             return f"{who.role}:{who.identity}"
-        record = self.rt.router.state.keys.get(who.identity)
+        record = self.core.keys.get(who.identity)
         return f"{record.role if record is not None else 'bidder'}:{who.bidder_id}"
 
     def _submit_signed(
@@ -608,7 +523,9 @@ class Gateway:
         meta = encode_envelope(
             Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
         )
-        self._submit(conn, cmd, client_seq, meta, received)
+        limits = self.limits
+        budget = Budget(f"bid:{who.bidder_id}", limits.bids_per_s, limits.bid_burst, who.identity)
+        self._submit(conn, cmd, client_seq, meta, received, budget)
 
     def _bid(self, conn: Connection, frame: p.PlaceBidFrame) -> None:
         received = time.perf_counter_ns()
@@ -637,72 +554,52 @@ class Gateway:
         self._submit_signed(conn, frame, cmd, act.client_seq, received)
 
     def _submit(
-        self, conn: Connection, cmd: Command, client_seq: int, meta: bytes, received: int
+        self,
+        conn: Connection,
+        cmd: Command,
+        client_seq: int,
+        meta: bytes,
+        received: int,
+        budget: Budget,
     ) -> None:
-        identity = conn.who.identity
-        in_flight = self.in_flight
         if conn.who.session:  # client_seq counts per (origin, session) in the engine
             cmd = msgspec.structs.replace(cmd, client_session=conn.who.session)
+        kind = type(cmd).__name__
 
-        def reply(outcome: Outcome) -> None:
-            left = in_flight[identity] - 1
-            if left:
-                in_flight[identity] = left
-            else:
-                del in_flight[identity]
-            self._reply(conn, cmd, client_seq, outcome, received)
+        def reply(answer: Answer) -> None:
+            self._reply(conn, kind, client_seq, answer, received)
 
-        try:
-            self.rt.submit(cmd, reply, meta)
-        except Overloaded:
-            self._refuse(conn, client_seq, p.GatewayError.overloaded, "server busy, retry")
-            return
-        in_flight[identity] = in_flight.get(identity, 0) + 1
+        self.core.submit(cmd, meta, budget, reply)
 
     def _reply(
-        self, conn: Connection, cmd: Command, client_seq: int, outcome: Outcome, received: int
+        self, conn: Connection, kind: str, client_seq: int, answer: Answer, received: int
     ) -> None:
-        kind = type(cmd).__name__
-        if outcome.error is not None:
-            if outcome.error == Reject.command_failed:
-                self._count(kind, "failed")
-                self._spend_refusal(conn.who.identity)
-                self._refuse(
-                    conn, client_seq, p.GatewayError.internal_error, "not applied, not recorded"
-                )
-            else:
-                self._count(kind, "storage_unavailable")
-                self._refuse(conn, client_seq, p.GatewayError.storage_unavailable, "not recorded")
+        outcome = answer.outcome
+        if outcome == REFUSED:  # by a limit, before the runtime: never ledgered
+            self._refuse(conn, client_seq, answer.code, answer.detail)
             return
-        first = _own_event(outcome.events)
-        if type(first) in (CommandRejected, CommandRetried):
-            self._spend_refusal(conn.who.identity)  # ledgered without effect
-        if type(first) is CommandRejected:
-            self._count(kind, "rejected")
-            code = int(first.code)
-            conn.send(
-                p.encode_text(
-                    p.Error(client_seq, code, p.error_name(code), first.detail, outcome.seq)
-                )
+        self._count(kind, outcome)
+        if outcome in (FAILED, STORAGE):  # not recorded
+            self._refuse(conn, client_seq, answer.code, answer.detail)
+            return
+        if answer.code:
+            code = answer.code
+            text = p.encode_text(
+                p.Error(client_seq, code, p.error_name(code), answer.detail, answer.seq)
             )
-        elif type(first) is CommandRetried:
-            self._count(kind, "retried")
-            conn.send(self._original(client_seq, first, cmd))
         else:
-            self._count(kind, "accepted")
-            proof = [h.hex() for h in outcome.proof()]
-            conn.send(
-                p.encode_text(
-                    p.Ack(
-                        client_seq,
-                        outcome.seq,
-                        outcome.ts_ns,
-                        outcome.entry_hash.hex(),
-                        outcome.receipt.hex(),
-                        proof,
-                    )
+            text = p.encode_text(
+                p.Ack(
+                    client_seq,
+                    answer.seq,
+                    answer.ts_ns,
+                    answer.entry_hash.hex(),
+                    answer.receipt.hex(),
+                    [h.hex() for h in answer.proof],
+                    answer.retried,
                 )
             )
+        conn.send(text)
         self.metrics.ack_latency.observe((time.perf_counter_ns() - received) / 1000)
 
     def _count(self, kind: str, outcome: str) -> None:
@@ -711,59 +608,6 @@ class Gateway:
         if child is None:
             child = self._counters[(kind, outcome)] = self.metrics.commands.labels(kind, outcome)
         child.inc()
-
-    def _original(self, client_seq: int, retried: CommandRetried, cmd: Command) -> str:
-        """The original outcome of a retried command, rebuilt from the ledger: the
-        same seq, entry hash, receipt and proof (Ed25519 signatures are
-        deterministic, and the store keeps each batch's boundary, so the receipt
-        group is found again).  The engine answers a retry only for the *same*
-        command (it keeps each command's digest); one that reuses the client_seq
-        for anything else it refuses client_seq_reused (104) itself."""
-        seq = retried.original_seq
-        if self.rt.store.get(seq) is None:  # durable before the retry was: never
-            return p.encode_text(
-                p.Error(
-                    client_seq,
-                    p.GatewayError.internal_error,
-                    p.GatewayError.internal_error.name,
-                    f"entry {seq} of the original is missing",
-                )
-            )
-        if retried.code:
-            return p.encode_text(
-                p.Error(
-                    client_seq,
-                    retried.code,
-                    p.error_name(retried.code),
-                    "retry of a refused command",
-                    seq,
-                )
-            )
-        store = self.rt.store
-        first, last = store.batch_bounds(seq) or (seq, seq)
-        group_end = first + ((seq - first) // RECEIPT_GROUP + 1) * RECEIPT_GROUP - 1
-        last = min(last, group_end)  # the receipt of seq's group (Runtime._attach_receipt)
-        rows = list(store.iter_entries(seq, last))
-        _s, _prev, entry_hash, raw = rows[0]
-        _s, _prev, last_hash, last_raw = rows[-1]
-        key = self.rt.journal.signing_key
-        receipt = (
-            b""
-            if key is None
-            else sign_receipt(key, Receipt(last, last_hash, decode_body(last_raw).ts_ns))
-        )
-        proof = [body_hash(r[3]).hex() for r in rows[1:]]
-        return p.encode_text(
-            p.Ack(
-                client_seq,
-                seq,
-                decode_body(raw).ts_ns,
-                entry_hash.hex(),
-                receipt.hex(),
-                proof,
-                True,
-            )
-        )
 
     # -------------------------------------------------------------- staff
     def _staff(self, conn: Connection, frame: p.ClientFrame) -> None:
@@ -782,16 +626,6 @@ class Gateway:
             )
             return
         origin = f"{who.role}:{who.identity}"
-        bucket = self.buckets.get(origin)
-        if bucket is None:
-            bucket = self.buckets[origin] = TokenBucket(
-                self.limits.staff_commands_per_s, self.limits.staff_burst
-            )
-        if not bucket.take():
-            self._refuse(conn, client_seq, p.GatewayError.rate_limited, "slow down")
-            return
-        if self._over_budget(conn, client_seq):
-            return
         actor = getattr(frame, "actor", "")
         if actor and who.role != SERVICE:
             self._refuse(
@@ -802,7 +636,9 @@ class Gateway:
         meta = encode_envelope(
             Envelope(who.role, who.identity, who.ip, who.fingerprint, actor=actor)
         )
-        self._submit(conn, cmd, client_seq, meta, time.perf_counter_ns())
+        limits = self.limits
+        budget = Budget(origin, limits.staff_commands_per_s, limits.staff_burst, who.identity)
+        self._submit(conn, cmd, client_seq, meta, time.perf_counter_ns(), budget)
 
     # ------------------------------------------------------ subscriptions
     def _subscribe(self, conn: Connection, lots: list[str]) -> None:
@@ -872,33 +708,38 @@ class Gateway:
                     del self.subscribers[lot]
 
     # ------------------------------------------------- durable fan-out
-    def _on_durable(self, batch: list[Outcome]) -> None:
+    def _on_entries(self, entries: list[PublicEntry], keys: Any = ()) -> None:
         """Runs after each commit: fold events into the views, send lot events."""
         subscribers = self.subscribers
         everyone = subscribers[ALL_LOTS]
         # (lot, frame, draft) of the commit's public events, in ledger order
         frames: list[tuple[str, bytes, bool]] = []
-        for outcome in batch:
-            touched = self.views.apply(outcome.seq, outcome.ts_ns, outcome.events)
+        for entry in entries:
+            touched = self.views.apply(entry.seq, entry.ts_ns, entry.events)
             if not touched:
                 continue
             self.dirty |= touched
             for lot in touched:
                 self._snap_frames.pop(lot, None)
-            for ev in outcome.events:
-                if not isinstance(ev, PUBLIC_EVENTS):
-                    continue
+            for ev in entry.events:
                 lot = ev.lot_id
                 if not everyone and lot not in subscribers:
                     continue
                 text = p.encode_text(
-                    p.EventFrame(lot, outcome.seq, outcome.ts_ns, msgspec.to_builtins(ev))
+                    p.EventFrame(lot, entry.seq, entry.ts_ns, msgspec.to_builtins(ev))
                 )
                 # a draft's events (as of this entry) go to staff and supervisors only
                 frames.append((lot, ws.frame_text(text), self.views.is_draft(lot)))
         if frames:
             self._fan_out(frames, everyone)
-        self.metrics.durable_seq.set(self.rt.durable_seq)
+        self.metrics.durable_seq.set(self.core.durable_seq)
+
+    def _resynced(self, views: Views) -> None:
+        """The link came back with a fresh copy of the view: what changed while
+        it was down reaches every subscriber as a snapshot."""
+        self.views = views
+        self._snap_frames.clear()
+        self.dirty |= set(views.all_ids())
 
     def _fan_out(self, frames: list[tuple[str, bytes, bool]], everyone: set[Connection]) -> None:
         """One commit's event frames to their subscribers, each in ledger order.
@@ -971,7 +812,7 @@ class Gateway:
         for tick in itertools.count():
             await trio.sleep(interval)
             if tick % gauge_every == 0:
-                self.metrics.queue_depth.set(self.rt.queue_depth)
+                self.metrics.queue_depth.set(self.core.queue_depth)
                 self.metrics.send_queue_max.set(
                     max((c.owed_bytes for c in self.connections), default=0)
                 )
@@ -1005,10 +846,12 @@ class Gateway:
                 conn.flush()
 
     async def drain(self) -> None:
-        """SIGTERM: refuse new connections, let the open batch finish, close with 1001."""
+        """SIGTERM: stop listening (new connections go to the port's other
+        edges), answer what was sent, close the connections with 1001."""
         self.accepting = False
+        self.stop_listening.set()
         with trio.move_on_after(5):
-            while self.rt.queue_depth or self.rt.durable_seq < self.rt.router.applied:
+            while self.core.busy():
                 await trio.sleep(0.01)
         for conn in list(self.connections):
             with trio.move_on_after(1), contextlib.suppress(ws.ConnectionClosed):
@@ -1018,14 +861,6 @@ class Gateway:
 def _sees_drafts(conn: Connection) -> bool:
     """Staff and supervisors see lots before they are published; nobody else does."""
     return conn.sees_drafts
-
-
-def _own_event(events: list[Event]) -> Event | None:
-    """The command's own outcome event (lazily fired deadlines may come first)."""
-    for ev in events:
-        if type(ev) in (CommandRejected, CommandRetried):
-            return ev
-    return events[-1] if events else None
 
 
 @dataclass

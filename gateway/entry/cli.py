@@ -402,6 +402,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import trio
 
     from gateway.entry.serve import serve
+    from gateway.entry.split import Split, default_edges
+
+    edges = default_edges() if args.edges is None else args.edges
+    if edges < 0:
+        print("pubex serve: --edges must be 0 or more", file=sys.stderr)
+        return 2
+    if edges:
+        common = ["--config", args.config] if args.config else []
+        common += ["--demo"] if args.demo else []
+        seq_args = ["--accelerate", str(args.accelerate), "--seed", str(args.seed)]
+        seq_args += [f for f, on in (("--sandbox", args.sandbox), ("--no-sim", args.no_sim)) if on]
+        seq_args += ["--verify-all"] if args.verify_all else []
+        split = Split(
+            settings,
+            data,
+            edges=edges,
+            ws_port=ws_port,
+            http_port=http_port,
+            common=common,
+            sequencer_args=seq_args,
+            out=lambda line: print(line, flush=True),
+        )
+        try:
+            code = trio.run(split.run)
+        except ServeError as e:
+            print(f"pubex serve: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:
+            return 0
+        return code if code >= 0 else 1
 
     on_ready = None
     if args.demo:
@@ -430,6 +460,92 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except DirectoryInUse as e:  # a second writer on the directory: refused
         print(f"pubex serve: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_sequencer(args: argparse.Namespace) -> int:
+    import trio
+
+    from config.settings import ConfigError, load_settings
+    from gateway.entry.serve import run_sequencer
+    from gateway.entry.startup import ServeError
+    from persistence.lock import DirectoryInUse
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        print(f"{args.prog}: {e}", file=sys.stderr)
+        return 2
+    data = Path(args.data or settings.data_dir)
+    on_ready = None
+    if args.demo and args.demo_ws:
+        from simulators.wsdemo import run_demo
+
+        async def on_ready(front):  # type: ignore[no-untyped-def]
+            await run_demo(
+                front.rt.router,
+                args.demo_ws,
+                args.demo_http,
+                settings,
+                seed=args.seed,
+                bidders=not args.no_sim,
+            )
+
+    try:
+        trio.run(
+            lambda: run_sequencer(
+                settings,
+                data,
+                sandbox=args.sandbox,
+                accelerate=args.accelerate,
+                allow_dev_tokens=args.demo,
+                verify_all=args.verify_all,
+                on_ready=on_ready,
+            )
+        )
+    except ServeError as e:
+        print(f"{args.prog}: {e}", file=sys.stderr)
+        return e.exit_code
+    except DirectoryInUse as e:
+        print(f"{args.prog}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    import trio
+
+    from config.settings import ConfigError, load_settings
+    from gateway.entry.serve import run_edge
+    from gateway.entry.startup import ServeError
+    from gateway.link.client import LinkRefused
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        print(f"pubex edge: {e}", file=sys.stderr)
+        return 2
+    data = Path(args.data or settings.data_dir)
+    ws_port = settings.net.ws_port if args.ws_port is None else args.ws_port
+    http_port = settings.net.http_port if args.http_port is None else args.http_port
+    try:
+        trio.run(
+            lambda: run_edge(
+                settings,
+                data,
+                ws_port=ws_port,
+                http_port=http_port,
+                name=args.name,
+                allow_dev_tokens=args.demo,
+            )
+        )
+    except (ServeError, LinkRefused) as e:
+        print(f"pubex edge: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         pass
     return 0
@@ -521,6 +637,35 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
         help="verify the whole ledger at start-up, not only what follows the verified point",
     )
     p.add_argument("--check-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--edges",
+        type=int,
+        help="edge processes (default: one per core beyond the first, at least 1; "
+        "0: the sequencer and one edge in this one process)",
+    )
+
+
+def add_sequencer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a TOML file overriding config/default.toml")
+    p.add_argument("--data", help="data directory (default: the config's data_dir)")
+    p.add_argument("--sandbox", action="store_true", help="create the data dir as a sandbox")
+    p.add_argument("--accelerate", type=int, default=1, help="sandbox only: N x clock")
+    p.add_argument("--demo", action="store_true", help="development tokens allowed; the demo")
+    p.add_argument("--no-sim", action="store_true", help="with --demo: no simulated bidders")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--verify-all", action="store_true", help="verify the whole ledger first")
+    p.add_argument("--demo-ws", default="", help=argparse.SUPPRESS)
+    p.add_argument("--prog", default="pubex sequencer", help=argparse.SUPPRESS)
+    p.add_argument("--demo-http", default="", help=argparse.SUPPRESS)
+
+
+def add_edge_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a TOML file overriding config/default.toml")
+    p.add_argument("--data", help="the sequencer's data directory (its link folder)")
+    p.add_argument("--ws-port", type=int, help="the shared WebSocket port")
+    p.add_argument("--http-port", type=int, help="the shared HTTP port")
+    p.add_argument("--name", default="edge", help="this edge's name in logs and metrics")
+    p.add_argument("--demo", action="store_true", help="development tokens allowed")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -584,6 +729,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="the runtime, the WebSocket gateway and the console")
     add_serve_options(sv)
     sv.set_defaults(func=cmd_serve)
+
+    sq = sub.add_parser("sequencer", help="the sequencer alone: ledger, engine, the edges' link")
+    add_sequencer_options(sq)
+    sq.set_defaults(func=cmd_sequencer)
+
+    ed = sub.add_parser("edge", help="one edge alone: public ports, over the sequencer's link")
+    add_edge_options(ed)
+    ed.set_defaults(func=cmd_edge)
 
     pf = sub.add_parser("platform", help="serve plus the companion services, one process each")
     add_serve_options(pf)  # passed on to the serve child

@@ -47,6 +47,11 @@ class SequencerClock:
         self._last = start_ns if start_ns is not None else wall()
         self._shown = 0  # the latest time read() told a client
 
+    @property
+    def rate(self) -> int:
+        """Sequencer nanoseconds per monotonic nanosecond (``accelerate``)."""
+        return self._accelerate
+
     def floor(self, ns: int) -> None:
         """Never issue a time at or before ``ns`` (the ledger's last time at start-up)."""
         self._last = max(self._last, ns)

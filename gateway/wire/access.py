@@ -144,6 +144,29 @@ def weak_tokens(auth: Any) -> list[str]:
     return weak
 
 
+class NonceCache:
+    """Nonces seen within their freshness window; bounded (oldest evicted first
+    -- an evicted nonce is older than the window, so it is stale anyway)."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 200_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, key: str, now: float) -> bool:
+        """False when the nonce was seen within the window (a replay)."""
+        seen = self._seen
+        while seen:
+            oldest_t = next(iter(seen.values()))
+            if now - oldest_t <= self.ttl_s and len(seen) < self.max_entries:
+                break
+            seen.popitem(last=False)
+        if key in seen:
+            return False
+        seen[key] = now
+        return True
+
+
 class FailureGate:
     """Failed authentications per client address: after the n-th failure in a
     row, that address waits ``base_s * 2**(n-1)`` (at most ``max_s``) before

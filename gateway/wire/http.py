@@ -3,6 +3,7 @@ gateway's HTTP side and every companion service's share this one helper."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import trio
@@ -17,9 +18,12 @@ async def serve_http(
     port: int,
     shutdown: trio.Event,
     task_status: Any = trio.TASK_STATUS_IGNORED,
+    sock: socket.socket | None = None,
 ) -> None:
+    """``sock``: a bound socket to serve on instead of host:port (the edges of
+    one server share their HTTP port through ``SO_REUSEPORT``)."""
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"fd://{sock.fileno()}" if sock is not None else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 2
@@ -34,4 +38,5 @@ async def serve_http(
 
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(started_port)
-        task_status.started(int(str(binds[0]).rsplit(":", 1)[1]))
+        bound = sock.getsockname()[1] if sock is not None else str(binds[0]).rsplit(":", 1)[1]
+        task_status.started(int(bound))

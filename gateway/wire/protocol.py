@@ -117,6 +117,8 @@ class GatewayError(IntEnum):
     unknown_subscription = 1016
     internal_error = 1017
     client_seq_reused = 1018  # no longer sent: the engine refuses client_seq_reused (104)
+    outcome_unknown = 1019  # sent to the sequencer, no answer before the link broke: retry
+    sequencer_unavailable = 1020  # the edge has no link to the sequencer: not sent, retry
 
 
 def error_name(code: int) -> str:

@@ -7,17 +7,28 @@ swapped (e.g. for wsproto directly) by rewriting this file alone.
 from __future__ import annotations
 
 import contextlib
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 import trio_websocket
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, HandshakeError
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection
 
-__all__ = ["ConnectionClosed", "Request", "Socket", "connect", "frame_text", "serve"]
+LISTEN_BACKLOG = 1024
+
+__all__ = [
+    "ConnectionClosed",
+    "HandshakeError",
+    "Request",
+    "Socket",
+    "connect",
+    "frame_text",
+    "serve",
+]
 
 _U16 = struct.Struct(">BBH").pack
 _U64 = struct.Struct(">BBQ").pack
@@ -230,27 +241,54 @@ async def serve(
     port: int,
     *,
     max_message_bytes: int,
+    sock: socket.socket | None = None,
+    stop_listening: trio.Event | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``task_status.started(port)`` once listening."""
+    """Serve until cancelled; ``task_status.started(port)`` once listening.
+    ``sock``: a bound socket to listen on instead (``reuse_port_socket``: the
+    edges of one server share its port).  ``stop_listening`` set: the
+    listeners close (the kernel sends new connections to the port's other
+    listeners) while the connections already open go on."""
 
     async def wrapped(raw: trio_websocket.WebSocketRequest) -> None:
         await handler(Request(raw))
 
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: trio_websocket.serve_websocket(
-                wrapped,
-                host,
-                port,
-                None,
-                max_message_size=max_message_bytes,
-                connect_timeout=10,
-                disconnect_timeout=5,
-                task_status=task_status,
-            )
+    if sock is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    else:
+        sock.listen(LISTEN_BACKLOG)
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+    async with trio.open_nursery() as handlers:
+        server = trio_websocket.WebSocketServer(
+            wrapped,
+            listeners,
+            handler_nursery=handlers,
+            max_message_size=max_message_bytes,
+            connect_timeout=10,
+            disconnect_timeout=5,
         )
-        task_status.started(server.port)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            task_status.started(server.port)
+            if stop_listening is not None:
+                await stop_listening.wait()
+                nursery.cancel_scope.cancel()
+        for listener in listeners:
+            with contextlib.suppress(Exception):
+                await listener.aclose()
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with ``SO_REUSEPORT``: every process
+    that binds the same port this way shares its connections (the kernel
+    spreads them), so K edges serve one public port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
 
 async def connect(

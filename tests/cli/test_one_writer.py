@@ -67,14 +67,17 @@ def test_second_serve_on_one_data_dir_is_refused_having_written_nothing(tmp_path
         assert line.startswith("listening "), line
         http = line.split("http=", 1)[1].split()[0]
         lock_before = (data / "ledger" / LOCK_NAME).read_text()
-        assert f"pid {first.pid} " in lock_before and "serve" in lock_before
+        # the writer is serve's sequencer process (pubex serve --edges K)
+        holder = int(lock_before.split("pid ", 1)[1].split()[0])
+        assert "gateway.entry.cli sequencer" in lock_before
+        assert _parent_of(holder) == first.pid
         before = ledger_state(data)
         second = serve(data, config, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = second.communicate(timeout=60)
         assert second.returncode == 2, (out, err)
         assert out == ""  # never listening
         [message] = err.strip().splitlines()
-        assert f"pid {first.pid} " in message and "gateway.entry.cli serve" in message, message
+        assert f"pid {holder} " in message and "gateway.entry.cli sequencer" in message, message
         assert ledger_state(data) == before  # no runtime_started, nothing at all
         assert (data / "ledger" / LOCK_NAME).read_text() == lock_before
         with urllib.request.urlopen(http + "healthz", timeout=10) as r:
@@ -116,3 +119,8 @@ def test_second_companion_on_one_store_is_refused(tmp_path: Path) -> None:
             if p.poll() is None:
                 p.terminate()
                 p.wait(30)
+
+
+def _parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])

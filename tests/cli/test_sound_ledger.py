@@ -222,7 +222,7 @@ def test_start_up_checks_what_follows_the_verified_point(sim: Path, tmp_path: Pa
     with LedgerStore.open(ledger_dir, readonly=True) as store:
         assert store.last_seq() > head  # RuntimeStarted: written after the point
 
-    after = shutil.copytree(data, tmp_path / "after")
+    after = shutil.copytree(data, tmp_path / "after", ignore=shutil.ignore_patterns("*.sock"))
     tamper(after / "ledger", flip_body(head + 1))
     proc = check_only(after)
     assert proc.returncode == 1
@@ -234,13 +234,13 @@ def test_start_up_checks_what_follows_the_verified_point(sim: Path, tmp_path: Pa
     # Behind the point the chain was walked at an earlier start; the start-up
     # replay (from the newest snapshot at or before the point -- here genesis,
     # a simulated ledger has none) re-reads bodies, not stored hashes.
-    before = shutil.copytree(data, tmp_path / "before")
+    before = shutil.copytree(data, tmp_path / "before", ignore=shutil.ignore_patterns("*.sock"))
     tamper(before / "ledger", flip_stored_hash(50))
     assert check_only(before).returncode == 0
     proc = check_only(before, "--verify-all")
     assert proc.returncode == 1 and "chain breaks at seq 50: " in sentence(proc, "stderr")
 
-    cut = shutil.copytree(data, tmp_path / "cut")
+    cut = shutil.copytree(data, tmp_path / "cut", ignore=shutil.ignore_patterns("*.sock"))
 
     def drop_tail(txn, db) -> None:  # type: ignore[no-untyped-def]
         cur = txn.cursor(db)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from gateway.edge.emall import DEPTH, ItemView
+from gateway.public.emall import DEPTH, ItemView
 
 
 def test_depth_is_best_levels_first() -> None:

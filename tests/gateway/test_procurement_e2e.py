@@ -194,7 +194,7 @@ def msgspec_replace(rules, **kw):  # type: ignore[no-untyped-def]
 # ------------------------------------------------------------ view folds (no sockets)
 def _views_with(lot: str, mechanism: str):  # type: ignore[no-untyped-def]
     from engine.messages import LotCreated
-    from gateway.edge.views import Views
+    from gateway.public.views import Views
 
     views = Views()
     views.apply(1, 0, [LotCreated(lot, mechanism, "t", 1_000, 1, 0, 0, 10, 0, VBP_R10, 0)])

@@ -303,11 +303,15 @@ async def test_drain_closes_with_1001_and_refuses_new(nursery, server):
         assert c.sock._raw.closed.code == 1001
     import trio_websocket
 
-    with pytest.raises(trio_websocket.ConnectionRejected) as info, trio.fail_after(5):
+    # the listener is closed (with several edges, the kernel sends new
+    # connections to the others): refused at connect, or 503 if one slipped in
+    refused = (trio_websocket.HandshakeError, OSError)
+    with pytest.raises(refused) as info, trio.fail_after(5):
         auth = [(b"Authorization", f"Bearer {STAFF_TOKEN}".encode())]
         async with trio_websocket.open_websocket_url(server.ws_url, extra_headers=auth):
             raise AssertionError("accepted while draining")
-    assert info.value.status_code == 503
+    if isinstance(info.value, trio_websocket.ConnectionRejected):
+        assert info.value.status_code == 503
     await wait_for(lambda: not server.gateway.connections)
     _ = time
 

@@ -55,8 +55,11 @@ def test_server_survives_clients_that_leave_before_their_refusal(tmp_path: Path)
             assert proc.poll() is None, "pubex serve exited"
             with urllib.request.urlopen(http + "metrics", timeout=10) as r:
                 text = r.read().decode()
-            m = re.search(r'^pubex_frames_refused_total\{code="handshake"\} (\S+)$', text, re.M)
-            return float(m.group(1)) if m else 0.0
+            # summed over the server's processes (an edge's series carry its labels)
+            found = re.findall(
+                r'^pubex_frames_refused_total\{code="handshake"[^}]*\} (\S+)$', text, re.M
+            )
+            return sum(float(v) for v in found)
 
         wait_for(lambda: refused() >= 50, 30, "all 50 upgrades refused")
         assert proc.poll() is None, "pubex serve exited"

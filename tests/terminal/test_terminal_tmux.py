@@ -11,6 +11,7 @@ the terminal reconnects and the ledger holds that bid exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -31,6 +32,7 @@ import pytest
 from gateway.clients.terminal.keys import SeqStore, default_paths, load_key
 from gateway.wire import protocol as p
 from tests.polling import wait_for
+from tests.processes import process_tree, signal_tree
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (the Makefile's SYSDEPS has it)"
@@ -212,11 +214,15 @@ def test_terminal_in_tmux(tmp_path: Path) -> None:
         assert len(srv.bids()) == 2
 
         # (c) a bid in flight while the server stops: resent after the restart, once.
-        srv.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        assert srv.proc is not None
+        stopped = process_tree(srv.proc.pid)  # serve, its sequencer and edges
+        signal_tree(srv.proc.pid, signal.SIGSTOP)
         tmux.keys("+")
         tmux.wait("the in-flight bid", lambda s: "pending: T1 ¥1,020,000.00" in s)
-        srv.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        srv.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        srv.proc.send_signal(signal.SIGTERM)
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         srv.stop()
         tmux.wait("the drop", lambda s: "disconnected" in s, timeout=20)
         srv.start()
@@ -234,5 +240,5 @@ def test_terminal_in_tmux(tmp_path: Path) -> None:
     finally:
         tmux.kill()
         if srv.proc is not None:
-            srv.proc.send_signal(signal.SIGCONT)
+            signal_tree(srv.proc.pid, signal.SIGCONT)
         srv.stop()

@@ -140,6 +140,8 @@ WORDING: dict[str, str] = {
     # runtime
     "storage_unavailable": "未能记账，请重试 / not recorded (storage unavailable), retry",
     "overloaded": "服务器繁忙，请稍后重试 / server busy, retry shortly",
+    "outcome_unknown": "结果未知，将以同一序号重发 / outcome unknown: resent with the same client_seq",
+    "sequencer_unavailable": "撮合服务暂不可用，请稍后重试 / sequencer unavailable, retry shortly",
     "command_failed": "指令未能执行，未记账 / the command could not be applied, nothing recorded",
     # gateway
     "malformed_json": "报文格式错误 / malformed JSON frame",
@@ -225,6 +227,7 @@ class TerminalModel:
         self.codes: dict[str, str] = {}  # lot -> my bidder code
         self.bid_on: set[str] = receipts.lots()
         self.pending: dict[int, Pending] = {}
+        self.unknown: set[int] = set()  # pending bids answered outcome_unknown
         self.unsent: list[int] = []
         self.acked_seqs: dict[int, str] = {}  # ledger seq of my accepted bids -> lot
         self.bid_codes: dict[int, str] = {}  # ledger seq -> bidder code of a BidAccepted
@@ -364,6 +367,23 @@ class TerminalModel:
         )
 
     def on_error(self, err: p.Error) -> None:
+        cs = err.client_seq
+        unknown = err.code == p.GatewayError.outcome_unknown or (
+            err.code == p.GatewayError.sequencer_unavailable and cs in self.unknown
+        )
+        if unknown and cs in self.pending:
+            # It may be recorded: never dropped, sent again with the same
+            # client_seq (a retry gets the original outcome) until answered.
+            self.unknown.add(cs)
+            if cs not in self.unsent:
+                self.unsent.append(cs)
+            bid = self.pending[cs]
+            self.say(
+                f"? {bid.lot} {fmt_yuan(bid.amount_fen)}: "
+                f"{describe_error(err.code, err.name, err.message)}"
+            )
+            return
+        self.unknown.discard(cs)
         bid = self._resolve(err.client_seq) if err.client_seq else None
         what = f"{bid.lot} {fmt_yuan(bid.amount_fen)} refused" if bid else "refused"
         self.say(f"✗ {what}: {describe_error(err.code, err.name, err.message)}")

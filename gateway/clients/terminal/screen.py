@@ -118,6 +118,7 @@ class Runner:
                 return
             async with self.lock:
                 await sock.send(p.encode_text(p.Ping(time.time_ns())))
+            await self.flush()  # bids whose outcome was unknown go again, same client_seq
 
 
 def _reason(e: BaseException) -> str:

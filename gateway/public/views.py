@@ -45,7 +45,8 @@ from engine.messages import (
     VolumeAllocated,
     decode_events,
 )
-from gateway.edge.emall import ItemViews
+from gateway.public.emall import ItemState, ItemView, ItemViews
+from gateway.public.events import PUBLIC_EVENTS
 from gateway.wire.protocol import BookSnapshot, LotSnapshot, RankRow
 from ledger.record import decode_body
 from ledger.store import LedgerStore
@@ -117,13 +118,15 @@ class LotView(msgspec.Struct):
 class Views:
     def __init__(self) -> None:
         self.lots: dict[str, LotView] = {}
-        self.items = ItemViews()  # e-mall items (gateway.edge.emall)
+        self.items = ItemViews()  # e-mall items (gateway.public.emall)
 
     def load(self, store: LedgerStore) -> None:
         """Build the views from the committed ledger (start-up)."""
         for seq, _prev, _h, raw in store.iter_entries():
             body = decode_body(raw)
-            self.apply(seq, body.ts_ns, decode_events(body.events))
+            public = [ev for ev in decode_events(body.events) if isinstance(ev, PUBLIC_EVENTS)]
+            if public:
+                self.apply(seq, body.ts_ns, public)
 
     def apply(self, seq: int, ts_ns: int, events: Iterable[Event]) -> set[str]:
         """Fold one committed entry's events in; returns the lots that changed."""
@@ -132,6 +135,20 @@ class Views:
             if ev.lot_id and (self._fold(seq, ts_ns, ev) or self.items.fold(seq, ts_ns, ev)):
                 touched.add(ev.lot_id)
         return touched
+
+    def encode(self) -> bytes:
+        """The whole view as bytes: what an edge joining over the link starts from."""
+        return _VIEWS_ENCODER.encode(
+            ViewsState(list(self.lots.values()), [v.state() for v in self.items.items.values()])
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Views:
+        st = _VIEWS_DECODER.decode(data)
+        views = cls()
+        views.lots = {v.lot: v for v in st.lots}
+        views.items.items = {i.item: ItemView.from_state(i) for i in st.items}
+        return views
 
     def public_snapshot(self, lot_id: str) -> LotSnapshot | BookSnapshot | None:
         """The conflated frame of a lot or an e-mall item (None when unknown)."""
@@ -352,3 +369,12 @@ _FOLDS = {
     SettlementChanged: _settlement,
     AwardVoided: _voided,
 }
+
+
+class ViewsState(msgspec.Struct, array_like=True):
+    lots: list[LotView]
+    items: list[ItemState]
+
+
+_VIEWS_ENCODER = msgspec.msgpack.Encoder()
+_VIEWS_DECODER = msgspec.msgpack.Decoder(ViewsState)

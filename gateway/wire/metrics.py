@@ -4,6 +4,8 @@ labels are bounded sets (command type, outcome, role)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 ACK_BUCKETS_US = (
     100,
@@ -83,6 +85,45 @@ class Metrics:
             "pubex_frames_refused", "Frames refused at the gateway", ["code"], registry=r
         )
         self.durable_seq = Gauge("pubex_durable_seq", "Last durable ledger seq", registry=r)
+        self.link_up = Gauge(
+            "pubex_link_up",
+            "Edges linked to the sequencer (on the sequencer); this edge's link up (1) or not",
+            registry=r,
+        )
+        self.link_events = Counter(
+            "pubex_link_events",
+            "Link joins, peers refused, and links dropped for not reading or for a broken batch",
+            ["event"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def merge_texts(parts: list[tuple[dict[str, str], bytes]]) -> bytes:
+    """Several processes' exposition texts as one: each sample gets its part's
+    labels (``role``, ``edge``), and each family is described once -- what a
+    scraper of any edge of a split server reads (``pubex serve --edges K``)."""
+    families: dict[str, tuple[str, str, list[str]]] = {}
+    for labels, text in parts:
+        for fam in text_string_to_metric_families(text.decode("utf-8", "replace")):
+            entry = families.setdefault(fam.name, (fam.type, fam.documentation, []))
+            for sample in fam.samples:
+                merged = {**sample.labels, **labels}
+                body = ",".join(f'{k}="{_escape(v)}"' for k, v in merged.items())
+                entry[2].append(f"{sample.name}{{{body}}} {floatToGoString(sample.value)}")
+    out: list[str] = []
+    for name, (kind, doc, lines) in families.items():
+        out.append(f"# HELP {name} {_escape_doc(doc)}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(lines)
+    return ("\n".join(out) + "\n").encode()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_doc(doc: str) -> str:
+    return doc.replace("\\", "\\\\").replace("\n", "\\n")

@@ -2,7 +2,7 @@
 commands in ``gateway.wire.translate``).
 
 * ``ItemViews`` is the public projection of every item, folded from durable
-  events only (like ``gateway.edge.views`` for lots): per order its side, price and
+  events only (like ``gateway.public.views`` for lots): per order its side, price and
   open quantity, so the aggregated depth per price level is exact after each
   committed entry; the last trade, volume, a bounded trade tape and a bounded
   price history (for the console's chart).  No owner is ever known here --
@@ -140,6 +140,59 @@ class ItemView(msgspec.Struct):
         elif kind is ItemSessionChanged:
             assert isinstance(ev, ItemSessionChanged)
             self.session = ev.session
+
+    def state(self) -> ItemState:
+        """This view as plain data (a copy for an edge joining over the link)."""
+        return ItemState(
+            self.item,
+            self.title,
+            self.session,
+            self.reference_fen,
+            self.band_fen,
+            self.last_price_fen,
+            self.volume,
+            self.trades,
+            self.seq,
+            self.orders,
+            list(self.bids.items()),
+            list(self.asks.items()),
+            list(self.history),
+        )
+
+    @classmethod
+    def from_state(cls, st: ItemState) -> ItemView:
+        view = cls(
+            st.item,
+            st.title,
+            st.session,
+            st.reference_fen,
+            st.band_fen,
+            st.last_price_fen,
+            st.volume,
+            st.trades,
+            st.seq,
+            st.orders,
+        )
+        view.bids.update(st.bids)
+        view.asks.update(st.asks)
+        view.history.extend(st.history)
+        return view
+
+
+class ItemState(msgspec.Struct, array_like=True):
+    item: str
+    title: str
+    session: str
+    reference_fen: int
+    band_fen: int
+    last_price_fen: int
+    volume: int
+    trades: int
+    seq: int
+    orders: dict[int, list[Any]]
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    history: list[p.TapeRow]
 
 
 class ItemViews:
