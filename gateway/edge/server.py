@@ -56,6 +56,7 @@ from gateway.link.front import (
     FAILED,
     REFUSED,
     STORAGE,
+    UNKNOWN,
     Answer,
     Budget,
     PublicEntry,
@@ -579,7 +580,7 @@ class Gateway:
             self._refuse(conn, client_seq, answer.code, answer.detail)
             return
         self._count(kind, outcome)
-        if outcome in (FAILED, STORAGE):  # not recorded
+        if outcome in (FAILED, STORAGE, UNKNOWN):  # not recorded, or not known to be
             self._refuse(conn, client_seq, answer.code, answer.detail)
             return
         if answer.code:

@@ -32,7 +32,15 @@ import msgspec
 import trio
 
 from engine.state import KeyRecord
-from gateway.link.front import Admission, Answer, AnswerSink, Budget, EntrySink, PublicEntry
+from gateway.link.front import (
+    UNKNOWN,
+    Admission,
+    Answer,
+    AnswerSink,
+    Budget,
+    EntrySink,
+    PublicEntry,
+)
 from gateway.link.front import refusal as refused
 from gateway.link.messages import (
     ENCODER,
@@ -291,7 +299,7 @@ class LinkCore:
         self._admitted.clear()
         pending, self._pending = self._pending, {}
         unknown = Answer(
-            "outcome_unknown",
+            UNKNOWN,
             GatewayError.outcome_unknown,
             "the link to the sequencer broke before the outcome came: retry with the same client_seq",
         )

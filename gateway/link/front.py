@@ -44,13 +44,14 @@ from ledger.checkpoint import Receipt, sign_receipt
 from ledger.record import body_hash, decode_body
 
 # Answer.outcome: the label the edge counts commands by (pubex_commands{outcome})
-ACCEPTED, REJECTED, RETRIED, FAILED, STORAGE, REFUSED = (
+ACCEPTED, REJECTED, RETRIED, FAILED, STORAGE, REFUSED, UNKNOWN = (
     "accepted",
     "rejected",
     "retried",
     "failed",
     "storage_unavailable",
     "refused",
+    "outcome_unknown",
 )
 
 
