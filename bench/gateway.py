@@ -870,7 +870,9 @@ def run(
     open_fraction: float = 0.5,
     sweep: Sequence[float] = (),
     sweep_s: float | None = None,
+    edges: int | None = None,
 ) -> dict[str, Any]:
+    """``edges``: ``pubex serve --edges`` (None: serve's default)."""
     raise_nofile()
     warm_s = 0.5 if quick else 1.0
     closed_s = closed_s if closed_s is not None else (1.5 if quick else 5.0)
@@ -907,6 +909,7 @@ def run(
         )
         argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--config", str(cfg)]
         argv += ["--data", str(Path(tmp) / "data"), "--ws-port", "0", "--http-port", "0"]
+        argv += [] if edges is None else ["--edges", str(edges)]
         srv = Server([*argv, "--sandbox"], "pubex serve")
         try:
             log("pubex: setup (keys, lots, registrations, deposits)")
@@ -1165,6 +1168,9 @@ def main(argv: list[str]) -> int:
         help="also an open-loop ack sweep at these fractions of acks/s (key ack_sweep)",
     )
     ap.add_argument("--sweep-s", type=float, help="seconds per sweep step (default 3, quick 1)")
+    ap.add_argument(
+        "--edges", type=int, help="pubex serve --edges K (0: one process; default: serve's)"
+    )
     args = ap.parse_args(argv)
     t0 = perf_ns()
     result = run(
@@ -1177,7 +1183,9 @@ def main(argv: list[str]) -> int:
         open_fraction=args.open_fraction,
         sweep=[float(x) for x in args.sweep.split(",") if x],
         sweep_s=args.sweep_s,
+        edges=args.edges,
     )
+    result["edges"] = args.edges
     result["elapsed_s"] = round((perf_ns() - t0) / 1e9, 2)
     if args.json:
         print(json.dumps(result))

@@ -53,8 +53,10 @@ from gateway.edge.auth import (
     Principal,
 )
 from gateway.link.front import (
+    BID_RATE,
     FAILED,
     REFUSED,
+    STAFF_RATE,
     STORAGE,
     UNKNOWN,
     Answer,
@@ -524,8 +526,7 @@ class Gateway:
         meta = encode_envelope(
             Envelope(who.role, who.identity, who.ip, who.fingerprint, frame.payload, frame.sig)
         )
-        limits = self.limits
-        budget = Budget(f"bid:{who.bidder_id}", limits.bids_per_s, limits.bid_burst, who.identity)
+        budget = Budget(BID_RATE, who.bidder_id, who.identity)
         self._submit(conn, cmd, client_seq, meta, received, budget)
 
     def _bid(self, conn: Connection, frame: p.PlaceBidFrame) -> None:
@@ -637,8 +638,7 @@ class Gateway:
         meta = encode_envelope(
             Envelope(who.role, who.identity, who.ip, who.fingerprint, actor=actor)
         )
-        limits = self.limits
-        budget = Budget(origin, limits.staff_commands_per_s, limits.staff_burst, who.identity)
+        budget = Budget(STAFF_RATE, origin, who.identity)
         self._submit(conn, cmd, client_seq, meta, time.perf_counter_ns(), budget)
 
     # ------------------------------------------------------ subscriptions

@@ -89,13 +89,17 @@ class Admission(msgspec.Struct, array_like=True, omit_defaults=True):
     high_seq: int = 0
 
 
-class Budget(msgspec.Struct, array_like=True, frozen=True):
-    """Which rate bucket a command takes a token from (empty key: none) and
-    whose refusal budget it counts against."""
+BID_RATE, STAFF_RATE = "bid", "staff"  # Budget.kind: bids_per_s or staff_commands_per_s
 
+
+class Budget(msgspec.Struct, array_like=True, frozen=True):
+    """Which rate bucket a command takes a token from -- its kind (the rate
+    and burst are the sequencer's own settings, never the edge's say) and
+    whose (a bidder, a staff origin) -- and whose refusal budget it counts
+    against."""
+
+    kind: str
     key: str
-    rate: float
-    burst: float
     identity: str
 
 
@@ -148,6 +152,10 @@ class Front:
         self.in_flight: dict[str, int] = {}  # identity -> commands submitted, not answered
         self.per_address: dict[str, int] = {}
         self.listeners: list[EntrySink] = []
+        self._rates = {
+            BID_RATE: (limits.bids_per_s, limits.bid_burst),
+            STAFF_RATE: (limits.staff_commands_per_s, limits.staff_burst),
+        }
         rt.subscribers.append(self._on_durable)
         rt.sign_receipts = True
 
@@ -196,13 +204,17 @@ class Front:
         """Queue a translated, verified command; ``reply`` gets its Answer --
         now when refused here, else once it is durable (or refused by the
         runtime)."""
-        if budget.key:
-            bucket = self.buckets.get(budget.key)
-            if bucket is None:
-                bucket = self.buckets[budget.key] = TokenBucket(budget.rate, budget.burst)
-            if not bucket.take():
-                reply(refusal(GatewayError.rate_limited, "slow down"))
-                return
+        rates = self._rates.get(budget.kind)
+        if rates is None:
+            reply(refusal(GatewayError.not_authorized, f"no such budget: {budget.kind[:32]!r}"))
+            return
+        name = f"{budget.kind}:{budget.key}"
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            bucket = self.buckets[name] = TokenBucket(*rates)
+        if not bucket.take():
+            reply(refusal(GatewayError.rate_limited, "slow down"))
+            return
         identity = budget.identity
         if self._over_budget(identity):
             reply(
