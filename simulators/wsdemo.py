@@ -25,7 +25,6 @@ from engine.state import FINAL
 from gateway.clients.tclient import Client
 from gateway.edge.server import Listening
 from gateway.wire import protocol as p
-from gateway.wire import ws
 
 NS = 1_000_000_000
 LOTS_PER_ROUND = 8
@@ -163,16 +162,24 @@ async def run_ws_demo(
 
 
 async def run_demo(
-    router: Router, ws_url: str, http_url: str, settings: Settings, *, seed: int, bidders: bool
+    router: Router,
+    ws_url: str,
+    http_url: str,
+    settings: Settings,
+    *,
+    seed: int,
+    bidders: bool,
+    announce: bool = True,
 ) -> None:
     """The demo catalogue and simulated bidders, talking to ``ws_url`` as any
     client would; ``router``: the engine they read what is open from (the
     sequencer's, in its process)."""
     demo = WsDemo(router, settings, seed)
-    print(
-        f"console: {http_url}  (demo staff token to log in with: {demo.token})",
-        flush=True,
-    )
+    if announce:
+        print(
+            f"console: {http_url}  (demo staff token to log in with: {demo.token})",
+            flush=True,
+        )
     async with trio.open_nursery() as nursery:
         staff = await _connect_retrying(nursery, ws_url, token=demo.token)
         await demo.setup_keys(staff)
@@ -194,6 +201,6 @@ async def _connect_retrying(nursery: trio.Nursery, ws_url: str, **how: Any) -> C
     for _ in range(600):
         try:
             return await Client.connect(nursery, ws_url, session=SESSION, **how)
-        except (OSError, ws.ConnectionClosed, ws.HandshakeError):
+        except Exception:  # refused, reset, or a group of those: later
             await trio.sleep(0.1)
     return await Client.connect(nursery, ws_url, session=SESSION, **how)

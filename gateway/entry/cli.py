@@ -484,14 +484,26 @@ def cmd_sequencer(args: argparse.Namespace) -> int:
         from simulators.wsdemo import run_demo
 
         async def on_ready(front):  # type: ignore[no-untyped-def]
-            await run_demo(
-                front.rt.router,
-                args.demo_ws,
-                args.demo_http,
-                settings,
-                seed=args.seed,
-                bidders=not args.no_sim,
-            )
+            # The demo is a client of the edges: when they are away it fails and
+            # starts again; it never stops the sequencer.
+            import logging
+
+            announce = True
+            while True:
+                try:
+                    await run_demo(
+                        front.rt.router,
+                        args.demo_ws,
+                        args.demo_http,
+                        settings,
+                        seed=args.seed,
+                        bidders=not args.no_sim,
+                        announce=announce,
+                    )
+                except Exception as e:  # any failure of a client: start again
+                    logging.getLogger("pubex.demo").warning("demo restarting: %r", e)
+                announce = False
+                await trio.sleep(2)
 
     try:
         trio.run(
