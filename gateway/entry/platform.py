@@ -101,6 +101,8 @@ def serve_argv(
     argv += [f for f, on in (("--sandbox", args.sandbox), ("--demo", args.demo)) if on]
     argv += ["--no-sim"] if args.no_sim else []
     argv += ["--verify-all"] if getattr(args, "verify_all", False) else []
+    edges = getattr(args, "edges", None)
+    argv += ["--edges", str(edges)] if edges is not None else []
     return argv
 
 

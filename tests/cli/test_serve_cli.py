@@ -152,3 +152,86 @@ def test_simulate_mode_scenarios_are_deterministic_and_verify(tmp_path, scenario
         [*CLI, "replay", str(tmp_path / "a")], capture_output=True, text=True, timeout=120
     )
     assert replay.returncode == 0, replay.stderr
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _processes_of(pid: int) -> list[str]:
+    from tests.processes import process_tree
+
+    out = []
+    for child in process_tree(pid)[1:]:
+        try:
+            out.append(open(f"/proc/{child}/cmdline").read().replace("\0", " "))
+        except OSError:
+            continue
+    return out
+
+
+def test_serve_runs_a_sequencer_and_k_edges_or_one_process(tmp_path):
+    """--edges 2: a sequencer and two edge processes under serve, the one
+    listening line, /healthz with the link up, /metrics of the whole server;
+    --edges 0: one process, no children, no link folder."""
+    proc = _serve(tmp_path / "split", "--sandbox", "--edges", "2")
+    try:
+        line = _wait_listening(proc)
+        http = line.split("http=", 1)[1].split()[0]
+        children = _processes_of(proc.pid)
+        assert sum("gateway.entry.cli sequencer" in c for c in children) == 1, children
+        assert sum("gateway.entry.cli edge" in c for c in children) == 2, children
+        status, body = _get(http + "healthz")
+        assert status == 200 and json.loads(body)["link"] == "up"
+        link = tmp_path / "split" / "link"
+        assert (link.stat().st_mode & 0o777) == 0o700
+        assert ((link / "sequencer.sock").stat().st_mode & 0o777) == 0o600
+        assert ((link / "secret").stat().st_mode & 0o777) == 0o600
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # each edge reports once a second
+            _status, text = _get(http + "metrics")
+            processes = {
+                m.split('process="', 1)[1].split('"', 1)[0]
+                for m in text.decode().splitlines()
+                if m.startswith("pubex_link_up{")
+            }
+            if processes == {"sequencer", "edge-1", "edge-2"}:
+                break
+            time.sleep(0.2)
+        assert processes == {"sequencer", "edge-1", "edge-2"}
+    finally:
+        assert _stop(proc) == 0
+    assert not _processes_on(tmp_path / "split")  # none outlives serve
+
+    one = _serve(tmp_path / "one", "--sandbox", "--edges", "0")
+    try:
+        line = _wait_listening(one)
+        http = line.split("http=", 1)[1].split()[0]
+        assert _processes_of(one.pid) == []
+        status, body = _get(http + "healthz")
+        assert status == 200 and json.loads(body)["ok"]
+        assert not (tmp_path / "one" / "link").exists()
+    finally:
+        assert _stop(one) == 0
+
+
+def _processes_on(data) -> list[str]:
+    """Every live process whose command line names ``data``."""
+    from pathlib import Path
+
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(data) in text:
+            found.append(text)
+    return found
