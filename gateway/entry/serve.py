@@ -314,6 +314,7 @@ async def run_edge(
     shutdown = trio.Event()
     gate = gate_from_settings(settings.auth, "gateway", metrics.registry)
     core = LinkCore(data_dir, name)
+    core.share_gate(gate)
     async with trio.open_nursery() as nursery:
         await nursery.start(core.run)
         refused = dev_token_refusal(settings.auth, allow_dev_tokens or core.sandbox)

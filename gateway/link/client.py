@@ -52,9 +52,11 @@ from gateway.link.messages import (
     Admitted,
     Answered,
     AskMetrics,
+    AuthAttempt,
     Beat,
     Entries,
     Goodbye,
+    Hold,
     Join,
     MetricsText,
     Msg,
@@ -67,6 +69,7 @@ from gateway.link.messages import (
 )
 from gateway.link.server import LinkError, read_batch
 from gateway.public.views import Views
+from gateway.wire.access import FailureGate
 from gateway.wire.protocol import GatewayError
 
 log = logging.getLogger("pubex.link")
@@ -102,6 +105,7 @@ class LinkCore:
         self._pending: dict[int, AnswerSink] = {}
         self._admits: dict[int, tuple[trio.Event, list[Any]]] = {}
         self.report: Callable[[], bytes] | None = None  # this edge's metrics text
+        self.gate: FailureGate | None = None  # this edge's HTTP back-off (share_gate)
         self._admitted: dict[str, int] = {}  # ip -> admitted on the current link
         self._out: list[msgspec.Raw] = []
         self._wake = trio.Event()
@@ -192,6 +196,19 @@ class LinkCore:
             self._admitted[ip] = n - 1
         if self.linked:
             self._post(Release(ip))
+
+    def share_gate(self, gate: FailureGate) -> None:
+        """This edge's failed-token back-off (its HTTP side) becomes the
+        sequencer's: each failure and success goes there, and what the
+        sequencer decides for an address -- after any edge's attempt, or a
+        WebSocket handshake's -- comes back to every edge's gate."""
+        self.gate = gate
+
+        def changed(ip: str, count: int, delay_s: float) -> None:
+            if self.linked:
+                self._post(AuthAttempt(ip, count == 0))
+
+        gate.on_change = changed
 
     def _post(self, msg: Msg) -> None:
         self._out.append(msgspec.Raw(ENCODER.encode(msg)))
@@ -344,6 +361,9 @@ class LinkCore:
                 if waiting is not None:
                     waiting[1].append(msg.admission if kind is Admitted else msg.parts)
                     waiting[0].set()
+            elif kind is Hold:
+                if self.gate is not None:
+                    self.gate.hold(msg.ip, msg.count, msg.delay_s)
             elif kind is Goodbye:
                 raise LinkError(f"goodbye: {msg.reason}")
             else:

@@ -13,8 +13,9 @@ answers ``Welcome`` (or ``Goodbye`` with the reason, e.g. another link
 version) and then streams, in ledger order, the public side of every entry
 committed after the copy of the view the welcome carried.
 
-    edge -> sequencer   Join, Submit, Admit, Release, Report, AskMetrics
-    sequencer -> edge   Welcome, Goodbye, Answered, Admitted, Entries, Beat, MetricsText
+    edge -> sequencer   Join, Submit, Admit, Release, Report, AskMetrics, AuthAttempt
+    sequencer -> edge   Welcome, Goodbye, Answered, Admitted, Entries, Beat, MetricsText,
+                        Hold
 
 What crosses is what the ledger records: the command as translated from the
 client's frame, and its envelope (``meta``: the signed payload exactly as
@@ -92,6 +93,14 @@ class AskMetrics(Msg, tag="ask_metrics"):
     id: int
 
 
+class AuthAttempt(Msg, tag="auth_attempt"):
+    """A token tried on the edge's HTTP side (``POST /login``, ``/metrics``):
+    the sequencer keeps the failed-token back-off for every edge at once."""
+
+    ip: str
+    ok: bool
+
+
 # ---------------------------------------------------------- sequencer -> edge
 class Welcome(Msg, tag="welcome"):
     version: int
@@ -138,6 +147,15 @@ class Beat(Msg, tag="beat"):
     queue_depth: int
 
 
+class Hold(Msg, tag="hold"):
+    """The back-off of ``ip`` now (``count`` failures in a row; 0: forgiven),
+    to every edge, after any edge's failure or success."""
+
+    ip: str
+    count: int
+    delay_s: float
+
+
 class MetricsText(Msg, tag="metrics_text"):
     """Every process's latest metrics: ``sequencer`` and each edge by name."""
 
@@ -145,8 +163,8 @@ class MetricsText(Msg, tag="metrics_text"):
     parts: dict[str, bytes]
 
 
-EdgeMsg = Join | Submit | Admit | Release | Report | AskMetrics
-SequencerMsg = Welcome | Goodbye | Answered | Admitted | Entries | Beat | MetricsText
+EdgeMsg = Join | Submit | Admit | Release | Report | AskMetrics | AuthAttempt
+SequencerMsg = Welcome | Goodbye | Answered | Admitted | Entries | Beat | MetricsText | Hold
 
 ENCODER = msgspec.msgpack.Encoder()
 EDGE_DECODER = msgspec.msgpack.Decoder(list[EdgeMsg])

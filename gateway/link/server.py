@@ -45,9 +45,11 @@ from gateway.link.messages import (
     Admitted,
     Answered,
     AskMetrics,
+    AuthAttempt,
     Beat,
     Entries,
     Goodbye,
+    Hold,
     Join,
     LinkEntry,
     MetricsText,
@@ -159,6 +161,12 @@ class LinkServer:
         self.metrics = metrics or Metrics()
         self.rt.on_commit = self._on_commit
         self.rt.on_command_failed = self.metrics.commands_failed.inc
+        front.gate.on_change = self._hold  # a back-off decided here holds on every edge
+
+    def _hold(self, ip: str, count: int, delay_s: float) -> None:
+        raw = msgspec.Raw(ENCODER.encode(Hold(ip, count, delay_s)))
+        for edge in list(self.edges):
+            edge.send(raw)
 
     def _on_commit(self, entries: int, seconds: float) -> None:
         self.metrics.batch_size.observe(entries)
@@ -320,6 +328,11 @@ class LinkServer:
                 elif kind is Report:
                     if len(msg.text) <= MAX_REPORT_BYTES:
                         edge.report = msg.text
+                elif kind is AuthAttempt:
+                    if msg.ok:
+                        front.gate.succeeded(msg.ip)
+                    else:
+                        front.gate.failed(msg.ip)
                 elif kind is AskMetrics:
                     edge.post(MetricsText(msg.id, self.metrics_parts()))
                 else:

@@ -192,6 +192,9 @@ class FailureGate:
         self._failures = failures
         # address -> (failures in a row, time of the last, not before)
         self._seen: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+        # (address, failures in a row, back-off) after each failure or success
+        # here: an edge tells its sequencer, the sequencer tells every edge
+        self.on_change: Callable[[str, int, float], None] | None = None
 
     def wait_s(self, address: str) -> float:
         """0 when ``address`` may try now; else the seconds it must still wait."""
@@ -223,6 +226,8 @@ class FailureGate:
             self._seen.popitem(last=False)
         if self._failures is not None:
             self._failures.labels(self.surface, "failed").inc()
+        if self.on_change is not None:
+            self.on_change(address, count, delay)
         if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th ... failure in a row
             log.warning(
                 "%s: failed authentication #%d from %s; next attempt in %.1f s",
@@ -234,7 +239,20 @@ class FailureGate:
         return delay
 
     def succeeded(self, address: str) -> None:
+        if self._seen.pop(address, None) is not None and self.on_change is not None:
+            self.on_change(address, 0, 0.0)
+
+    def hold(self, address: str, count: int, delay_s: float) -> None:
+        """What another process decided for ``address`` (count 0: forgiven):
+        kept as if it had happened here, without telling anyone again."""
+        if count <= 0:
+            self._seen.pop(address, None)
+            return
+        now = self.clock()
         self._seen.pop(address, None)
+        self._seen[address] = (count, now, now + max(0.0, min(delay_s, self.max_s)))
+        while len(self._seen) > self.max_addresses:
+            self._seen.popitem(last=False)
 
     def attempt(
         self, address: str, book: TokenBook, token: str, roles: Iterable[str] | None = None
