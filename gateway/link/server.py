@@ -14,8 +14,9 @@ edge -- and its commands already queued still run; the edge answers them
 ``outcome_unknown``, reconnects and resyncs.
 
 An edge that sends what the link cannot read (an undecodable batch, a
-second join) is logged and its link dropped; a system command is refused;
-an edge that goes away mid-write just leaves -- the process goes on.  (The
+second join) is logged and its link dropped; a command the link does not
+take (a system command, a client_seq past the wire's bound) is refused; an
+edge that goes away mid-write just leaves -- the process goes on.  (The
 receiver and sender run in one nursery, so what either raises arrives in an
 exception group: ``except*``.)  A peer that is another user, or that does
 not present the secret, gets ``Goodbye`` and nothing else.
@@ -64,7 +65,7 @@ from gateway.link.messages import (
 )
 from gateway.public.views import Views
 from gateway.wire.metrics import Metrics
-from gateway.wire.protocol import GatewayError
+from gateway.wire.protocol import INT63_MAX, GatewayError
 
 log = logging.getLogger("pubex.link")
 
@@ -338,6 +339,11 @@ class LinkServer:
                     refusal(GatewayError.not_authorized, "system commands: not over the link"),
                 )
             )
+            return
+        if not 0 <= getattr(msg.cmd, "client_seq", 0) <= INT63_MAX:
+            # No edge's reader lets one through (the wire's bound); the engine
+            # would take it, and that origin could never send a higher one.
+            edge.post(Answered(ident, refusal(GatewayError.schema_violation, "client_seq")))
             return
 
         def reply(answer: Answer) -> None:
