@@ -43,6 +43,7 @@ from gateway.link.front import (
 )
 from gateway.link.front import refusal as refused
 from gateway.link.messages import (
+    DECODE_ERRORS,
     ENCODER,
     LINK_VERSION,
     MAX_SEQUENCER_BATCH_BYTES,
@@ -222,7 +223,7 @@ class LinkCore:
         while True:
             try:
                 stream = await self._connect()
-            except (OSError, LinkError, LinkRefused, trio.TooSlowError) as e:
+            except (OSError, LinkError, LinkRefused, trio.TooSlowError, *DECODE_ERRORS) as e:
                 self._note(f"no link: {e}")
                 if isinstance(e, LinkRefused) and "version" in str(e):
                     raise  # another release: retrying will not help
@@ -240,10 +241,11 @@ class LinkCore:
                     await self._receiver(stream)
                     nursery.cancel_scope.cancel()
                 self._note("the sequencer closed the link")
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, LinkError) as e:
-                self._note(f"link lost: {e}")
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                self._note(f"link lost: undecodable batch from the sequencer: {e}")
+            # raised inside the nursery (the receiver or the sender): in a group
+            except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError, LinkError) as g:
+                self._note(f"link lost: {g.exceptions[0]}")
+            except* DECODE_ERRORS as g:
+                self._note(f"link lost: undecodable batch from the sequencer: {g.exceptions[0]}")
             finally:
                 self._lost()
                 with trio.CancelScope(shield=True):
@@ -278,11 +280,15 @@ class LinkCore:
                 raise LinkRefused(first.reason)
             if type(first) is not Welcome:
                 raise LinkError("no welcome")
+            self._welcome(first)  # its view decoded first: a junk one changes nothing
+            try:
+                self._dispatch(batch[1:])
+            except BaseException:
+                self._lost()  # linked a moment ago: down again
+                raise
         except BaseException:
             await stream.aclose()
             raise
-        self._welcome(first)
-        self._dispatch(batch[1:])
         return stream
 
     def _welcome(self, w: Welcome) -> None:

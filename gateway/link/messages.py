@@ -167,6 +167,10 @@ EdgeMsg = Join | Submit | Admit | Release | Report | AskMetrics | AuthAttempt
 SequencerMsg = Welcome | Goodbye | Answered | Admitted | Entries | Beat | MetricsText | Hold
 
 ENCODER = msgspec.msgpack.Encoder()
+# What decoding bytes that are not a batch raises: msgspec's errors (a
+# ValidationError is a DecodeError), and UnicodeDecodeError -- msgspec raises
+# that one as is for a string that is not UTF-8.
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
 EDGE_DECODER = msgspec.msgpack.Decoder(list[EdgeMsg])
 SEQUENCER_DECODER = msgspec.msgpack.Decoder(list[SequencerMsg])
 

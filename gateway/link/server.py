@@ -13,10 +13,13 @@ stuck for ``STUCK_S``) loses its link -- the sequencer never waits for an
 edge -- and its commands already queued still run; the edge answers them
 ``outcome_unknown``, reconnects and resyncs.
 
-An edge that sends what the link does not allow (an undecodable batch, a
-second join, a system command) is logged and its link dropped; the process
-goes on.  A peer that is another user, or that does not present the secret,
-gets ``Goodbye`` and nothing else.
+An edge that sends what the link cannot read (an undecodable batch, a
+second join) is logged and its link dropped; a command the link does not
+take (a system command, a client_seq past the wire's bound) is refused; an
+edge that goes away mid-write just leaves -- the process goes on.  (The
+receiver and sender run in one nursery, so what either raises arrives in an
+exception group: ``except*``.)  A peer that is another user, or that does
+not present the secret, gets ``Goodbye`` and nothing else.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import trio
 from engine.state import KeyRecord
 from gateway.link.front import Answer, Front, PublicEntry, refusal
 from gateway.link.messages import (
+    DECODE_ERRORS,
     EDGE_DECODER,
     ENCODER,
     LINK_VERSION,
@@ -63,7 +67,7 @@ from gateway.link.messages import (
 )
 from gateway.public.views import Views
 from gateway.wire.metrics import Metrics
-from gateway.wire.protocol import GatewayError
+from gateway.wire.protocol import INT63_MAX, GatewayError
 
 log = logging.getLogger("pubex.link")
 
@@ -197,8 +201,8 @@ class LinkServer:
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
             await self._link(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the edge went away (from the receiver or the sender: a group)
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()
@@ -221,7 +225,7 @@ class LinkServer:
             with trio.fail_after(JOIN_TIMEOUT_S):
                 raw = await read_batch(stream, buf, MAX_EDGE_BATCH_BYTES)
             batch = EDGE_DECODER.decode(raw) if raw is not None else []
-        except (trio.TooSlowError, LinkError, msgspec.DecodeError, msgspec.ValidationError) as e:
+        except (trio.TooSlowError, LinkError, *DECODE_ERRORS) as e:
             await self._refuse(stream, f"no join: {e}")
             return
         if len(batch) != 1 or type(batch[0]) is not Join:
@@ -263,8 +267,8 @@ class LinkServer:
                     nursery.start_soon(self._sender, edge)
                     await self._receiver(edge, buf)
                     nursery.cancel_scope.cancel()
-        except LinkError as e:
-            edge.drop(str(e))
+        except* LinkError as group:  # raised inside the nursery: in a group
+            edge.drop(str(group.exceptions[0]))
         finally:
             if edge.dropped:
                 self.dropped_links += 1
@@ -299,7 +303,7 @@ class LinkServer:
                 return
             try:
                 batch = EDGE_DECODER.decode(raw)
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            except DECODE_ERRORS as e:
                 raise LinkError(f"undecodable batch: {e}") from None
             for msg in batch:
                 kind = type(msg)
@@ -348,6 +352,11 @@ class LinkServer:
                     refusal(GatewayError.not_authorized, "system commands: not over the link"),
                 )
             )
+            return
+        if not 0 <= getattr(msg.cmd, "client_seq", 0) <= INT63_MAX:
+            # No edge's reader lets one through (the wire's bound); the engine
+            # would take it, and that origin could never send a higher one.
+            edge.post(Answered(ident, refusal(GatewayError.schema_violation, "client_seq")))
             return
 
         def reply(answer: Answer) -> None:
