@@ -149,7 +149,10 @@ def verify_checkpoint(verify_key: VerifyKey, blob: bytes) -> Checkpoint:
     enc = _open(verify_key, CHECKPOINT_TAG, blob)
     try:
         return _CP_DECODER.decode(enc)
-    except msgspec.DecodeError as e:
+    except (
+        msgspec.DecodeError,
+        UnicodeDecodeError,
+    ) as e:  # (msgspec: a str not UTF-8)
         raise BadCheckpoint("undecodable checkpoint") from e
 
 
@@ -161,5 +164,8 @@ def verify_receipt(verify_key: VerifyKey, blob: bytes) -> Receipt:
     enc = _open(verify_key, RECEIPT_TAG, blob)
     try:
         return _RC_DECODER.decode(enc)
-    except msgspec.DecodeError as e:
+    except (
+        msgspec.DecodeError,
+        UnicodeDecodeError,
+    ) as e:  # (msgspec: a str not UTF-8)
         raise BadCheckpoint("undecodable receipt") from e

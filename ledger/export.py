@@ -247,7 +247,10 @@ class ExportReader:
             raise ExportError(at, "the first record must be the header")
         try:
             header = _HEADER_DECODER.decode(payload)
-        except msgspec.DecodeError as e:
+        except (
+            msgspec.DecodeError,
+            UnicodeDecodeError,
+        ) as e:  # (msgspec: a str not UTF-8)
             raise ExportError(at + _REC.size, f"undecodable header: {e}") from e
         if header.format != FORMAT_VERSION:
             raise ExportError(at + _REC.size, f"unsupported export format {header.format}")

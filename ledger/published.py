@@ -66,7 +66,10 @@ def parse_feed(data: bytes) -> CheckpointFeed:
     """One page (or a saved whole feed); raises ``ValueError`` when malformed."""
     try:
         return _feed_decoder.decode(data)
-    except msgspec.DecodeError as e:
+    except (
+        msgspec.DecodeError,
+        UnicodeDecodeError,
+    ) as e:  # (msgspec: a str not UTF-8)
         raise ValueError(f"not a checkpoint feed: {e}") from e
 
 

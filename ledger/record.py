@@ -83,7 +83,10 @@ def decode_envelope(meta: bytes) -> Envelope | None:
         return None
     try:
         env: Envelope = _ENVELOPE_DECODER.decode(meta)
-    except msgspec.DecodeError:
+    except (
+        msgspec.DecodeError,
+        UnicodeDecodeError,
+    ):  # (msgspec: a str not UTF-8)
         return None
     return env
 

@@ -63,7 +63,10 @@ def _apply_entry(
         raise ReplayDivergence(seq, "sequence out of order")
     try:
         cmd = decode_command(body.command)
-    except msgspec.DecodeError as e:  # a chained but forged entry: refuse, never crash
+    except (
+        msgspec.DecodeError,
+        UnicodeDecodeError,
+    ) as e:  # a forged entry (or a non-UTF-8 str): refuse
         raise ReplayDivergence(seq, f"undecodable command: {e}") from e
     events = router.apply(cmd, body.ts_ns)
     if check_events and encode_events(events) != body.events:

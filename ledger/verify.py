@@ -73,7 +73,10 @@ def check_entry(expected: int, prev_h: bytes, k: bytes, v: bytes) -> tuple[str, 
         return "hash_mismatch", None
     try:
         decoded = decode_body(body)
-    except msgspec.DecodeError:
+    except (
+        msgspec.DecodeError,
+        UnicodeDecodeError,
+    ):  # (msgspec: a str not UTF-8)
         return "undecodable", None
     # The key is outside the hash; the body's own seq binds position to content.
     return ("", decoded) if decoded.seq == expected else ("seq_mismatch", None)

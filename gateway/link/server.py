@@ -62,12 +62,14 @@ from gateway.link.messages import (
     Report,
     Submit,
     Welcome,
+    link_dir,
     private_dir,
     socket_path,
 )
 from gateway.public.views import Views
 from gateway.wire.metrics import Metrics
 from gateway.wire.protocol import INT63_MAX, GatewayError
+from ledger.record import decode_envelope
 
 log = logging.getLogger("pubex.link")
 
@@ -149,6 +151,9 @@ class LinkServer:
         beat_s: float = BEAT_S,
         metrics: Metrics | None = None,
     ) -> None:
+        # An envelope holds a signed payload of at most max_frame_bytes (ledgered
+        # as sent), its signature, the key id, the session, address, device.
+        self.max_meta_bytes = 2 * front.limits.max_frame_bytes + 4096
         self.front = front
         self.rt = front.rt
         self.data_dir = Path(data_dir)
@@ -191,12 +196,20 @@ class LinkServer:
         os.chmod(path, 0o600)
         sock.listen(128)
         self.path = path
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._beats)
-            task_status.started(path)
-            await trio.serve_listeners(
-                self._handle, [trio.SocketListener(sock)], handler_nursery=nursery
-            )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._beats)
+                task_status.started(path)
+                await trio.serve_listeners(
+                    self._handle, [trio.SocketListener(sock)], handler_nursery=nursery
+                )
+        finally:
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            if path.parent != link_dir(self.data_dir):  # the fallback folder: ours alone
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
@@ -357,6 +370,11 @@ class LinkServer:
             # No edge's reader lets one through (the wire's bound); the engine
             # would take it, and that origin could never send a higher one.
             edge.post(Answered(ident, refusal(GatewayError.schema_violation, "client_seq")))
+            return
+        if len(msg.meta) > self.max_meta_bytes or decode_envelope(msg.meta) is None:
+            # What is ledgered beside the command is the client's envelope: its
+            # signed payload within the frame bound, and who and whence.
+            edge.post(Answered(ident, refusal(GatewayError.schema_violation, "envelope")))
             return
 
         def reply(answer: Answer) -> None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -171,7 +172,7 @@ def _processes_of(pid: int) -> list[str]:
     out = []
     for child in process_tree(pid)[1:]:
         try:
-            out.append(open(f"/proc/{child}/cmdline").read().replace("\0", " "))
+            out.append(Path(f"/proc/{child}/cmdline").read_text().replace("\0", " "))
         except OSError:
             continue
     return out

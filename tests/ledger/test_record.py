@@ -118,3 +118,19 @@ def test_inclusion_proof_needs_only_later_body_hashes(
     k = data.draw(st.integers(1, len(bodies)))
     later = [body_hash(b) for b in bodies[k:]]
     assert fold_body_hashes(chain[k], later) == chain[-1]
+
+
+def test_bytes_that_are_not_utf8_where_a_str_stands_are_refused_never_raised() -> None:
+    """msgspec raises UnicodeDecodeError (not DecodeError) for a msgpack str
+    that is not UTF-8: an envelope or a body forged that way is "not one",
+    never an exception out of the reader (the link's fuzz found it)."""
+    import msgspec
+
+    from ledger.record import Envelope, decode_envelope, encode_envelope
+
+    good = encode_envelope(Envelope("bidder", "k1", "10.0.0.1", "f"))
+    assert decode_envelope(good) == Envelope("bidder", "k1", "10.0.0.1", "f")
+    bad = good.replace(b"k1", b"\xff\xfe")
+    with pytest.raises(UnicodeDecodeError):  # what msgspec itself does
+        msgspec.msgpack.Decoder(Envelope).decode(bad)
+    assert decode_envelope(bad) is None
