@@ -215,10 +215,12 @@ class LinkCore:
                     await self._receiver(stream)
                     nursery.cancel_scope.cancel()
                 self._note("the sequencer closed the link")
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, LinkError) as e:
-                self._note(f"link lost: {e}")
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                self._note(f"link lost: undecodable batch from the sequencer: {e}")
+            # ``except*``: the link's tasks raise out of their nursery as an
+            # exception group; a broken link is relinked, never a crash.
+            except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError, LinkError) as g:
+                self._note(f"link lost: {g.exceptions[0]}")
+            except* (msgspec.DecodeError, msgspec.ValidationError) as g:
+                self._note(f"link lost: undecodable batch from the sequencer: {g.exceptions[0]}")
             finally:
                 self._lost()
                 with trio.CancelScope(shield=True):

@@ -187,9 +187,12 @@ class LinkServer:
             )
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        # ``except*``: what the link's tasks raise comes out of their nursery
+        # as an exception group; an edge that vanished (a reset, a broken
+        # pipe) must end its link, never the sequencer.
         try:
             await self._link(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
             with contextlib.suppress(Exception):
@@ -255,8 +258,8 @@ class LinkServer:
                     nursery.start_soon(self._sender, edge)
                     await self._receiver(edge, buf)
                     nursery.cancel_scope.cancel()
-        except LinkError as e:
-            edge.drop(str(e))
+        except* LinkError as group:
+            edge.drop(str(group.exceptions[0]))
         finally:
             if edge.dropped:
                 self.dropped_links += 1
