@@ -122,6 +122,19 @@ def _cmdline(pid: int) -> list[str]:
     return [w.decode(errors="replace") for w in raw.split(b"\0") if w]
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie, or a process gone, is not): a SIGKILLed process
+    goes on looking alive until the kernel has run its exit."""
+    return bool(_cmdline(pid))
+
+
+async def killed(pid: int) -> None:
+    """SIGKILL ``pid`` and wait until it is dead: the next fault must not hit
+    a process still dying from this one."""
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: not _alive(pid), 10, f"pid {pid} dead")
+
+
 def _socket_inodes(pid: int) -> set[str]:
     out = set()
     with contextlib.suppress(OSError):
@@ -684,7 +697,7 @@ async def test_edge_sigkills_under_load(tmp_path: Path) -> None:
     async with running(tmp_path, lots=4, bidders=3, seed=SEED) as (server, load, nursery):
         await load.connect_all()
         await nursery.start(load.run)
-        killed: Counter[str] = Counter()
+        kills_done: Counter[str] = Counter()
         for _ in range(kills):
             ready = await until(
                 lambda: len(server.listening_edges()) == 2 and server.listening_edges(),
@@ -695,17 +708,17 @@ async def test_edge_sigkills_under_load(tmp_path: Path) -> None:
             await load.progress(5, 30, "before an edge kill")
             await trio.sleep(rng.uniform(0.05, 0.6))
             name = rng.choice(EDGES)
-            os.kill(ready[name], signal.SIGKILL)
-            killed[name] += 1
+            await killed(ready[name])
+            kills_done[name] += 1
         await until(lambda: len(server.listening_edges()) == 2, 30, "edges back", why=server.why)
         await load.progress(20, 30, "after the last kill")
         figures = await finish(server, load)
     ev = load.stats.events
-    assert sum(killed.values()) == kills and min(killed.values()) >= 5, killed
-    assert server.exits() == Counter({f"{n} -9": k for n, k in killed.items()})
+    assert sum(kills_done.values()) == kills and min(kills_done.values()) >= 5, kills_done
+    assert server.exits() == Counter({f"{n} -9": k for n, k in kills_done.items()})
     assert ev["connection_lost"] + ev["connect_failed"] + ev["request_timeout"] > 0
     assert load.acks > 500, "the load barely ran"
-    print(summary("edge SIGKILLs", load, figures, kills=dict(killed)))
+    print(summary("edge SIGKILLs", load, figures, kills=dict(kills_done)))
 
 
 async def test_sequencer_sigkills_under_load(tmp_path: Path) -> None:
@@ -716,12 +729,13 @@ async def test_sequencer_sigkills_under_load(tmp_path: Path) -> None:
         await nursery.start(load.run)
         pids = set()
         for _ in range(kills):
-            await load.progress(5, 40, "the sequencer back")
+            # more acks than bids in flight (one per lot): the new sequencer's
+            await load.progress(len(load.lot_ids) + 1, 40, "the sequencer back")
             await trio.sleep(rng.uniform(0.02, 0.5))
             pid = server.children()["sequencer"]
             assert pid not in pids  # the one serving now is a new one
             pids.add(pid)
-            os.kill(pid, signal.SIGKILL)
+            await killed(pid)
         await load.progress(20, 40, "after the last kill")
         await until(
             lambda: len(server.listening_edges()) == 2, 30, "both edges serving", why=server.why
