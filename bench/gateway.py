@@ -159,6 +159,46 @@ def proc_cpu_ns(pid: int) -> int:
     return total * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
+def role_of(pid: int) -> str:
+    """``sequencer``, ``edge``, or ``server`` (``pubex serve`` itself: the
+    supervisor of a split server, or all of an in-process one)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "server"
+    words = [w.decode(errors="replace") for w in cmdline]
+    if "sequencer" in words:
+        return "sequencer"
+    if "edge" in words:
+        return "edge"
+    return "server"
+
+
+def proc_cpu_by_role(pid: int) -> dict[str, int]:
+    """CPU ns of a server's process tree, by role (``role_of``); children that
+    exited are not counted (the bench keeps them running)."""
+    out: dict[str, int] = {}
+    if not pid:
+        return out
+    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    for one in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        role = role_of(one)
+        out[role] = out.get(role, 0) + (int(fields[11]) + int(fields[12])) * tick_ns
+    return out
+
+
+def per_role_us(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, float]:
+    """CPU µs per message of each role between two readings."""
+    return {
+        role: round((after[role] - before.get(role, 0)) / max(n, 1) / 1000, 1)
+        for role in sorted(after)
+    }
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants, from /proc/PID/task/*/children."""
     out, todo = [], [pid]
@@ -371,6 +411,7 @@ def load_closed(args: argparse.Namespace) -> dict[str, Any]:
     stopping = False
     outstanding = 0
     spid = args.server_pid
+    roles0 = proc_cpu_by_role(spid)
     s0, c0 = proc_cpu_ns(spid), cpu_ns()
     t0 = perf_ns()
     deadline = t0 + int(args.duration * 1e9)
@@ -419,10 +460,12 @@ def load_closed(args: argparse.Namespace) -> dict[str, Any]:
                 outstanding += 1
     wall = last - t0
     s1, c1 = proc_cpu_ns(spid), cpu_ns()
+    roles1 = proc_cpu_by_role(spid)
     for c in conns:
         c.sock.close()
     lat.sort()
     return {
+        "server_cpu_us_per_msg_by_role": per_role_us(roles0, roles1, done),
         "msgs": done,
         "per_s": round(done / (wall / 1e9)) if wall else 0,
         "wall_s": round(wall / 1e9, 3),
@@ -458,6 +501,7 @@ def load_open(args: argparse.Namespace) -> dict[str, Any]:
     first_bad = ""
     acked = 0
     spid = args.server_pid
+    roles0 = proc_cpu_by_role(spid)
     s0, c0 = proc_cpu_ns(spid), cpu_ns()
     start = perf_ns() + 5_000_000
     i = 0
@@ -487,6 +531,7 @@ def load_open(args: argparse.Namespace) -> dict[str, Any]:
             break
     end = perf_ns()
     s1, c1 = proc_cpu_ns(spid), cpu_ns()
+    roles1 = proc_cpu_by_role(spid)
     for c in conns:
         c.sock.close()
     lat.sort()
@@ -507,6 +552,7 @@ def load_open(args: argparse.Namespace) -> dict[str, Any]:
         "first_bad": first_bad,
         "client_cpu_us_per_msg": round((c1 - c0) / max(acked, 1) / 1000, 2),
         "server_cpu_us_per_msg": round((s1 - s0) / max(acked, 1) / 1000, 1) if spid else 0,
+        "server_cpu_us_per_msg_by_role": per_role_us(roles0, roles1, acked),
     }
 
 
@@ -964,6 +1010,7 @@ def run(
                     "closed_loop_ack_p50_us": res["p50_us"],
                     "closed_loop_ack_p99_us": res["p99_us"],
                     "server_cpu_us_per_msg_pubex": res["server_cpu_us_per_msg"],
+                    "server_cpu_us_per_bid_by_role": res.get("server_cpu_us_per_msg_by_role", {}),
                     "client_cpu_us_per_msg_pubex": res["client_cpu_us_per_msg"],
                     "pubex_server_cpu_share": res["server_cpu_share"],
                     "closed_loop_bad": res["bad"],
@@ -989,6 +1036,7 @@ def run(
                     "open_loop_bad": ol["bad"],
                     "open_loop_send_lag_p99_us": ol["send_lag_p99_us"],
                     "server_cpu_us_per_msg_open_loop": ol["server_cpu_us_per_msg"],
+                    "open_loop_cpu_us_per_bid_by_role": ol.get("server_cpu_us_per_msg_by_role", {}),
                 }
             )
             if sweep:
