@@ -1,6 +1,6 @@
 """Core benchmark: the engine, the durable pipeline and the disk, in ONE run.
 
-``python -m bench core [--json] [--quick]``
+``python -m bench core [--json] [--quick] [--link]``
 
 Figures, each next to its limit or target from the same run (PERFORMANCE.md):
 
@@ -23,6 +23,44 @@ Figures, each next to its limit or target from the same run (PERFORMANCE.md):
   durable rate just measured: bids are sent on a fixed schedule and latency is
   measured from each bid's *scheduled* send time to its durable ack, so a stall
   is not hidden by the sender waiting (no coordinated omission).
+
+``python -m bench core --link [--json] [--quick]`` -- the split server instead
+(none of the figures above; the same workload):
+
+* the sequencer is a real child process, ``python -m gateway.entry.cli
+  sequencer --data DIR --config CFG --sandbox`` (a temp config lifting the
+  per-bidder and per-staff rate limits and the refusal budget), started and
+  waited for until it prints ``sequencer ready``;
+* a synthetic edge in this process speaks the raw link (``gateway.link.messages``
+  over the Unix socket, trio): ``Join`` with the link secret, ``Welcome``, then
+  ``Submit`` batches -- everything queued during a pass goes out as ONE frame,
+  like ``LinkCore`` -- and it decodes every frame the sequencer sends
+  (``Answered``, ``Entries``, ``Beat``), as a real edge must.  No HTTP, no
+  signature checks: the bids are pre-verified, each with an envelope of a
+  signed frame's usual size (``meta``) and ``Budget(BID_RATE, bidder, key)``;
+* the setup (lots, bidders, deposits) goes first, over the link, as staff
+  commands (``Budget(STAFF_RATE, ...)``); then an untimed warm-up;
+* ``link_durable_per_s`` -- closed loop: K virtual connections x a window of W
+  bids (each connection owns its lots), the next window queued the moment the
+  last ack of the previous one arrives; an ack is ``Answered`` with code 0
+  (durable).  Ack latency per bid from its window's send;
+* peers in the same run, same commands: ``link_raw_lmdb_entries_per_s`` -- the
+  entries the sequencer wrote (read with ``ledger.store`` after it stopped)
+  re-committed raw in its own commit batch sizes (the ledger's batch
+  boundaries), as ``raw_commit`` above; ``link_apply_per_s`` -- ``Router.apply``
+  of the very setup, warm-up and timed ``PlaceBid`` list, only the timed list
+  timed, best of 3.  ``link_to_raw_plus_apply_ratio`` is durable / (1 / (1/raw
+  + 1/apply)): against the unavoidable per-command cost of apply plus disk
+  together; ``link_to_raw_ratio`` and ``link_to_apply_ratio`` the plain ones;
+* ``link_sequencer_cpu_us_per_cmd`` -- the child's utime + stime (every
+  thread; ``/proc/PID/stat``, clock ticks) over the timed closed loop per bid
+  (``..._open_...``: over the open loop), next to apply + raw CPU per command;
+  ``link_edge_cpu_us_per_cmd`` this process's (the synthetic edge's) share;
+  link bytes per command both ways; commit batch sizes and submits per frame;
+* ``link_ack_p50_us`` / ``p99`` / ``p999`` -- OPEN LOOP at half the link durable
+  rate, each wake-up's due bids in one frame, latency from each bid's
+  *scheduled* send time to its ``Answered`` (no coordinated omission), next to
+  the raw commit p99 of the open loop's own batches.
 
 Percentiles are exact (nearest rank on the sorted samples).  Everything lives
 in temp dirs that are removed at the end.  Timing never fails the run.
@@ -621,6 +659,693 @@ def gil_probe(tmp: Path, commits: int) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------ link (--link)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LINK_CONFIG = (
+    "# bench core --link: lift the per-bidder and per-staff rate limits and the\n"
+    "# refusal budget (one synthetic edge carries every bidder's commands)\n"
+    "[limits]\nbids_per_s = 1000000000\nbid_burst = 1000000000\n"
+    "refusals_per_minute = 1000000000\n"
+    "staff_commands_per_s = 1000000000\nstaff_burst = 1000000000\n"
+)
+READY_TIMEOUT_S = 30.0
+
+
+class Sequencer:
+    """``python -m gateway.entry.cli sequencer`` as a child process, ready once
+    it prints ``sequencer ready link=PATH seq=N``."""
+
+    def __init__(self, data_dir: Path, config: Path, stderr_path: Path) -> None:
+        import os
+        import select
+        import subprocess
+
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        self.stderr_path = stderr_path
+        self._err = stderr_path.open("w")
+        argv = [sys.executable, "-m", "gateway.entry.cli", "sequencer"]
+        argv += ["--data", str(data_dir), "--config", str(config), "--sandbox"]
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            start_new_session=True,
+        )
+        out = self.proc.stdout
+        assert out is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        line = ""
+        while "sequencer ready" not in line:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([out], [], [], max(0.0, left))
+            line = out.readline() if ready else ""
+            if not ready or not line:
+                self.stop()
+                raise RuntimeError(
+                    f"the sequencer did not start: {line!r} {self.stderr_path.read_text()[-2000:]}"
+                )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_ns(self) -> int:
+        """utime + stime of the child (all its threads), from /proc/PID/stat."""
+        import os
+
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> int | None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._err.close()
+        return self.proc.returncode
+
+
+def bid_meta(cmd: PlaceBid) -> bytes:
+    """The envelope an edge would ledger beside the bid: a signed frame of the
+    usual size (the payload the bidder signed, a base64 Ed25519 signature)."""
+    from ledger.record import Envelope, encode_envelope
+
+    bidder = cmd.origin.split(":", 1)[1]
+    payload = (
+        f'{{"type":"bid","lot":"{cmd.lot_id}","amount_fen":{cmd.amount_fen},'
+        f'"client_seq":{cmd.client_seq}}}'
+    )
+    return encode_envelope(Envelope("bidder", f"k-{bidder}", "127.0.0.1", "fp", payload, "s" * 86))
+
+
+class LinkEdge:
+    """A synthetic edge: the raw link protocol (``gateway.link.messages``), no
+    HTTP, no signature checks (the bids are pre-verified).  Like
+    ``LinkCore``: what is queued during a pass goes out as ONE frame; every
+    frame from the sequencer is decoded whole (answers, entries, beats)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.out: list[Any] = []
+        self.wake = trio.Event()
+        self.pending: dict[int, Callable[[Any], None]] = {}
+        self.next_id = 0
+        self.sent_frames: list[int] = []  # submits per frame sent
+        self.recv_frames = 0
+        self.recv_answers = 0
+        self.sent_bytes = 0
+        self.recv_bytes = 0
+        self.welcome_seq = 0
+        self._buf = bytearray()
+
+    @classmethod
+    async def join(cls, data_dir: Path) -> LinkEdge:
+        from gateway.link.messages import (
+            LINK_VERSION,
+            MAX_SEQUENCER_BATCH_BYTES,
+            SEQUENCER_DECODER,
+            Join,
+            Welcome,
+            frame,
+            read_secret,
+            socket_path,
+        )
+        from gateway.link.server import read_batch
+
+        stream = await trio.open_unix_socket(str(socket_path(data_dir)))
+        await stream.send_all(frame([Join(LINK_VERSION, read_secret(data_dir), "bench")]))
+        edge = cls(stream)
+        raw = await read_batch(stream, edge._buf, MAX_SEQUENCER_BATCH_BYTES)
+        batch = SEQUENCER_DECODER.decode(raw) if raw is not None else []
+        if not batch or type(batch[0]) is not Welcome:
+            raise RuntimeError(f"the sequencer did not welcome the bench edge: {batch[:1]!r}")
+        edge.welcome_seq = batch[0].seq
+        for msg in batch[1:]:
+            edge._take(msg)
+        return edge
+
+    def submit(self, cmd: Any, meta: bytes, budget: Any, reply: Callable[[Any], None]) -> None:
+        from gateway.link.messages import Submit
+
+        self.next_id += 1
+        ident = self.next_id
+        self.pending[ident] = reply
+        self.out.append(Submit(ident, cmd, meta, budget))
+        self.wake.set()
+
+    def _take(self, msg: Any) -> None:
+        from gateway.link.messages import Answered, Goodbye
+
+        kind = type(msg)
+        if kind is Answered:
+            self.recv_answers += 1
+            self.pending.pop(msg.id)(msg.answer)
+        elif kind is Goodbye:
+            raise RuntimeError(f"the sequencer said goodbye: {msg.reason}")
+
+    async def sender(self) -> None:
+        from gateway.link.messages import ENCODER
+
+        stream = self.stream
+        while True:
+            if not self.out:
+                await self.wake.wait()
+                self.wake = trio.Event()
+                continue
+            out, self.out = self.out, []
+            self.sent_frames.append(len(out))
+            body = ENCODER.encode(out)
+            self.sent_bytes += 4 + len(body)
+            await stream.send_all(len(body).to_bytes(4, "big") + body)
+
+    async def receiver(self) -> None:
+        from gateway.link.messages import MAX_SEQUENCER_BATCH_BYTES, SEQUENCER_DECODER
+        from gateway.link.server import read_batch
+
+        take = self._take
+        while True:
+            raw = await read_batch(self.stream, self._buf, MAX_SEQUENCER_BATCH_BYTES)
+            if raw is None:
+                raise RuntimeError("the sequencer closed the link")
+            self.recv_frames += 1
+            self.recv_bytes += 4 + len(raw)
+            for msg in SEQUENCER_DECODER.decode(raw):
+                take(msg)
+
+    async def call_all(self, items: list[tuple[Command, bytes, Any]]) -> list[Any]:
+        """Submit everything at once; every answer, in order."""
+        answers: list[Any] = [None] * len(items)
+        left = [len(items)]
+        done = trio.Event()
+        for k, (cmd, meta, budget) in enumerate(items):
+
+            def reply(answer: Any, k: int = k) -> None:
+                answers[k] = answer
+                left[0] -= 1
+                if not left[0]:
+                    done.set()
+
+            self.submit(cmd, meta, budget, reply)
+        await done.wait()
+        return answers
+
+
+class LinkBid:
+    """One pre-built bid: the command, its envelope, its budget."""
+
+    __slots__ = ("budget", "cmd", "meta")
+
+    def __init__(self, cmd: PlaceBid) -> None:
+        from gateway.link.front import BID_RATE, Budget
+
+        bidder = cmd.origin.split(":", 1)[1]
+        self.cmd = cmd
+        self.meta = bid_meta(cmd)
+        self.budget = Budget(BID_RATE, bidder, f"k-{bidder}")
+
+
+class LinkConn:
+    """One virtual connection: windows of W bids, the next sent when the last is acked."""
+
+    __slots__ = ("bad", "edge", "i", "lat", "loop", "pending", "sent_ns", "seqs", "windows")
+
+    def __init__(self, loop: LinkLoop, edge: LinkEdge, bids: list[LinkBid], w: int) -> None:
+        self.loop, self.edge, self.lat, self.seqs = loop, edge, loop.lat, loop.seqs
+        self.windows = [bids[i : i + w] for i in range(0, len(bids), w)]
+        self.i = 0
+        self.pending = 0
+        self.sent_ns = 0
+        self.bad = 0
+
+    def start(self) -> None:
+        if self.i == len(self.windows):
+            self.loop.conn_done()
+            return
+        window = self.windows[self.i]
+        self.i += 1
+        self.pending = len(window)
+        self.sent_ns = perf_ns()
+        submit, reply = self.edge.submit, self.reply
+        for b in window:
+            submit(b.cmd, b.meta, b.budget, reply)
+
+    def reply(self, answer: Any) -> None:
+        self.lat.append(perf_ns() - self.sent_ns)
+        if answer.code:
+            self.bad += 1
+            self.loop.bad_detail = answer.detail
+        else:
+            self.seqs.append(answer.seq)
+        self.pending -= 1
+        if self.pending == 0:
+            self.start()  # the next window joins the frame of this pass
+
+
+class LinkLoop:
+    def __init__(self) -> None:
+        self.lat: list[int] = []
+        self.seqs: list[int] = []
+        self.left = 0
+        self.done = trio.Event()
+        self.bad_detail = ""
+
+    def conn_done(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
+
+
+async def link_closed_loop(edge: LinkEdge, per_conn: list[list[LinkBid]], w: int) -> dict[str, Any]:
+    loop = LinkLoop()
+    conns = [LinkConn(loop, edge, bids, w) for bids in per_conn]
+    loop.left = len(conns)
+    n = sum(len(b) for b in per_conn)
+    f0 = len(edge.sent_frames)
+    gc.collect()
+    s0, r0 = edge.sent_bytes, edge.recv_bytes
+    w0, c0 = perf_ns(), cpu_ns()
+    for conn in conns:
+        conn.start()
+    await loop.done.wait()
+    w1, c1 = perf_ns(), cpu_ns()
+    s1, r1 = edge.sent_bytes, edge.recv_bytes
+    loop.lat.sort()
+    loop.seqs.sort()
+    return {
+        "bids": n,
+        "wall_ns": w1 - w0,
+        "cpu_ns": c1 - c0,
+        "lat": loop.lat,
+        "seqs": loop.seqs,
+        "rejected": sum(c.bad for c in conns),
+        "reject_detail": loop.bad_detail,
+        "frames": edge.sent_frames[f0:],
+        "sent_bytes": s1 - s0,
+        "recv_bytes": r1 - r0,
+    }
+
+
+async def link_open_loop(edge: LinkEdge, bids: list[LinkBid], rate: float) -> dict[str, Any]:
+    """Send ``bids`` on a fixed schedule at ``rate``/s, each wake-up's due bids
+    in one frame; latency from each bid's SCHEDULED time to its ``Answered``."""
+    n = len(bids)
+    interval = 1e9 / rate
+    min_tick_ns = 200_000  # below this interval, send small bursts per wake-up
+    start = perf_ns() + 2_000_000
+    sched = [start + round(i * interval) for i in range(n)]
+    lat: list[int] = []
+    send_lag: list[int] = []
+    seqs: list[int] = []
+    state = {"acked": 0, "bad": 0}
+    done = trio.Event()
+    f0 = len(edge.sent_frames)
+
+    def make_reply(k: int) -> Callable[[Any], None]:
+        t = sched[k]
+
+        def reply(answer: Any) -> None:
+            lat.append(perf_ns() - t)
+            if answer.code:
+                state["bad"] += 1
+            else:
+                seqs.append(answer.seq)
+            state["acked"] += 1
+            if state["acked"] == n:
+                done.set()
+
+        return reply
+
+    replies = [make_reply(k) for k in range(n)]
+    submit = edge.submit
+    i = 0
+    while i < n:
+        now = perf_ns()
+        while i < n and sched[i] <= now:
+            send_lag.append(now - sched[i])
+            b = bids[i]
+            submit(b.cmd, b.meta, b.budget, replies[i])
+            i += 1
+        if i < n:
+            wait = sched[i] - perf_ns()
+            if interval < min_tick_ns:
+                wait = max(wait, min_tick_ns)
+            await trio.sleep(max(0, wait) / 1e9)
+    end_send = perf_ns()
+    with trio.move_on_after(30):
+        await done.wait()
+    lat.sort()
+    send_lag.sort()
+    seqs.sort()
+    return {
+        "bids": n,
+        "rate": rate,
+        "send_s": (end_send - start) / 1e9,
+        "lat": lat,
+        "send_lag": send_lag,
+        "seqs": seqs,
+        "missing": n - state["acked"],
+        "rejected": state["bad"],
+        "frames": edge.sent_frames[f0:],
+    }
+
+
+async def link_session(
+    data_dir: Path,
+    seq: Sequencer,
+    setup: list[Command],
+    warm: list[list[LinkBid]],
+    timed: list[list[LinkBid]],
+    gen: BidGen,
+    *,
+    w: int,
+    open_s: float,
+    open_fraction: float,
+) -> dict[str, Any]:
+    from gateway.link.front import STAFF_RATE, Budget
+    from ledger.record import Envelope, encode_envelope
+
+    out: dict[str, Any] = {}
+    edge = await LinkEdge.join(data_dir)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(edge.sender)
+        nursery.start_soon(edge.receiver)
+
+        # The setup, as staff commands over the link (a staff budget each).
+        staff_meta = encode_envelope(Envelope("staff", "staff-bench", "127.0.0.1", "fp"))
+        budget = Budget(STAFF_RATE, STAFF, "staff-bench")
+        log(f"link: setup, {len(setup)} staff commands over the link")
+        for i in range(0, len(setup), 2000):
+            answers = await edge.call_all([(c, staff_meta, budget) for c in setup[i : i + 2000]])
+            bad = [a for a in answers if a.code]
+            if bad:
+                raise RuntimeError(f"setup refused over the link: {bad[0]!r}")
+
+        k = len(timed)
+        n = sum(len(b) for b in timed)
+        log(f"link: warm-up, then {n} bids, K={k} connections x W={w}")
+        await link_closed_loop(edge, warm, w)
+        c0 = seq.cpu_ns()
+        cl = await link_closed_loop(edge, timed, w)
+        c1 = seq.cpu_ns()
+        rate = cl["bids"] / (cl["wall_ns"] / 1e9)
+        lat, frames = cl["lat"], cl["frames"]
+        out.update(
+            {
+                "link_durable_per_s": round(rate),
+                "link_bids": cl["bids"],
+                "link_connections": k,
+                "link_window": w,
+                "link_rejected": cl["rejected"],
+                "link_reject_detail": cl["reject_detail"],
+                "link_seq_range": [cl["seqs"][0], cl["seqs"][-1]] if cl["seqs"] else [0, 0],
+                "link_sequencer_cpu_us_per_cmd": round((c1 - c0) / cl["bids"] / 1000, 2),
+                "link_sequencer_cpu_share": round((c1 - c0) / cl["wall_ns"], 3),
+                "link_edge_cpu_us_per_cmd": round(cl["cpu_ns"] / cl["bids"] / 1000, 2),
+                "link_bytes_to_sequencer_per_cmd": round(cl["sent_bytes"] / cl["bids"], 1),
+                "link_bytes_to_edge_per_cmd": round(cl["recv_bytes"] / cl["bids"], 1),
+                "link_closed_ack_p50_us": us(pct(lat, 50)),
+                "link_closed_ack_p99_us": us(pct(lat, 99)),
+                "link_closed_ack_p999_us": us(pct(lat, 99.9)),
+                "link_frames_sent": len(frames),
+                "link_mean_submits_per_frame": (
+                    round(sum(frames) / len(frames), 1) if frames else 0
+                ),
+                "link_max_submits_per_frame": max(frames) if frames else 0,
+            }
+        )
+
+        open_rate = max(100.0, rate * open_fraction)
+        n_open = max(100, int(open_rate * open_s))
+        log(f"link: open loop, {n_open} bids at {open_rate:,.0f}/s")
+        bids = [LinkBid(c) for c in gen.spread(n_open)]
+        gc.collect()
+        c0 = seq.cpu_ns()
+        ol = await link_open_loop(edge, bids, open_rate)
+        c1 = seq.cpu_ns()
+        lat, lag, frames = ol["lat"], ol["send_lag"], ol["frames"]
+        out.update(
+            {
+                "link_ack_p50_us": us(pct(lat, 50)),
+                "link_ack_p99_us": us(pct(lat, 99)),
+                "link_ack_p999_us": us(pct(lat, 99.9)),
+                "link_ack_max_us": us(lat[-1]) if lat else 0,
+                "link_open_rate_per_s": round(open_rate),
+                "link_open_bids": ol["bids"],
+                "link_open_send_s": round(ol["send_s"], 3),
+                "link_open_missing_acks": ol["missing"],
+                "link_open_rejected": ol["rejected"],
+                "link_open_send_lag_p99_us": us(pct(lag, 99)),
+                "link_open_seq_range": [ol["seqs"][0], ol["seqs"][-1]] if ol["seqs"] else [0, 0],
+                "link_open_sequencer_cpu_us_per_cmd": round(
+                    (c1 - c0) / max(1, ol["bids"]) / 1000, 2
+                ),
+                "link_open_mean_submits_per_frame": (
+                    round(sum(frames) / len(frames), 1) if frames else 0
+                ),
+                "link_answer_frames": edge.recv_frames,
+            }
+        )
+        nursery.cancel_scope.cancel()
+    await edge.stream.aclose()
+    return out
+
+
+def ledger_batches(
+    data_dir: Path, first: int, last: int
+) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+    """The entries ``first..last`` the sequencer committed, and its commit
+    batch sizes over that range (from the ledger's batch boundaries), read
+    with ``ledger.store`` after the sequencer stopped."""
+    from ledger.store import LedgerStore
+
+    store = LedgerStore.open(data_dir / "ledger", readonly=True)
+    try:
+        items: list[tuple[bytes, bytes]] = []
+        for key, val in store.iter_raw(first):
+            if key_seq(key) > last:
+                break
+            items.append((bytes(key), bytes(val)))
+        sizes: list[int] = []
+        seq = first
+        while seq <= last:
+            bounds = store.batch_bounds(seq)
+            end = last if bounds is None else min(bounds[1], last)
+            sizes.append(end - seq + 1)
+            seq = end + 1
+    finally:
+        store.close()
+    return items, sizes
+
+
+def apply_same(
+    setup: list[Command], warm: list[PlaceBid], timed: list[PlaceBid], runs: int = 3
+) -> dict[str, Any]:
+    """Router.apply of the very commands the link carried (setup and warm-up
+    untimed), best of ``runs``: the engine's share of each command."""
+    t0 = 1_700_000_000_000_000_000
+    results = []
+    for _ in range(runs):
+        router = Router()
+        now = t0
+        apply = router.apply
+        for c in (*setup, *warm):
+            now += 1000
+            apply(c, now)
+        gc.collect()
+        w0, c0 = perf_ns(), cpu_ns()
+        for cmd in timed:
+            now += 1000
+            apply(cmd, now)
+        w1, c1 = perf_ns(), cpu_ns()
+        results.append((w1 - w0, c1 - c0))
+        del router
+    wall, cpu = min(results)
+    return {
+        "link_apply_per_s": round(len(timed) / (wall / 1e9)),
+        "link_apply_cpu_us_per_cmd": round(cpu / len(timed) / 1000, 3),
+    }
+
+
+def run_link(quick: bool, open_fraction: float = 0.5) -> dict[str, Any]:
+    n_bids = 20_000 if quick else 100_000
+    open_s = 1.0 if quick else 5.0
+    k, w = 50, 8
+    result: dict[str, Any] = {"quick": quick, "link": True}
+    with tempfile.TemporaryDirectory(prefix="pubex-bench-link-") as tmp:
+        data = Path(tmp) / "seq"
+        cfg = Path(tmp) / "bench.toml"
+        cfg.write_text(LINK_CONFIG)
+        wall = time.time_ns()
+        setup = setup_commands(wall - 1_000_000_000, wall + DAY_NS)
+        gen = BidGen()
+        warm_cmds = split_by_conn(gen, max(k * w * 10, n_bids // 20), k)
+        timed_cmds = split_by_conn(gen, n_bids, k)
+        warm = [[LinkBid(c) for c in cmds] for cmds in warm_cmds]
+        timed = [[LinkBid(c) for c in cmds] for cmds in timed_cmds]
+        log("link: starting the sequencer process")
+        seq = Sequencer(data, cfg, Path(tmp) / "sequencer.err")
+        try:
+            result["link_sequencer_pid"] = seq.pid
+            result.update(
+                trio.run(
+                    lambda: link_session(
+                        data,
+                        seq,
+                        setup,
+                        warm,
+                        timed,
+                        gen,
+                        w=w,
+                        open_s=open_s,
+                        open_fraction=open_fraction,
+                    )
+                )
+            )
+        finally:
+            rc = seq.stop()
+        result["link_sequencer_exit"] = rc
+
+        # The peers, same run, same commands: the disk ...
+        first, last = result["link_seq_range"]
+        items, sizes = ledger_batches(data, first, last)
+        raw = raw_commit(Path(tmp) / "raw", items, sizes)
+        result.update({f"link_{key}": v for key, v in raw.items()})
+        result["link_batches"] = len(sizes)
+        result["link_mean_batch_entries"] = round(sum(sizes) / len(sizes), 1) if sizes else 0
+        result["link_max_batch_entries"] = max(sizes) if sizes else 0
+        o_first, o_last = result["link_open_seq_range"]
+        o_items, o_sizes = ledger_batches(data, o_first, o_last)
+        floor = raw_commit(Path(tmp) / "raw-open", o_items, o_sizes)
+        result["link_open_batches"] = len(o_sizes)
+        result["link_open_mean_batch_entries"] = (
+            round(sum(o_sizes) / len(o_sizes), 1) if o_sizes else 0
+        )
+        result["link_raw_commit_p99_us"] = floor["raw_commit_p99_us"]
+        del items, o_items
+
+        # ... and the engine.
+        log("link: Router.apply of the same commands, best of 3")
+        result.update(
+            apply_same(
+                setup, [c for cs in warm_cmds for c in cs], [c for cs in timed_cmds for c in cs]
+            )
+        )
+    durable = result["link_durable_per_s"]
+    raw_rate = result["link_raw_lmdb_entries_per_s"]
+    apply_rate = result["link_apply_per_s"]
+    floor_rate = 1 / (1 / raw_rate + 1 / apply_rate)
+    result["link_raw_plus_apply_per_s"] = round(floor_rate)
+    result["link_to_raw_plus_apply_ratio"] = round(durable / floor_rate, 3)
+    result["link_to_raw_ratio"] = round(durable / raw_rate, 3)
+    result["link_to_apply_ratio"] = round(durable / apply_rate, 3)
+    result["machine"] = machine()
+    return result
+
+
+def link_table(r: dict[str, Any]) -> str:
+    rows = [
+        (
+            "link durable acks/s (sequencer process, K x W)",
+            f"{r['link_durable_per_s']:,}",
+            f"raw+apply {r['link_raw_plus_apply_per_s']:,}/s",
+            f"{r['link_to_raw_plus_apply_ratio']}",
+        ),
+        (
+            "  vs raw LMDB, same records and batches",
+            f"{r['link_raw_lmdb_entries_per_s']:,}/s",
+            "link / raw",
+            f"{r['link_to_raw_ratio']}",
+        ),
+        (
+            "  vs Router.apply, same commands",
+            f"{r['link_apply_per_s']:,}/s",
+            "link / apply",
+            f"{r['link_to_apply_ratio']}",
+        ),
+        (
+            "sequencer CPU µs/cmd (closed / open loop)",
+            f"{r['link_sequencer_cpu_us_per_cmd']} / {r['link_open_sequencer_cpu_us_per_cmd']}",
+            f"apply {r['link_apply_cpu_us_per_cmd']} + raw {r['link_raw_lmdb_cpu_us_per_entry']}",
+            ratio(
+                r["link_sequencer_cpu_us_per_cmd"],
+                r["link_apply_cpu_us_per_cmd"] + r["link_raw_lmdb_cpu_us_per_entry"],
+            ),
+        ),
+        ("sequencer CPU share (closed loop)", f"{r['link_sequencer_cpu_share']}", "", ""),
+        ("bench edge CPU µs/cmd (closed loop)", f"{r['link_edge_cpu_us_per_cmd']}", "", ""),
+        (
+            "link bytes/cmd edge->sequencer / sequencer->edge",
+            f"{r['link_bytes_to_sequencer_per_cmd']} / {r['link_bytes_to_edge_per_cmd']}",
+            f"ledger entry {r['link_mean_entry_bytes']} B",
+            "",
+        ),
+        (
+            "commit batches / mean / max entries",
+            f"{r['link_batches']} / {r['link_mean_batch_entries']}",
+            f"max {r['link_max_batch_entries']}",
+            "",
+        ),
+        (
+            "edge frames / mean submits per frame",
+            f"{r['link_frames_sent']} / {r['link_mean_submits_per_frame']}",
+            f"max {r['link_max_submits_per_frame']}",
+            "",
+        ),
+        (
+            "closed-loop ack p50 / p99 µs",
+            f"{r['link_closed_ack_p50_us']} / {r['link_closed_ack_p99_us']}",
+            "",
+            "",
+        ),
+        (
+            f"open-loop ack p50 µs @ {r['link_open_rate_per_s']:,}/s",
+            f"{r['link_ack_p50_us']}",
+            "",
+            "",
+        ),
+        (
+            "open-loop ack p99 / p99.9 µs",
+            f"{r['link_ack_p99_us']} / {r['link_ack_p999_us']}",
+            f"raw commit p99 {r['link_raw_commit_p99_us']}",
+            ratio(r["link_ack_p99_us"], r["link_raw_commit_p99_us"]),
+        ),
+        (
+            "open-loop batches / mean entries / submits per frame",
+            f"{r['link_open_batches']} / {r['link_open_mean_batch_entries']}",
+            f"{r['link_open_mean_submits_per_frame']} per frame",
+            "",
+        ),
+        ("open-loop sender lag p99 µs", f"{r['link_open_send_lag_p99_us']}", "", ""),
+    ]
+    lines = render(rows, r["machine"])
+    bad = r["link_rejected"] + r["link_open_rejected"]
+    if bad or r["link_open_missing_acks"]:
+        lines.append(
+            f"WARNING: {bad} bids refused ({r['link_reject_detail']!r}), "
+            f"{r['link_open_missing_acks']} acks missing"
+        )
+    if r["link_sequencer_exit"]:
+        lines.append(f"WARNING: the sequencer exited {r['link_sequencer_exit']}")
+    return "\n".join(lines)
+
+
 def run(quick: bool, open_fraction: float = 0.5) -> dict[str, Any]:
     engine_bids = 50_000 if quick else 300_000
     durable_bids = 10_000 if quick else 100_000
@@ -659,13 +1384,21 @@ def main(argv: list[str]) -> int:
         default=0.5,
         help="open-loop rate as a fraction of the measured durable rate (default 0.5)",
     )
+    ap.add_argument(
+        "--link",
+        action="store_true",
+        help="the sequencer as its own process, bids over the link from a synthetic edge",
+    )
     args = ap.parse_args(argv)
     t0 = perf_ns()
-    result = run(args.quick, args.open_fraction)
+    if args.link:
+        result = run_link(args.quick, args.open_fraction)
+    else:
+        result = run(args.quick, args.open_fraction)
     result["elapsed_s"] = round((perf_ns() - t0) / 1e9, 2)
     if args.json:
         print(json.dumps(result))
     else:
-        print(table(result))
+        print(link_table(result) if args.link else table(result))
         print(f"elapsed {result['elapsed_s']} s")
     return 0
