@@ -28,6 +28,14 @@ SUITES: dict[str, tuple[str, str]] = {
         "bench.abuse",
         "one hostile client: RSS of a never-reading pinger, ledger growth of a refuser",
     ),
+    "memory": (
+        "bench.memory",
+        "edge RSS per idle bidder (vs 64 KiB), sequencer RSS for 100k open lots (vs 1 GiB)",
+    ),
+    "startup": (
+        "bench.startup",
+        "sequencer start-up (snapshot + tail, start-up check) vs a full replay (vs 0.1x)",
+    ),
     "report": (
         "bench.report",
         "every suite in turn -> docs/benchmarks.md (+ .json, ack latency chart)",

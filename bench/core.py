@@ -74,7 +74,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,12 @@ def bidder_id(lot: int, j: int) -> str:
 
 def setup_commands(start_ns: int, end_ns: int) -> list[Command]:
     """Staff commands: N_LOTS English lots, open now, N_BIDDERS bidders each, deposits paid."""
-    cmds: list[Command] = []
+    return list(iter_setup_commands(start_ns, end_ns, N_LOTS))
+
+
+def iter_setup_commands(start_ns: int, end_ns: int, n_lots: int) -> Iterator[Command]:
+    """``setup_commands`` for ``n_lots`` lots, lazily (``bench memory`` builds 100,000
+    lots and must not hold 4.2M commands in the process it measures)."""
     seq = 0
 
     def nxt() -> int:
@@ -142,26 +147,23 @@ def setup_commands(start_ns: int, end_ns: int) -> list[Command]:
         seq += 1
         return seq
 
-    for i in range(N_LOTS):
-        cmds.append(
-            CreateLot(
-                STAFF,
-                nxt(),
-                lot_id=lot_id(i),
-                mechanism="english",
-                title=f"bench lot {i}",
-                start_price_fen=START_PRICE_FEN,
-                increment_fen=INCREMENT_FEN,
-                start_ns=start_ns,
-                end_ns=end_ns,
-                deposit_fen=DEPOSIT_FEN,
-            )
+    for i in range(n_lots):
+        yield CreateLot(
+            STAFF,
+            nxt(),
+            lot_id=lot_id(i),
+            mechanism="english",
+            title=f"bench lot {i}",
+            start_price_fen=START_PRICE_FEN,
+            increment_fen=INCREMENT_FEN,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            deposit_fen=DEPOSIT_FEN,
         )
-        cmds.append(PublishLot(STAFF, nxt(), lot_id(i)))
+        yield PublishLot(STAFF, nxt(), lot_id(i))
         for j in range(N_BIDDERS):
-            cmds.append(RegisterBidder(STAFF, nxt(), lot_id(i), bidder_id(i, j)))
-            cmds.append(ConfirmDeposit(STAFF, nxt(), lot_id(i), bidder_id(i, j), DEPOSIT_FEN))
-    return cmds
+            yield RegisterBidder(STAFF, nxt(), lot_id(i), bidder_id(i, j))
+            yield ConfirmDeposit(STAFF, nxt(), lot_id(i), bidder_id(i, j), DEPOSIT_FEN)
 
 
 class BidGen:

@@ -142,9 +142,13 @@ def _envelope(cmd: Any) -> bytes:
     return encode_envelope(Envelope(role, who, ip, f"fp-{h:08x}", payload, sig))
 
 
-def build_ledger(ledger_dir: Path, entries: int, lots: int, seed: int = 1) -> dict[str, Any]:
+def build_ledger(
+    ledger_dir: Path, entries: int, lots: int, seed: int = 1, snapshot_every: int = 1 << 62
+) -> dict[str, Any]:
     """One simulated judicial day, replayed day after day (renamed, shifted) through
-    the engine and the Journal until ``ledger_dir`` holds exactly ``entries``."""
+    the engine and the Journal until ``ledger_dir`` holds exactly ``entries``.
+    ``snapshot_every``: the Journal's snapshot policy (default: none -- the
+    followers never read them; ``bench startup`` passes the server's)."""
     from engine.messages import decode_command
     from engine.router import Router
     from gateway.sequencer.journal import Journal
@@ -168,7 +172,9 @@ def build_ledger(ledger_dir: Path, entries: int, lots: int, seed: int = 1) -> di
     stride = ((rows[-1][0] - EPOCH_NS) // DAY_NS + 2) * DAY_NS
     t_template = time.perf_counter() - t0
     store = LedgerStore.open(ledger_dir, map_size=4 << 30)
-    journal = Journal(store, Router(), snapshot_every_entries=1 << 62, batch_max_entries=4096)
+    journal = Journal(
+        store, Router(), snapshot_every_entries=snapshot_every, batch_max_entries=4096
+    )
     n = days = 0
     try:
         while n < entries:
@@ -690,6 +696,7 @@ def _child_main(argv: list[str]) -> int:
     b.add_argument("--data", type=Path, required=True)
     b.add_argument("--entries", type=int, required=True)
     b.add_argument("--lots", type=int, default=1000)
+    b.add_argument("--snapshot-every", type=int, default=1 << 62)
     s = sub.add_parser("scan")
     s.add_argument("--data", type=Path, required=True)
     s.add_argument("--body-only", action="store_true")
@@ -701,7 +708,7 @@ def _child_main(argv: list[str]) -> int:
     if args.cmd == "run":
         return child_run(args.name, args.data, args.out)
     if args.cmd == "build":
-        res = build_ledger(args.data / "ledger", args.entries, args.lots)
+        res = build_ledger(args.data / "ledger", args.entries, args.lots, 1, args.snapshot_every)
     else:
         res = raw_scan(args.data / "ledger", decode_all=not args.body_only)
     print(json.dumps(res))
