@@ -101,9 +101,10 @@ def toml_tables(tables: dict[str, dict[str, Any]]) -> str:
 
 
 class Server:
-    def __init__(self, data: Path, config: Path) -> None:
+    def __init__(self, data: Path, config: Path, edges: int | None = None) -> None:
         argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--config", str(config)]
         argv += ["--data", str(data), "--ws-port", "0", "--http-port", "0", "--sandbox"]
+        argv += [] if edges is None else ["--edges", str(edges)]
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
         )
@@ -603,7 +604,7 @@ def run(args: argparse.Namespace) -> int:
         for table, values in spec.get("server", {}).items():
             overrides[table] = {**overrides.get(table, {}), **values}
         config.write_text(toml_tables(overrides), encoding="utf-8")
-        server = Server(Path(tmp) / "data", config)
+        server = Server(Path(tmp) / "data", config, getattr(args, "edges", None))
         broken: list[str] = []
         try:
             print(f"load: {args.scenario}: server {server.ws_url}; open files {nofile}", flush=True)
@@ -717,6 +718,9 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         action="store_true",
         help="py-spy record the server and Locust for the run (the profile extra)",
+    )
+    ap.add_argument(
+        "--edges", type=int, help="pubex serve --edges K (0: one process; default: serve's)"
     )
     ap.add_argument(
         "--no-latency-bounds",
