@@ -364,6 +364,14 @@ def steady_report(
         steady_ack_p99_us=quantile(acks, count, 0.99),
         steady_ack_p999_us=quantile(acks, count, 0.999),
     )
+    # the sequencer's share (split server): a command read from the link to its
+    # answer queued back -- the rest of the ack is the edge's and the link's
+    seq, seq_count, _ = histogram(start[1], end[1], "pubex_sequencer_answer_us")
+    if seq_count:
+        out.update(
+            steady_sequencer_p50_us=quantile(seq, seq_count, 0.50),
+            steady_sequencer_p99_us=quantile(seq, seq_count, 0.99),
+        )
     return out
 
 
@@ -374,6 +382,7 @@ def pyspy(pid: int, out: Path, duration: float) -> subprocess.Popen[bytes] | Non
         return None
     argv = [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "50"]
     argv += ["--duration", str(int(duration)), "--nonblocking", "-o", str(out)]
+    argv += ["--subprocesses"]  # a split server: its sequencer and edges are children
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
@@ -541,6 +550,12 @@ def markdown(
             f"{f(steady['steady_ack_p50_us'])} µs, p99 {f(steady['steady_ack_p99_us'])} µs, "
             f"p99.9 {f(steady['steady_ack_p999_us'])} µs",
         ]
+        if "steady_sequencer_p50_us" in steady:
+            lines += [
+                f"- of which in the sequencer (command read from the link to its answer "
+                f"queued): p50 {f(steady['steady_sequencer_p50_us'])} µs, "
+                f"p99 {f(steady['steady_sequencer_p99_us'])} µs",
+            ]
     if steady:
         lines += [
             f"- load average {steady['load_avg_start']} at the start, 1 min max "

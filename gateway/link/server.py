@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -377,8 +378,12 @@ class LinkServer:
             edge.post(Answered(ident, refusal(GatewayError.schema_violation, "envelope")))
             return
 
+        observe = self.metrics.sequencer_answer.observe
+        started = time.perf_counter_ns()
+
         def reply(answer: Answer) -> None:
             edge.post(Answered(ident, answer))
+            observe((time.perf_counter_ns() - started) / 1000)
 
         self.front.submit(msg.cmd, msg.meta, msg.budget, reply)
 

@@ -37,6 +37,12 @@ class Metrics:
             buckets=ACK_BUCKETS_US,
             registry=r,
         )
+        self.sequencer_answer = Histogram(
+            "pubex_sequencer_answer_us",
+            "On the sequencer: a command read from the link to its answer queued back (µs)",
+            buckets=ACK_BUCKETS_US,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "pubex_batch_entries",
             "Entries per committed batch",
