@@ -112,6 +112,9 @@ def edge_idle(n: int, settle_s: float) -> dict[str, Any]:
             "# bench memory: every client connects from 127.0.0.1; staff registers N keys\n"
             "[limits]\nmax_connections_per_address = 1000000\nmax_connections = 1000000\n"
             "staff_commands_per_s = 1000000\nstaff_burst = 1000000\n"
+            # the staff connection pipelines every key registration before reading
+            # its acks (about 700 bytes each): room for all of them
+            "send_queue_bytes = 67108864\n"
         )
         argv = [sys.executable, "-m", "gateway.entry.cli", "serve", "--config", str(cfg)]
         argv += ["--data", str(Path(tmp) / "data"), "--ws-port", "0", "--http-port", "0"]
