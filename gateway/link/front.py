@@ -35,7 +35,7 @@ import msgspec
 from engine.codes import Reject
 from engine.messages import CommandRejected, CommandRetried, Event, KeyRegistered
 from engine.state import KeyRecord
-from gateway.public.events import PUBLIC_EVENTS
+from gateway.public.events import PUBLIC_TYPES
 from gateway.sequencer.journal import Outcome
 from gateway.sequencer.runtime import RECEIPT_GROUP, Overloaded, Runtime
 from gateway.wire.access import FailureGate, NonceCache
@@ -321,7 +321,7 @@ class Front:
         keys: list[tuple[str, KeyRecord]] = []
         state_keys = self.rt.router.state.keys
         for outcome in batch:
-            public = [ev for ev in outcome.events if isinstance(ev, PUBLIC_EVENTS)]
+            public = [ev for ev in outcome.events if type(ev) in PUBLIC_TYPES]
             for ev in outcome.events:
                 if type(ev) is KeyRegistered:
                     record = state_keys.get(ev.key_id)

@@ -66,6 +66,9 @@ PUBLIC_EVENTS = (
     *ITEM_EVENTS,  # e-mall items: orders by id, traders by per-item code
     *PROCUREMENT_EVENTS,  # draws, evaluation, VBP, shares, settlement: codes only
 )
+# What the hot paths test: one set lookup per event instead of an isinstance
+# walk over the whole tuple (event types are final: no subclass of one is sent)
+PUBLIC_TYPES: frozenset[type[Event]] = frozenset(PUBLIC_EVENTS)
 PRIVATE_EVENTS: dict[type[Event], str] = {
     CommandRejected: "a refused command: its sender's error, and the refused amount is not a bid",
     CommandRetried: "a retry: its sender's ack",

@@ -46,7 +46,7 @@ from engine.messages import (
     decode_events,
 )
 from gateway.public.emall import ItemState, ItemView, ItemViews
-from gateway.public.events import PUBLIC_EVENTS
+from gateway.public.events import PUBLIC_TYPES
 from gateway.wire.protocol import BookSnapshot, LotSnapshot, RankRow
 from ledger.record import decode_body
 from ledger.store import LedgerStore
@@ -124,7 +124,7 @@ class Views:
         """Build the views from the committed ledger (start-up)."""
         for seq, _prev, _h, raw in store.iter_entries():
             body = decode_body(raw)
-            public = [ev for ev in decode_events(body.events) if isinstance(ev, PUBLIC_EVENTS)]
+            public = [ev for ev in decode_events(body.events) if type(ev) in PUBLIC_TYPES]
             if public:
                 self.apply(seq, body.ts_ns, public)
 

@@ -346,9 +346,10 @@ class Runtime:
             group = batch[start : start + RECEIPT_GROUP]
             last = group[-1]
             blob = sign_receipt(key, Receipt(last.seq, last.entry_hash, last.ts_ns))
+            proof_of = (group[0].seq, tuple(o.body_hash for o in group))
             for outcome in group:
                 outcome.receipt = blob
-                outcome.batch = group
+                outcome.batch = proof_of
 
     def _storage_failed(self, waiting: list[tuple[Reply | None, Outcome]]) -> None:
         """Refuse everything not yet durable; rebuild the engine from the store."""
