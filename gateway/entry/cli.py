@@ -376,7 +376,6 @@ def _replay_html(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from config.settings import ConfigError, load_settings
     from gateway.entry.startup import ServeError, check_ports_free, startup_check
-    from persistence.lock import DirectoryInUse
 
     try:
         settings = load_settings(args.config)
@@ -440,25 +439,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         async def on_ready(listening):  # type: ignore[no-untyped-def]
             await run_ws_demo(listening, settings, seed=args.seed, bidders=not args.no_sim)
 
+    return _run_role(
+        "pubex serve",
+        lambda: serve(
+            settings,
+            data,
+            ws_port=ws_port,
+            http_port=http_port,
+            sandbox=args.sandbox,
+            accelerate=args.accelerate,
+            on_ready=on_ready,
+            allow_dev_tokens=args.demo,  # and any sandbox (serve checks the ledger)
+            verify_all=args.verify_all,
+        ),
+    )
+
+
+def _run_role(prog: str, main: Any) -> int:
+    """Run one server process role under trio; its refusals are one line on
+    stderr and an exit code, never a traceback: a start-up check
+    (``ServeError``'s code), a data directory in use or a link refused (2)."""
+    import trio
+
+    from gateway.entry.startup import ServeError
+    from gateway.link.client import LinkRefused
+    from persistence.lock import DirectoryInUse
+
     try:
-        trio.run(
-            lambda: serve(
-                settings,
-                data,
-                ws_port=ws_port,
-                http_port=http_port,
-                sandbox=args.sandbox,
-                accelerate=args.accelerate,
-                on_ready=on_ready,
-                allow_dev_tokens=args.demo,  # and any sandbox (serve checks the ledger)
-                verify_all=args.verify_all,
-            )
-        )
+        trio.run(main)
     except ServeError as e:
-        print(f"pubex serve: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return e.exit_code
-    except DirectoryInUse as e:  # a second writer on the directory: refused
-        print(f"pubex serve: {e}", file=sys.stderr)
+    except (DirectoryInUse, LinkRefused) as e:  # another writer; another link version
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
@@ -470,8 +483,6 @@ def cmd_sequencer(args: argparse.Namespace) -> int:
 
     from config.settings import ConfigError, load_settings
     from gateway.entry.serve import run_sequencer
-    from gateway.entry.startup import ServeError
-    from persistence.lock import DirectoryInUse
 
     try:
         settings = load_settings(args.config)
@@ -505,36 +516,23 @@ def cmd_sequencer(args: argparse.Namespace) -> int:
                 announce = False
                 await trio.sleep(2)
 
-    try:
-        trio.run(
-            lambda: run_sequencer(
-                settings,
-                data,
-                sandbox=args.sandbox,
-                accelerate=args.accelerate,
-                allow_dev_tokens=args.demo,
-                verify_all=args.verify_all,
-                on_ready=on_ready,
-            )
-        )
-    except ServeError as e:
-        print(f"{args.prog}: {e}", file=sys.stderr)
-        return e.exit_code
-    except DirectoryInUse as e:
-        print(f"{args.prog}: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return _run_role(
+        args.prog,
+        lambda: run_sequencer(
+            settings,
+            data,
+            sandbox=args.sandbox,
+            accelerate=args.accelerate,
+            allow_dev_tokens=args.demo,
+            verify_all=args.verify_all,
+            on_ready=on_ready,
+        ),
+    )
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
-    import trio
-
     from config.settings import ConfigError, load_settings
     from gateway.entry.serve import run_edge
-    from gateway.entry.startup import ServeError
-    from gateway.link.client import LinkRefused
 
     try:
         settings = load_settings(args.config)
@@ -544,23 +542,17 @@ def cmd_edge(args: argparse.Namespace) -> int:
     data = Path(args.data or settings.data_dir)
     ws_port = settings.net.ws_port if args.ws_port is None else args.ws_port
     http_port = settings.net.http_port if args.http_port is None else args.http_port
-    try:
-        trio.run(
-            lambda: run_edge(
-                settings,
-                data,
-                ws_port=ws_port,
-                http_port=http_port,
-                name=args.name,
-                allow_dev_tokens=args.demo,
-            )
-        )
-    except (ServeError, LinkRefused) as e:
-        print(f"pubex edge: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 2)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return _run_role(
+        "pubex edge",
+        lambda: run_edge(
+            settings,
+            data,
+            ws_port=ws_port,
+            http_port=http_port,
+            name=args.name,
+            allow_dev_tokens=args.demo,
+        ),
+    )
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
