@@ -99,6 +99,7 @@ from ledger.record import key_seq
 from persistence.env import open_env
 
 perf_ns = time.perf_counter_ns
+MIN_TICK_NS = 200_000  # open loops: below this interval, small bursts per wake-up
 cpu_ns = time.process_time_ns
 
 TARGETS: dict[str, float] = {
@@ -330,15 +331,42 @@ async def closed_loop(rt: Runtime, per_conn: list[list[PlaceBid]], w: int) -> di
     }
 
 
+def schedule(n: int, rate: float) -> list[int]:
+    """``n`` send times at ``rate``/s, from 2 ms from now (perf_ns)."""
+    interval = 1e9 / rate
+    start = perf_ns() + 2_000_000
+    return [start + round(i * interval) for i in range(n)]
+
+
+async def send_on_schedule(sched: list[int], send: Callable[[int], None]) -> tuple[list[int], int]:
+    """Call ``send(i)`` at ``sched[i]`` (small bursts per wake-up when the interval
+    is under MIN_TICK_NS); returns the sorted send lags and when sending ended."""
+    n = len(sched)
+    interval = (sched[-1] - sched[0]) / (n - 1) if n > 1 else MIN_TICK_NS
+    send_lag: list[int] = []
+    i = 0
+    while i < n:
+        now = perf_ns()
+        while i < n and sched[i] <= now:
+            send_lag.append(now - sched[i])
+            send(i)
+            i += 1
+        if i < n:
+            wait = sched[i] - perf_ns()
+            if interval < MIN_TICK_NS:
+                wait = max(wait, MIN_TICK_NS)
+            await trio.sleep(max(0, wait) / 1e9)
+    end = perf_ns()
+    send_lag.sort()
+    return send_lag, end
+
+
 async def open_loop(rt: Runtime, cmds: list[PlaceBid], rate: float) -> dict[str, Any]:
     """Send ``cmds`` on a fixed schedule at ``rate``/s; latency from the SCHEDULED time."""
     n = len(cmds)
-    interval = 1e9 / rate
-    min_tick_ns = 200_000  # below this interval, send small bursts per wake-up
-    start = perf_ns() + 2_000_000
-    sched = [start + round(i * interval) for i in range(n)]
+    sched = schedule(n, rate)
+    start = sched[0]
     lat: list[int] = []
-    send_lag: list[int] = []
     state = {"acked": 0, "bad": 0}
     done = trio.Event()
 
@@ -354,23 +382,10 @@ async def open_loop(rt: Runtime, cmds: list[PlaceBid], rate: float) -> dict[str,
             done.set()
 
     submit = rt.submit
-    i = 0
-    while i < n:
-        now = perf_ns()
-        while i < n and sched[i] <= now:
-            send_lag.append(now - sched[i])
-            submit(cmds[i], reply)
-            i += 1
-        if i < n:
-            wait = sched[i] - perf_ns()
-            if interval < min_tick_ns:
-                wait = max(wait, min_tick_ns)
-            await trio.sleep(max(0, wait) / 1e9)
-    end_send = perf_ns()
+    send_lag, end_send = await send_on_schedule(sched, lambda i: submit(cmds[i], reply))
     with trio.move_on_after(30):
         await done.wait()
     lat.sort()
-    send_lag.sort()
     return {
         "bids": n,
         "rate": rate,
@@ -968,12 +983,9 @@ async def link_open_loop(edge: LinkEdge, bids: list[LinkBid], rate: float) -> di
     """Send ``bids`` on a fixed schedule at ``rate``/s, each wake-up's due bids
     in one frame; latency from each bid's SCHEDULED time to its ``Answered``."""
     n = len(bids)
-    interval = 1e9 / rate
-    min_tick_ns = 200_000  # below this interval, send small bursts per wake-up
-    start = perf_ns() + 2_000_000
-    sched = [start + round(i * interval) for i in range(n)]
+    sched = schedule(n, rate)
+    start = sched[0]
     lat: list[int] = []
-    send_lag: list[int] = []
     seqs: list[int] = []
     state = {"acked": 0, "bad": 0}
     done = trio.Event()
@@ -996,24 +1008,15 @@ async def link_open_loop(edge: LinkEdge, bids: list[LinkBid], rate: float) -> di
 
     replies = [make_reply(k) for k in range(n)]
     submit = edge.submit
-    i = 0
-    while i < n:
-        now = perf_ns()
-        while i < n and sched[i] <= now:
-            send_lag.append(now - sched[i])
-            b = bids[i]
-            submit(b.cmd, b.meta, b.budget, replies[i])
-            i += 1
-        if i < n:
-            wait = sched[i] - perf_ns()
-            if interval < min_tick_ns:
-                wait = max(wait, min_tick_ns)
-            await trio.sleep(max(0, wait) / 1e9)
-    end_send = perf_ns()
+
+    def send(i: int) -> None:
+        b = bids[i]
+        submit(b.cmd, b.meta, b.budget, replies[i])
+
+    send_lag, end_send = await send_on_schedule(sched, send)
     with trio.move_on_after(30):
         await done.wait()
     lat.sort()
-    send_lag.sort()
     seqs.sort()
     return {
         "bids": n,

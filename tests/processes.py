@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
+from bench.gateway import process_tree
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants, parents first."""
-    out, todo = [], [pid]
-    while todo:
-        one = todo.pop(0)
-        out.append(one)
-        for task in Path(f"/proc/{one}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return out
+__all__ = ["process_tree", "signal_tree"]
 
 
 def signal_tree(pid: int, sig: int) -> None:

@@ -373,16 +373,26 @@ def _replay_html(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _settings(prog: str, args: argparse.Namespace) -> tuple[Any, Path] | None:
+    """A server role's settings and data directory; None (after one line on
+    stderr) when the config file is refused."""
     from config.settings import ConfigError, load_settings
-    from gateway.entry.startup import ServeError, check_ports_free, startup_check
 
     try:
         settings = load_settings(args.config)
     except ConfigError as e:
-        print(f"pubex serve: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
+    return settings, Path(args.data or settings.data_dir)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.entry.startup import ServeError, check_ports_free, startup_check
+
+    loaded = _settings("pubex serve", args)
+    if loaded is None:
         return 2
-    data = Path(args.data or settings.data_dir)
+    settings, data = loaded
     ws_port = settings.net.ws_port if args.ws_port is None else args.ws_port
     http_port = settings.net.http_port if args.http_port is None else args.http_port
     if args.check_only:  # start-up's checks alone (tests, operators): nothing is written
@@ -481,15 +491,12 @@ def _run_role(prog: str, main: Any) -> int:
 def cmd_sequencer(args: argparse.Namespace) -> int:
     import trio
 
-    from config.settings import ConfigError, load_settings
     from gateway.entry.serve import run_sequencer
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as e:
-        print(f"{args.prog}: {e}", file=sys.stderr)
+    loaded = _settings(args.prog, args)
+    if loaded is None:
         return 2
-    data = Path(args.data or settings.data_dir)
+    settings, data = loaded
     on_ready = None
     if args.demo and args.demo_ws:
         from simulators.wsdemo import run_demo
@@ -531,15 +538,12 @@ def cmd_sequencer(args: argparse.Namespace) -> int:
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
-    from config.settings import ConfigError, load_settings
     from gateway.entry.serve import run_edge
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as e:
-        print(f"pubex edge: {e}", file=sys.stderr)
+    loaded = _settings("pubex edge", args)
+    if loaded is None:
         return 2
-    data = Path(args.data or settings.data_dir)
+    settings, data = loaded
     ws_port = settings.net.ws_port if args.ws_port is None else args.ws_port
     http_port = settings.net.http_port if args.http_port is None else args.http_port
     return _run_role(

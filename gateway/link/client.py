@@ -352,7 +352,7 @@ class LinkCore:
             elif kind is Entries:
                 self.keys.update(msg.keys)
                 self.durable_seq = msg.durable_seq
-                entries = [PublicEntry(e.seq, e.ts_ns, e.events) for e in msg.entries]
+                entries = msg.entries
                 if self._views is not None or not self.listeners:
                     self._backlog.extend(entries)
                 else:

@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from engine.codes import Reject
-from engine.messages import CommandRejected, CommandRetried, Event, KeyRegistered
+from engine.messages import AnyEvent, CommandRejected, CommandRetried, Event, KeyRegistered
 from engine.state import KeyRecord
 from gateway.public.events import PUBLIC_TYPES
 from gateway.sequencer.journal import Outcome
@@ -72,11 +72,12 @@ class Answer(msgspec.Struct, array_like=True, omit_defaults=True):
 
 
 class PublicEntry(msgspec.Struct, array_like=True):
-    """One committed entry's public side: what any edge may show."""
+    """One committed entry's public side: what any edge may show (as the
+    sequencer hands it to its listeners, and as it crosses the link)."""
 
     seq: int
     ts_ns: int
-    events: list[Event]
+    events: list[AnyEvent]
 
 
 class Admission(msgspec.Struct, array_like=True, omit_defaults=True):

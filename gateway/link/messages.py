@@ -36,9 +36,9 @@ from pathlib import Path
 
 import msgspec
 
-from engine.messages import AnyCommand, AnyEvent
+from engine.messages import AnyCommand
 from engine.state import KeyRecord
-from gateway.link.front import Admission, Answer, Budget
+from gateway.link.front import Admission, Answer, Budget, PublicEntry
 
 LINK_VERSION = 1
 # A batch an edge may send: commands are bounded by the frame limit long
@@ -126,14 +126,8 @@ class Admitted(Msg, tag="admitted"):
     admission: Admission
 
 
-class LinkEntry(msgspec.Struct, array_like=True):
-    seq: int
-    ts_ns: int
-    events: list[AnyEvent]
-
-
 class Entries(Msg, tag="entries"):
-    entries: list[LinkEntry]
+    entries: list[PublicEntry]
     keys: dict[str, KeyRecord]
     durable_seq: int
 

@@ -56,7 +56,6 @@ from gateway.link.messages import (
     Goodbye,
     Hold,
     Join,
-    LinkEntry,
     MetricsText,
     Msg,
     Release,
@@ -409,15 +408,7 @@ class LinkServer:
             self.views.apply(entry.seq, entry.ts_ns, entry.events)
         if not self.edges or not (entries or keys):
             return
-        raw = msgspec.Raw(
-            ENCODER.encode(
-                Entries(
-                    [LinkEntry(e.seq, e.ts_ns, e.events) for e in entries],  # type: ignore[arg-type]
-                    dict(keys),
-                    self.rt.durable_seq,
-                )
-            )
-        )
+        raw = msgspec.Raw(ENCODER.encode(Entries(entries, dict(keys), self.rt.durable_seq)))
         for edge in list(self.edges):
             edge.send(raw)
 

@@ -68,7 +68,15 @@ from gateway.edge.server import Listening
 from gateway.entry.serve import open_sequencer, start_edge, start_sequencer
 from gateway.link import client as link_client
 from gateway.link.client import LinkCore, LinkRefused
-from gateway.link.front import BID_RATE, STAFF_RATE, Admission, Answer, Budget, Front
+from gateway.link.front import (
+    BID_RATE,
+    STAFF_RATE,
+    Admission,
+    Answer,
+    Budget,
+    Front,
+    PublicEntry,
+)
 from gateway.link.messages import (
     EDGE_DECODER,
     ENCODER,
@@ -85,7 +93,6 @@ from gateway.link.messages import (
     Entries,
     Goodbye,
     Join,
-    LinkEntry,
     MetricsText,
     Msg,
     Release,
@@ -1123,7 +1130,7 @@ def sequencer_batch(rng: random.Random) -> list[Msg]:
     if pick == 1:
         created = LotCreated(lot, "english", "t", 100, 10, 0, 0, 2**62, 0, RuleSet())
         bid = BidAccepted(lot, "C1", 100 + rng.randrange(1000), 1)
-        return [Entries([LinkEntry(rng.randrange(1, 99), time.time_ns(), [created, bid])], {}, 5)]
+        return [Entries([PublicEntry(rng.randrange(1, 99), time.time_ns(), [created, bid])], {}, 5)]
     if pick == 2:
         return [Answered(rng.randrange(1_000), Answer("accepted", 0, "", 7, 1, b"h" * 32))]
     return [Admitted(rng.randrange(1_000), Admission(0, "", {lot: "C1"}, 3)), Beat(1, 2, 3)]
